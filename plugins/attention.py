@@ -1,0 +1,59 @@
+"""Attention patterns: where each head looks, and the scores that summarise the mechanism's attention."""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.figures import heatmap
+
+
+def mean_patterns(run: ProbeRun) -> Float[Tensor, "layer head dest src"]:
+    return torch.stack([run.cache["pattern", l].mean(0) for l in range(run.n_layers)])
+
+
+def bos_decay_score(bos_weight: Float[Tensor, "pos"]) -> float:
+    """Fraction of consecutive positions (1..) where BOS attention falls: 1 = strictly decreasing (counting)."""
+    return (bos_weight[2:] < bos_weight[1:-1]).float().mean().item() if bos_weight.shape[0] > 2 else 0.0
+
+
+def attention_scores(pattern: Float[Tensor, "dest src"]) -> dict[str, float]:
+    """Mean attention to the previous token, to itself and to BOS, over destinations i >= 1."""
+    return {
+        "prev_token_score": pattern.diagonal(-1).mean().item(),
+        "self_score": pattern.diagonal()[1:].mean().item(),
+        "bos_score": pattern[1:, 0].mean().item(),
+        "bos_decay_score": bos_decay_score(pattern[:, 0]),
+    }
+
+
+class AttentionPatterns(AnalysisPlugin):
+    """Each head's mean attention pattern over the probe and on one example, with its summary scores.
+
+    Args:
+        example: Index of the probe sequence drawn as the single example.
+    """
+
+    def __init__(self, example: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.example = example
+
+    def analyze(self, run: ProbeRun) -> Findings:
+        findings = Findings()
+        patterns = mean_patterns(run)
+        labels = run.pos_labels
+        example_labels = [f"{lab}={t}" for lab, t in zip(labels, run.tokens[self.example].tolist())]
+        for l, h in run.heads():
+            head = f"L{l}H{h}"
+            for name, value in attention_scores(patterns[l, h]).items():
+                findings.scalar(f"attention/{name}/{head}", value)
+            for pos in range(1, patterns.shape[-1]):
+                findings.scalar(f"attention/bos_by_pos/{head}/pos{pos}", patterns[l, h, pos, 0])
+            findings.figure(f"attention/mean_pattern/{head}", heatmap, matrix=patterns[l, h],
+                            title=f"{head} mean attention over probe", x_labels=labels, y_labels=labels,
+                            xlabel="source position", ylabel="destination position", colorbar_label="attention")
+            findings.figure(f"attention/example_pattern/{head}", heatmap,
+                            matrix=run.cache["pattern", l][self.example, h], title=f"{head} attention, one example",
+                            x_labels=example_labels, y_labels=example_labels, xlabel="source",
+                            ylabel="destination", colorbar_label="attention")
+        return findings

@@ -1,0 +1,3 @@
+from prevpos.cli import main
+
+main()

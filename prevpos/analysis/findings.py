@@ -1,0 +1,54 @@
+"""What a plugin returns: scalars, figures (drawn later, possibly off the training thread) and text."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from matplotlib.figure import Figure
+
+
+@dataclass
+class FigureSpec:
+    """A figure as a function of plain data: `render(**data)` returns a matplotlib Figure."""
+
+    render: Callable[..., Figure]
+    data: dict
+
+    def draw(self) -> Figure:
+        return self.render(**self.data)
+
+
+@dataclass
+class Findings:
+    scalars: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, FigureSpec] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def scalar(self, tag: str, value) -> None:
+        self.scalars[tag] = float(value.item() if isinstance(value, torch.Tensor) else value)
+
+    def figure(self, tag: str, render: Callable[..., Figure], **data) -> None:
+        """Record a figure; tensors in `data` are copied to CPU numpy now, so drawing can happen later."""
+        self.figures[tag] = FigureSpec(render, {k: _plain(v) for k, v in data.items()})
+
+    def text(self, tag: str, value: str) -> None:
+        self.texts[tag] = value
+
+    def update(self, other: "Findings") -> None:
+        self.scalars.update(other.scalars)
+        self.figures.update(other.figures)
+        self.texts.update(other.texts)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this output (non-finite scalars, things that are not figures)."""
+        bad = [f"scalar {t} is {v}" for t, v in self.scalars.items() if not math.isfinite(v)]
+        bad += [f"figure {t} is a {type(s).__name__}, not a FigureSpec" for t, s in self.figures.items()
+                if not isinstance(s, FigureSpec)]
+        return bad
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy()
+    return value

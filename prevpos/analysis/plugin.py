@@ -1,0 +1,83 @@
+"""The base class of analysis plugins: when to run, where, in what mode, how to log, what to do on failure."""
+
+import traceback
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from prevpos.analysis.findings import Findings
+from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.analysis.session import AnalysisSession, session_for
+from prevpos.errors import ConfigError
+
+
+class AnalysisPlugin(Callback):
+    """Subclass and implement `analyze(run) -> Findings`; the base does the rest.
+
+    Runs before training (step 0, so every curve shows its start), every `every_n_epochs` epochs and at the
+    end of training; never in the sanity check; on global rank 0 only; in eval mode, float32, no grad.
+
+    Args:
+        every_n_epochs: Run every N training epochs.
+        strict: Re-raise a failure of this plugin instead of reporting it and going on.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, strict: bool = False):
+        if every_n_epochs < 1:
+            raise ConfigError(f"{type(self).__name__}.every_n_epochs={every_n_epochs}: must be at least 1")
+        self.every_n_epochs = every_n_epochs
+        self.strict = strict
+        self._last_step: int | None = None
+
+    def analyze(self, run: ProbeRun) -> Findings:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._analyze_now(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._analyze_now(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_step != trainer.global_step:  # the final state, if the schedule skipped it
+            self._analyze_now(trainer, pl_module)
+        if trainer.is_global_zero:
+            session_for(trainer).writer.finish()
+
+    def _analyze_now(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._last_step = trainer.global_step
+        session = session_for(trainer)
+        model = pl_module.model
+        with analysis_mode(model):
+            run = session.probe_run(model, trainer.global_step, trainer.current_epoch)
+            findings = self.analyze_safely(run, session)
+        if findings is not None:
+            session.writer.write(findings, trainer.global_step)
+
+    def analyze_safely(self, run: ProbeRun, session: AnalysisSession | None = None) -> Findings | None:
+        """analyze(run), or None after reporting (once) what went wrong; re-raises if strict."""
+        name = type(self).__name__
+        try:
+            findings = self.analyze(run)
+            problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
+                if not isinstance(findings, Findings) else findings.problems()
+            if problems:
+                raise ValueError("; ".join(problems))
+            return findings
+        except Exception as error:
+            if self.strict:
+                raise
+            reported = session.reported if session is not None else set()
+            if name not in reported:
+                reported.add(name)
+                message = f"plugin {name} failed at step {run.step} and was skipped: {error!r}"
+                rank_zero_warn(message + " (set strict: true to stop on it)")
+                if session is not None and session.writer.tensorboard is not None:
+                    session.writer.tensorboard.add_text(f"plugin_errors/{name}", message + "\n\n    " +
+                                                        traceback.format_exc().replace("\n", "\n    "), run.step)
+            return None

@@ -1,0 +1,72 @@
+"""One forward pass with cache on the fixed probe batch, shared by every plugin at a given step."""
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import Tensor
+from transformer_lens import ActivationCache, HookedTransformer
+
+from prevpos.loss import correct_predictions, previous_token_loss
+
+
+@dataclass
+class ProbeRun:
+    """The model, the probe tokens and their cached activations, in float32 with autocast off.
+
+    Plugins read from it and never change the model. `step` is the global training step (0 before training).
+    """
+
+    model: HookedTransformer
+    tokens: Tensor
+    step: int = 0
+    epoch: int = 0
+    extras: dict = field(default_factory=dict)  # for plugins to share derived results within one step
+
+    @cached_property
+    def _forward(self) -> tuple[Tensor, ActivationCache]:
+        return self.model.run_with_cache(self.tokens)
+
+    @property
+    def logits(self) -> Tensor:
+        return self._forward[0]
+
+    @property
+    def cache(self) -> ActivationCache:
+        return self._forward[1]
+
+    @property
+    def loss(self) -> float:
+        return previous_token_loss(self.logits, self.tokens).item()
+
+    @property
+    def acc(self) -> float:
+        return correct_predictions(self.logits, self.tokens).float().mean().item()
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.cfg.n_layers
+
+    def heads(self) -> list[tuple[int, int]]:
+        return [(l, h) for l in range(self.model.cfg.n_layers) for h in range(self.model.cfg.n_heads)]
+
+    @property
+    def pos_labels(self) -> list[str]:
+        return position_labels(self.tokens.shape[1])
+
+
+def position_labels(n_ctx: int) -> list[str]:
+    return ["BOS"] + [f"a_{i}" for i in range(1, n_ctx)]
+
+
+@contextmanager
+def analysis_mode(model: HookedTransformer):
+    """No grad, eval mode, autocast off: analyses run in float32 whatever the training precision."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(torch.device(model.cfg.device).type, enabled=False):
+            yield
+    finally:
+        model.train(was_training)

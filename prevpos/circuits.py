@@ -1,0 +1,59 @@
+"""Exact decompositions of an attention-only, bias-free, LayerNorm-free model, checked against its own activations."""
+
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import ActivationCache, HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+QK_TERMS = ("direct", "k_comp", "q_comp", "qk_comp")
+
+
+def decomposable(model: HookedTransformer) -> str | None:
+    """None if the four-term split is exact for this model, else the one-line reason it is not."""
+    cfg = model.cfg
+    if not cfg.attn_only:
+        return "the model has MLPs, so earlier layers' output is not only attention"
+    if cfg.normalization_type is not None:
+        return f"the model has {cfg.normalization_type} normalization"
+    if cfg.n_layers < 2:
+        return "the model has one layer, so there is no composition to split"
+    return None
+
+
+def qk_terms(model: HookedTransformer, cache: ActivationCache, layer: int, head: int
+             ) -> dict[str, Float[Tensor, "batch dest src"]]:
+    """Split head (layer, head)'s attention scores into direct, k_comp, q_comp and qk_comp (query side first).
+
+    e = the embedding (token plus positional, zero here) and c = everything earlier layers added, so queries and
+    keys are both read from e + c and the scores are bilinear in them. Scaled like the model (1/sqrt(d_head)).
+    """
+    e = cache["resid_pre", 0]
+    c = cache["resid_pre", layer] - e
+    W_QK = model.QK[layer, head]
+    scale = model.blocks[layer].attn.attn_scale
+
+    def term(query_side: Tensor, key_side: Tensor) -> Tensor:
+        return (query_side @ W_QK.A) @ (key_side @ W_QK.B.mT).mT / scale
+
+    return {"direct": term(e, e), "k_comp": term(e, c), "q_comp": term(c, e), "qk_comp": term(c, c)}
+
+
+def lower_triangle(scores: Float[Tensor, "... dest src"]) -> Float[Tensor, "n"]:
+    """The entries the causal mask keeps (src <= dest), flattened."""
+    n = scores.shape[-1]
+    keep = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
+    return scores[..., keep]
+
+
+def run_with_edited_scores(model: HookedTransformer, tokens: Tensor, layer: int,
+                           edit: Callable[[Float[Tensor, "batch head dest src"]], Tensor]) -> Tensor:
+    """Logits when layer `layer`'s attention scores are replaced by edit(scores), causal mask re-applied."""
+    attention = model.blocks[layer].attn
+
+    def hook(scores: Tensor, hook) -> Tensor:
+        return attention.apply_causal_mask(edit(scores.clone()))
+
+    return model.run_with_hooks(tokens, fwd_hooks=[(get_act_name("attn_scores", layer), hook)])

@@ -1,0 +1,1 @@
+"""The commands beyond LightningCLI\x27s fit/validate/test."""

@@ -1,0 +1,113 @@
+"""Training batches generated on the training device; a fixed held-out set for validation."""
+
+import lightning as L
+import torch
+
+from prevpos.errors import ConfigError
+from prevpos.sequences import probe_tokens, random_sequences, seeded_sequences
+
+
+class DeviceBatches:
+    """`steps` fresh batches per epoch, drawn on the device from a generator the datamodule owns."""
+
+    def __init__(self, data: "PrevTokenData"):
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.steps_per_epoch
+
+    def __iter__(self):
+        for _ in range(self.data.steps_per_epoch):
+            yield self.data.next_batch()
+
+
+class HeldOut:
+    """The fixed validation batches (a plain list would read as several dataloaders to Lightning)."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class PrevTokenData(L.LightningDataModule):
+    """Random previous-token sequences.
+
+    Args:
+        batch_size: Sequences per training step (per device).
+        steps_per_epoch: Training steps per epoch; analysis plugins run at each epoch end.
+        val_size: Size of the fixed held-out validation set.
+        seed: Seeds the training stream (offset per distributed rank) and, with +1, the validation set.
+        n_tokens: Ordinary tokens are drawn from [0, n_tokens); default d_vocab - 1 (every token but BOS).
+        notebook_generator: Draw tokens from [0, d_vocab) like the public tutorial (BOS can appear mid-sequence;
+            a much harder task).
+        bos: Put BOS at position 0 (False: the no-BOS experiment).
+        n_ctx: Sequence length (linked from model.n_ctx).
+        probe_size: Sequences in the fixed probe batch the analysis plugins read.
+        probe_seed: Seed of the probe batch (the same probe every epoch and on resume).
+        notebook_probe: Draw the probe exactly as the public tutorial did (manual_seed, randint(0, d_vocab)).
+        n_ctx: Sequence length (linked from model.n_ctx).
+        d_vocab: Vocabulary size including BOS (linked from model.d_vocab).
+    """
+
+    def __init__(
+        self, batch_size: int = 256, steps_per_epoch: int = 25, val_size: int = 2048, seed: int = 0,
+        n_tokens: int | None = None, notebook_generator: bool = False, bos: bool = True,
+        probe_size: int = 1024, probe_seed: int = 1234, notebook_probe: bool = False,
+        n_ctx: int = 10, d_vocab: int = 101,
+    ):
+        super().__init__()
+        for name, value in [("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch), ("val_size", val_size),
+                            ("probe_size", probe_size)]:
+            if value < 1:
+                raise ConfigError(f"data.{name}={value}: must be at least 1")
+        if notebook_generator:
+            n_tokens = d_vocab
+        elif n_tokens is None:
+            n_tokens = d_vocab - 1
+        elif not 2 <= n_tokens <= d_vocab - 1:
+            raise ConfigError(f"data.n_tokens={n_tokens}: must be in [2, d_vocab-1={d_vocab - 1}] (BOS is token d_vocab-1)")
+        self.batch_size, self.steps_per_epoch, self.val_size = batch_size, steps_per_epoch, val_size
+        self.seed, self.n_tokens, self.bos = seed, n_tokens, bos
+        self.n_ctx, self.d_vocab = n_ctx, d_vocab
+        self.probe_size, self.probe_seed, self.notebook_probe = probe_size, probe_seed, notebook_probe
+        self.generator: torch.Generator | None = None
+        self._pending_state: torch.Tensor | None = None
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        if self.generator is None or self.generator.device != device:
+            # A different stream per rank, so data-parallel replicas see different batches.
+            self.generator = torch.Generator(device).manual_seed(self.seed + 1000 * self.trainer.global_rank)
+        if self._pending_state is not None:
+            self.generator.set_state(self._pending_state)
+            self._pending_state = None
+
+    def next_batch(self) -> torch.Tensor:
+        return random_sequences(self.batch_size, self.n_ctx, self.d_vocab, self.n_tokens, self.generator,
+                                self.generator.device, bos=self.bos)
+
+    def train_dataloader(self) -> DeviceBatches:
+        return DeviceBatches(self)
+
+    def val_dataloader(self) -> "HeldOut":
+        held_out = seeded_sequences(self.val_size, self.n_ctx, self.d_vocab, self.n_tokens, self.seed + 1, self.bos)
+        return HeldOut(held_out.split(self.batch_size * 4))
+
+    def probe_tokens(self) -> torch.Tensor:
+        return probe_tokens(self.probe_size, self.n_ctx, self.d_vocab, self.n_tokens, self.probe_seed,
+                            self.notebook_probe, self.bos)
+
+    def state_dict(self) -> dict:
+        # Resuming continues the same stream instead of replaying the first epoch's batches.
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending_state = state.get("generator")
+        if self.generator is not None and self._pending_state is not None:
+            self.generator.set_state(self._pending_state)
+            self._pending_state = None

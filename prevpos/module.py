@@ -1,0 +1,91 @@
+"""The LightningModule: the HookedTransformer, its loss, optimizer and metrics. Nothing else."""
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from prevpos.errors import ConfigError
+from prevpos.loss import correct_predictions, previous_token_loss
+from prevpos.transformer import Positional, build_transformer
+
+
+class PrevTokenModel(L.LightningModule):
+    """A transformer trained to output the previous token.
+
+    Args:
+        n_layers: Attention layers.
+        n_heads: Heads per layer.
+        d_model: Residual stream width.
+        d_head: Width of each head.
+        n_ctx: Sequence length, BOS included.
+        d_vocab: Vocabulary size; the last token is BOS.
+        attn_only: No MLPs (the tutorial's model).
+        positional: "none" (zeroed, frozen W_pos: the point of the project) or "learned" (the control).
+        init_seed: Seed of the weight initialisation.
+        lr: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay (never applied to the frozen W_pos and biases: they are not optimized).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: Cosine decay from lr to lr * min_lr_ratio over the run (keeps long runs stable).
+    """
+
+    def __init__(
+        self, n_layers: int = 2, n_heads: int = 1, d_model: int = 128, d_head: int = 128, n_ctx: int = 10,
+        d_vocab: int = 101, attn_only: bool = True, positional: Positional = "none", init_seed: int = 0,
+        lr: float = 3e-3, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 20, min_lr_ratio: float = 0.1,
+    ):
+        super().__init__()
+        if not lr > 0:
+            raise ConfigError(f"model.lr={lr}: the learning rate must be positive (e.g. 3e-3)")
+        if weight_decay < 0:
+            raise ConfigError(f"model.weight_decay={weight_decay}: must be >= 0")
+        if not 0 <= min_lr_ratio <= 1 or warmup_steps < 0:
+            raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1], model.warmup_steps={warmup_steps} >= 0")
+        self.save_hyperparameters()
+        self.model = build_transformer(n_layers, n_heads, d_model, d_head, n_ctx, d_vocab, attn_only, positional,
+                                       init_seed)
+        self.train_acc = MulticlassAccuracy(d_vocab, average="micro")
+        self.val_acc = MulticlassAccuracy(d_vocab, average="micro")
+        self.val_loss = MeanMetric()
+        self.val_acc_pos = torch.nn.ModuleList(MeanMetric() for _ in range(n_ctx - 1))
+
+    def _apply(self, fn, *args, **kwargs):
+        # TransformerLens moves inputs to cfg.device inside forward, and Lightning's .to() does not update it.
+        super()._apply(fn, *args, **kwargs)
+        self.model.cfg.device = str(self.model.W_E.device)
+        return self
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+    def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        logits = self.model(tokens)
+        loss = previous_token_loss(logits, tokens)
+        self.train_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
+        logits = self.model(tokens)
+        self.val_loss.update(previous_token_loss(logits, tokens), weight=tokens.shape[0])
+        self.val_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
+        correct = correct_predictions(logits, tokens).float()
+        for pos, metric in enumerate(self.val_acc_pos, start=1):
+            metric.update(correct[:, pos - 1])
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        for pos, metric in enumerate(self.val_acc_pos, start=1):
+            self.log(f"val/acc_pos{pos}", metric)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas)
+        total = max(self.trainer.estimated_stepping_batches, hp.warmup_steps + 1)
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(hp.warmup_steps, 1), 1.0, max(hp.warmup_steps, 1))
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - hp.warmup_steps, hp.lr * hp.min_lr_ratio)
+        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], [hp.warmup_steps])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

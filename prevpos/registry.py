@@ -1,0 +1,30 @@
+"""Find analysis plugins: every module of the built-in plugins/ package and every `prevpos.plugins` entry point."""
+
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
+from prevpos.analysis.plugin import AnalysisPlugin
+
+ENTRY_POINT_GROUP = "prevpos.plugins"
+
+
+def discover_plugins() -> dict[str, type[AnalysisPlugin]]:
+    """Import every plugin module, then return {short class name: class} for all AnalysisPlugin subclasses.
+
+    Importing is what lets jsonargparse resolve short names like `OVCircuit` in YAML and on the command line.
+    """
+    import prevpos_plugins
+
+    for module in pkgutil.iter_modules(prevpos_plugins.__path__):
+        importlib.import_module(f"prevpos_plugins.{module.name}")
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+    return {cls.__name__: cls for cls in _subclasses(AnalysisPlugin)}
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return [c for c in found if not c.__name__.startswith("_")]

@@ -1,0 +1,50 @@
+"""Shared fixtures: CPU only, small sizes, and one trained default-shape model per test session."""
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from prevpos.data import PrevTokenData  # noqa: E402
+from prevpos.module import PrevTokenModel  # noqa: E402
+
+
+def quiet_trainer(**overrides) -> L.Trainer:
+    """A CPU Trainer with no progress bar, model summary or checkpoints unless asked for."""
+    kwargs = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def build_data(**overrides) -> PrevTokenData:
+    kwargs = dict(batch_size=64, steps_per_epoch=5, val_size=256, probe_size=128)
+    kwargs.update(overrides)
+    return PrevTokenData(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_module() -> PrevTokenModel:
+    """The default model trained 400 steps at batch 256 (~10 s on 2 cores): the mechanism has formed."""
+    module = PrevTokenModel(lr=3e-3)
+    data = PrevTokenData(batch_size=256, steps_per_epoch=100, val_size=1024)
+    quiet_trainer(max_epochs=4, gradient_clip_val=1.0).fit(module, data)
+    module.eval()
+    return module
+
+
+@pytest.fixture()
+def in_tmp(tmp_path: Path, monkeypatch) -> Path:
+    """Run in a fresh directory, so lightning_logs/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    torch.set_grad_enabled(True)
