@@ -13,9 +13,9 @@ EXTRA_COMMANDS = {
 
 BUILTIN_PLUGINS = [
     "prevpos_plugins.attention.AttentionPatterns",
-#    "prevpos_plugins.ov_circuit.OVCircuit",
-#    "prevpos_plugins.qk_terms.QKTermImportance",
-#    "prevpos_plugins.adversarial.AdversarialExamples",
+    "prevpos_plugins.ov_circuit.OVCircuit",
+    "prevpos_plugins.qk_terms.QKTermImportance",
+    "prevpos_plugins.adversarial.AdversarialExamples",
 ]
 
 TRAINER_DEFAULTS = {
@@ -36,7 +36,8 @@ DEFAULT_CALLBACKS = [
 ]
 
 
-def _lightning_cli(args: list[str] | None):
+def build_cli(args: list[str] | None, run: bool = True):
+    """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from prevpos.data import PrevTokenData
@@ -65,7 +66,7 @@ def _lightning_cli(args: list[str] | None):
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, parser_class=OneLineErrorParser, trainer_defaults={**TRAINER_DEFAULTS,
                                                                       "callbacks": [StopOnDivergence()]},
-        auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
+        run=run, auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
             importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
         else:
-            _lightning_cli(None if from_command_line else argv)
+            build_cli(None if from_command_line else argv)
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)

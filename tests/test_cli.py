@@ -1,0 +1,76 @@
+"""The command line: a real short fit, help, print_config, and every experiment file."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.cli import build_cli, main
+
+EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.yaml"))
+SHORT_FIT = ["fit", "--trainer.max_epochs=4", "--data.steps_per_epoch=25", "--data.val_size=512",
+             "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"]
+
+
+def scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
+    main(SHORT_FIT)
+    run_dir = in_tmp / "lightning_logs" / "default" / "version_0"
+    logged = scalars(run_dir)
+    expected = {"train/loss", "train/acc", "val/loss", "val/acc"} | {f"val/acc_pos{i}" for i in range(1, 10)}
+    assert expected <= set(logged)
+    val_acc = [e.value for e in logged["val/acc"]]
+    assert len(val_acc) == 4 and val_acc[-1] > 0.5  # chance is 0.01; 100 steps at lr 3e-3 reach ~0.9
+    assert logged["val/loss"][-1].value < logged["val/loss"][0].value
+    assert (run_dir / "config.yaml").is_file() and list((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_saved_config_reruns_the_run(in_tmp, capsys):
+    main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
+    saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"
+    main(["fit", "--config", str(saved), "--trainer.max_epochs=1"])
+    rerun = yaml.safe_load((saved.parents[1] / "version_1" / "config.yaml").read_text())
+    assert rerun["model"] == yaml.safe_load(saved.read_text())["model"] and rerun["model"]["lr"] == 0.002
+    assert rerun["data"]["steps_per_epoch"] == 2
+
+
+def test_top_level_help_lists_every_command(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("fit", "analyze", "report", "bench"))
+
+
+def test_fit_help_shows_model_and_data_docs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "--model.lr" in out and "Peak AdamW learning rate" in out and "--data.steps_per_epoch" in out
+
+
+def test_print_config_is_valid_yaml_with_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["n_ctx"] == 10 and config["model"]["d_vocab"] == 101
+    assert config["trainer"]["logger"]["class_path"].endswith("TensorBoardLogger")
+
+
+def test_default_experiment_file_is_the_default():
+    plain = build_cli([], run=False).config
+    from_file = build_cli(["--config", "experiments/default.yaml"], run=False).config
+    for section in ("model", "data", "trainer"):
+        assert from_file[section] == plain[section], section
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_parses_and_instantiates(experiment):
+    cli = build_cli(["--config", str(experiment)], run=False)
+    assert cli.model.model.cfg.n_ctx == cli.datamodule.n_ctx
+    assert cli.trainer.max_epochs >= 1
