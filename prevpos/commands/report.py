@@ -1,0 +1,48 @@
+"""`python -m prevpos report RUN_DIR [RUN_DIR ...]`: one HTML page telling a run's story (or several runs' spread)."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from prevpos.errors import ConfigError
+
+DESCRIPTION = """Write RUN_DIR/report.html from a finished run (lightning_logs/<name>/version_N) or a `prevpos analyze`
+output directory: config, final metrics, emergence timeline, the algorithm filled in with the run's numbers, key
+figures over training. Several RUN_DIRs (e.g. the seeds: lightning_logs/seeds/*) give one page with the spread of
+the mechanism scores across them, written to their common parent directory. Only report.html is written, and an
+existing report.html is overwritten only if `prevpos report` wrote it."""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m prevpos report", description=DESCRIPTION)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=Path)
+    parser.add_argument("--out", type=Path, help="the HTML file to write (default: RUN_DIR/report.html, or "
+                                                 "report.html in the common parent of several RUN_DIRs)")
+
+    def one_line_error(message: str):
+        print(f"prevpos: error: report: {message} (`python -m prevpos report --help` lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = one_line_error
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    from prevpos.report.html import write_report
+    from prevpos.report.page import build_report
+    from prevpos.report.run import read_run
+    from prevpos.report.seeds import build_summary
+
+    runs = [read_run(path) for path in args.run_dirs]
+    if len(runs) == 1:
+        out = args.out or args.run_dirs[0] / "report.html"
+        text = build_report(runs[0])
+    else:
+        out = args.out or Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
+        text = build_summary(runs)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
+    write_report(out, text)
+    print(f"wrote {out}")

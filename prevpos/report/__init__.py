@@ -1,0 +1,1 @@
+"""`python -m prevpos report`: read a run, draw its emergence timeline, fill in the algorithm, write HTML."""

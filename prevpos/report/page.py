@@ -1,0 +1,92 @@
+"""One run's report page: config and final metrics, timeline, the filled-in algorithm, figures over training."""
+
+import yaml
+
+from prevpos.report.html import esc, img, page, table
+from prevpos.report.mechanisms import crossings, matching
+from prevpos.report.run import RunRecord
+from prevpos.report.snapshots import KEY_FIGURES, acc_at, snapshot_steps
+from prevpos.report.story import claims
+from prevpos.report.timeline import png_bytes, timeline_figure
+
+DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "epoch", "hp_metric")  # long per-position lists: folded away
+
+
+def build_report(run: RunRecord) -> str:
+    timeline = png_bytes(timeline_figure(run)) if run.kind == "run" else None
+    sections = [_overview(run), _timeline(run, timeline), _story(run, timeline), _snapshots(run), _all_figures(run)]
+    return page(f"prevpos report: {run.path}", sections)
+
+
+def _overview(run: RunRecord) -> str:
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in run.notes)
+    source = ("a training run (TensorBoard events)" if run.kind == "run"
+              else "a `prevpos analyze` output (metrics.json: one snapshot, no timeline)")
+    final = run.final
+    main = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if not any(d in tag for d in DETAIL_TAGS)]
+    detail = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if any(d in tag for d in DETAIL_TAGS)]
+    last_step = max((series[-1][0] for series in run.scalars.values() if series), default=0)
+    html = [f'<h2 id="run">Run</h2>{notes}<p>Read from {esc(source)}; last logged step {last_step}.</p>']
+    if run.config:
+        html.append(_config_table(run.config))
+        html.append(f"<details><summary>config.yaml</summary><pre>{esc(yaml.safe_dump(run.config, sort_keys=False))}</pre></details>")
+    html.append('<h3 id="final-metrics">Final metrics</h3>' + table(["tag", "final value"], main))
+    if detail:
+        html.append("<details><summary>per-position values</summary>" + table(["tag", "final value"], detail) + "</details>")
+    return "\n".join(html)
+
+
+def _config_table(config: dict) -> str:
+    rows = [[f"{group}.{key}", value] for group in ("model", "data") for key, value in (config.get(group) or {}).items()]
+    trainer = config.get("trainer") or {}
+    rows += [[f"trainer.{k}", trainer.get(k)] for k in ("max_epochs", "max_steps", "precision", "gradient_clip_val")]
+    logger = (trainer.get("logger") or {}).get("init_args", {}) if isinstance(trainer.get("logger"), dict) else {}
+    rows += [["logger name", logger.get("name")], ["seed_everything", config.get("seed_everything")]]
+    plugins = [c.get("class_path", "").rsplit(".", 1)[-1] for c in trainer.get("callbacks") or [] if isinstance(c, dict)]
+    rows.append(["callbacks", ", ".join(plugins)])
+    return table(["setting", "value"], rows)
+
+
+def _timeline(run: RunRecord, timeline: bytes | None) -> str:
+    if timeline is None:
+        return '<h2 id="timeline">Emergence timeline</h2><p class="missing">No timeline: this directory holds one snapshot.</p>'
+    rows = [[r["label"], f"{r['threshold']:g}", "never" if r["step"] is None else r["step"]] for r in crossings(run)]
+    return ('<h2 id="timeline">Emergence timeline</h2>' + img(timeline, "mechanism scores and losses by training step")
+            + "<p>The order in which the parts formed (first step at or above each threshold):</p>"
+            + table(["score", "threshold", "first step"], rows))
+
+
+def _story(run: RunRecord, timeline: bytes | None) -> str:
+    html = ['<h2 id="algorithm">How the model does it, with this run\'s numbers</h2>']
+    for claim in claims(run):
+        text = f"<p>{esc(claim.text)}</p>" if claim.text else f'<p class="missing">{esc(claim.missing)}</p>'
+        figs = []
+        for pattern in claim.figures:
+            if pattern == "__timeline__":
+                figs += [img(timeline, "timeline (above)", 420)] if timeline else []
+                continue
+            figs += [img(run.image_at(tag), f"{tag} (end)", 380) for tag in matching(run, pattern, images=True)]
+        html.append(f'<div class="claim"><div class="text"><h3>{esc(claim.title)}</h3>{text}</div>'
+                    f'<div class="figs">{"".join(figs)}</div></div>')
+    return "\n".join(html)
+
+
+def _snapshots(run: RunRecord) -> str:
+    tags = [t for pattern in KEY_FIGURES for t in matching(run, pattern, images=True)]
+    if run.kind != "run" or not tags:
+        return ""
+    steps = snapshot_steps(run, [s for s, _ in run.images[tags[0]]])
+    header = ["figure"] + [f"{name}: step {s}" + ("" if acc_at(run, s) is None else f", val acc {acc_at(run, s):.3f}")
+                           for name, s in steps.items()]
+    rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
+        f"<td>{img(png, f'{tag} @ {s}', 260) if (png := run.image_at(tag, s)) else ''}</td>" for s in steps.values())
+                   + "</tr>" for tag in tags)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    return (f'<h2 id="snapshots">Key figures before, during and after the transition</h2>'
+            f"<p>Steps chosen from val accuracy.</p><table><tr>{head}</tr>{rows}</table>")
+
+
+def _all_figures(run: RunRecord) -> str:
+    figs = "".join(img(run.image_at(tag), tag, 380) for tag in sorted(run.images))
+    return (f'<h2 id="figures">Every figure at the end</h2><details><summary>{len(run.images)} figures</summary>'
+            f'<div class="figs" style="display:flex;flex-wrap:wrap;gap:.5em">{figs}</div></details>')

@@ -1,0 +1,91 @@
+"""Read a finished run (TensorBoard events, config.yaml, last checkpoint) or an `analyze` output directory."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from prevpos.errors import ConfigError
+
+
+@dataclass
+class RunRecord:
+    """Everything a report shows, as plain data: scalar series, images as PNG bytes, config, notes."""
+
+    path: Path
+    kind: str  # "run" (training events: has a timeline) or "analyze" (one snapshot: metrics.json + PNGs)
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    images: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    config: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return {tag: series[-1][1] for tag, series in self.scalars.items() if series}
+
+    def image_at(self, tag: str, step: int | None = None) -> bytes | None:
+        """The image logged at `step` (None: the last one)."""
+        series = self.images.get(tag, [])
+        matches = [png for s, png in series if step is None or s == step]
+        return matches[-1] if matches else None
+
+
+def read_run(path: str | Path) -> RunRecord:
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such directory (pass a run directory, lightning_logs/<name>/version_N)")
+    if any(path.glob("events.out.tfevents.*")):
+        return _read_events(path)
+    if (path / "metrics.json").is_file():
+        return _read_analyze(path)
+    versions = sorted(p.name for p in path.glob("version_*") if p.is_dir())
+    hint = f"; it holds {', '.join(versions)}: pass one of them" if versions else ""
+    raise ConfigError(f"{path} has no TensorBoard events and no metrics.json: is it a run directory "
+                      f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output{hint}?")
+
+
+def _read_events(path: Path) -> RunRecord:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})  # 0 = keep every event
+    events.Reload()
+    tags = events.Tags()
+    run = RunRecord(path, "run")
+    for tag in tags["scalars"]:
+        by_step = {e.step: e.value for e in events.Scalars(tag)}  # the last value wins if a step repeats
+        run.scalars[tag] = sorted(by_step.items())
+    for tag in tags["images"]:
+        run.images[tag] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+    if not run.scalars:
+        raise ConfigError(f"{path}: its TensorBoard events hold no scalars yet: the run is half-written "
+                          "(stopped or still in its first steps)")
+    run.config = _read_config(path / "config.yaml", run)
+    if not (path / "checkpoints" / "last.ckpt").is_file():
+        run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
+    return run
+
+
+def _read_analyze(path: Path) -> RunRecord:
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path / 'metrics.json'} is not valid JSON ({error}): was `prevpos analyze` interrupted?")
+    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ConfigError(f"{path / 'metrics.json'} is not a flat {{tag: number}} map: not written by `prevpos analyze`")
+    run = RunRecord(path, "analyze", scalars={tag: [(0, float(v))] for tag, v in metrics.items()})
+    for png in sorted(path.rglob("*.png")):
+        run.images[png.relative_to(path).with_suffix("").as_posix()] = [(0, png.read_bytes())]
+    run.config = _read_config(path / "config.yaml", run) if (path / "config.yaml").is_file() else None
+    return run
+
+
+def _read_config(file: Path, run: RunRecord) -> dict | None:
+    if not file.is_file():
+        run.notes.append("no config.yaml: the settings of this run are unknown (not started by `python -m prevpos fit`?)")
+        return None
+    try:
+        config = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file} is not valid YAML: {' '.join(str(error).split())}")
+    return config if isinstance(config, dict) else None

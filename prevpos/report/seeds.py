@@ -1,0 +1,76 @@
+"""A report across several runs (e.g. seeds): each mechanism score's spread, and whether the same algorithm formed."""
+
+import statistics
+
+from matplotlib.figure import Figure
+
+from prevpos.report.html import esc, img, page, table
+from prevpos.report.mechanisms import crossings, matching
+from prevpos.report.run import RunRecord
+from prevpos.report.story import TERMS
+from prevpos.report.timeline import png_bytes
+
+COLUMNS = ["val/acc", "val/loss", "probe/acc", "attention/bos_score/L0H*", "attention/prev_token_score/L{last}H*",
+           "ov/copy_top1/L{last}H*", *(f"qk_terms/zero_ablation_loss/{t}*" for t in TERMS),
+           "explanation/restricted_recovered", "explanation/excluded_recovered", "explanation/algorithm_recovered",
+           "adversarial/repeated_pairs/loss", "adversarial/no_bos/loss", "length/acc_len*"]
+
+
+def values_table(runs: list[RunRecord]) -> tuple[list[str], list[list]]:
+    """Columns present in any run, and one row of final values (None where absent) per run."""
+    tags = []
+    for pattern in COLUMNS:
+        for run in runs:
+            tags += [t for t in matching(run, pattern) if t not in tags]
+    return tags, [[run.final.get(t) for t in tags] for run in runs]
+
+
+def spread(rows: list[list]) -> dict[str, list]:
+    columns = [[v for v in col if v is not None] for col in zip(*rows)]
+    stats = {"mean": statistics.fmean, "std": lambda c: statistics.stdev(c) if len(c) > 1 else 0.0, "min": min, "max": max}
+    return {name: [fn(c) if c else None for c in columns] for name, fn in stats.items()}
+
+
+def _seed(run: RunRecord, group: str, key: str):
+    return ((run.config or {}).get(group) or {}).get(key, "?")
+
+
+def _top_term(run: RunRecord) -> str:
+    losses = {t: run.final[tags[0]] for t in TERMS if (tags := matching(run, f"qk_terms/zero_ablation_loss/{t}*"))}
+    return " > ".join(sorted(losses, key=losses.get, reverse=True)) if losses else "-"
+
+
+def _curves(runs: list[RunRecord]) -> Figure:
+    fig = Figure(figsize=(10, 3.6), dpi=80, layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
+    for ax, pattern in zip(axes, ["val/acc", "attention/prev_token_score/L{last}H*"]):
+        for run in runs:
+            for tag in matching(run, pattern)[:1]:
+                ax.plot(*zip(*run.scalars[tag]), marker=".", label=run.path.name)
+        ax.set(title=pattern.replace("{last}", "last "), xlabel="training step", ylim=(-0.03, 1.03))
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def build_summary(runs: list[RunRecord]) -> str:
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    tags, rows = values_table(runs)
+    names = [[run.path.name, _seed(run, "model", "init_seed"), _seed(run, "data", "seed")] for run in runs]
+    per_run = [n + [fmt(v) for v in row] for n, row in zip(names, rows)]
+    stats = [[name, "", ""] + [fmt(v) for v in col] for name, col in spread(rows).items()] if rows else []
+    steps = [{c["label"] + f" ≥ {c['threshold']:g}": c["step"] for c in crossings(run)} for run in runs]
+    labels = list(dict.fromkeys(k for s in steps for k in s))
+    order = [[run.path.name, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in labels]
+             for run, s in zip(runs, steps)]
+    sections = [
+        f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values; the last four rows are "
+        "their mean, standard deviation, minimum and maximum.</p>",
+        table(["run", "model.init_seed", "data.seed", *tags], per_run + stats, numeric_from=1),
+        "<h2>Did every run learn the same algorithm?</h2><p>Ranking of the zero-ablated score terms (most "
+        "important first) and the first step each score crossed its threshold:</p>",
+        table(["run", "term ranking", *labels], order, numeric_from=2),
+        img(png_bytes(_curves(runs)), "val accuracy and prev-token score of every run"),
+    ]
+    for run in runs:
+        sections += [f'<p class="note">{esc(run.path.name)}: {esc(n)}</p>' for n in run.notes]
+    return page(f"prevpos report across {len(runs)} runs", sections)

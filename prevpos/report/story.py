@@ -1,0 +1,148 @@
+"""The reverse-engineered algorithm as short claims filled in with this run's numbers, each with its figures."""
+
+import math
+from dataclasses import dataclass, field
+
+from prevpos.report.mechanisms import last_layer, matching
+from prevpos.report.run import RunRecord
+
+TERMS = ["direct", "qk_comp", "k_comp", "q_comp"]
+
+
+@dataclass
+class Claim:
+    title: str
+    text: str | None  # None: the run did not measure it; `missing` says why
+    figures: list[str] = field(default_factory=list)  # image tag globs; {last} = the last layer
+    missing: str = ""
+
+
+def claims(run: RunRecord) -> list[Claim]:
+    last, final = last_layer(run), run.final
+    return [_task(run, final), _counting(run, final), _prev_token(run, final, last), _terms(run, final, last),
+            _copying(run, final, last), _explanation(final), _adversarial(final), _length(run, final)]
+
+
+def _first(run: RunRecord, pattern: str, final: dict) -> float | None:
+    tags = matching(run, pattern)
+    return final[tags[0]] if tags else None
+
+
+def _absent(title: str, what: str, plugin: str, figures=()) -> Claim:
+    return Claim(title, None, list(figures), f"not measured in this run: no {what} scalars (the {plugin} plugin was off)")
+
+
+def _task(run: RunRecord, final: dict) -> Claim:
+    title = "The task is learned"
+    split = "val" if "val/acc" in final else "probe"
+    if f"{split}/acc" not in final:
+        return _absent(title, "val/acc or probe/acc", "training loop")
+    vocab = (run.config or {}).get("model", {}).get("d_vocab", 101)
+    text = (f"On the {'held-out' if split == 'val' else 'probe'} set the model outputs the previous token with accuracy "
+            f"{final[f'{split}/acc']:.4f}")
+    if f"{split}/loss" in final:
+        text += f" and loss {final[f'{split}/loss']:.4f} (chance: ln({vocab - 1}) = {math.log(vocab - 1):.3f})"
+    by_pos = {tag: final[tag] for tag in matching(run, "val/acc_pos*")}
+    if by_pos:
+        worst = min(by_pos, key=by_pos.get)
+        text += f"; its weakest position is a_{worst.removeprefix('val/acc_pos')} at {by_pos[worst]:.4f}"
+    return Claim(title, text + ".", ["__timeline__"])
+
+
+def _counting(run: RunRecord, final: dict) -> Claim:
+    title = "1. Layer 0 counts: its attention to BOS falls with position"
+    by_pos = [final[t] for t in sorted(matching(run, "attention/bos_by_pos/L0H0/pos*"), key=lambda t: int(t[t.rindex("pos") + 3:]))]
+    figures = ["attention/mean_pattern/L0H*", "qk_terms/full_qk_circuit/L0H*"]
+    if not by_pos:
+        return _absent(title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
+    n = len(by_pos)
+    text = (f"Layer 0 gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
+            f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
+    decay = final.get("attention/bos_decay_score/L0H0")
+    if decay is not None:
+        text += f"; it falls at {decay:.0%} of consecutive positions"
+    return Claim(title, text + ". So layer 0's output says how far into the sequence each token is.", figures)
+
+
+def _prev_token(run: RunRecord, final: dict, last: int) -> Claim:
+    title = f"2. Layer {last} attends to the previous token"
+    prev = _first(run, "attention/prev_token_score/L{last}H*", final)
+    figures = ["attention/mean_pattern/L{last}H*", "attention/example_pattern/L{last}H*"]
+    if prev is None:
+        return _absent(title, "attention/prev_token_score", "AttentionPatterns", figures)
+    text = f"On average layer {last} puts {prev:.3f} of each position's attention on the previous token"
+    for name, where in [("self", "itself"), ("bos", "BOS")]:
+        value = _first(run, f"attention/{name}_score/L{{last}}H*", final)
+        text += f", {value:.3f} on {where}" if value is not None else ""
+    return Claim(title, text + ".", figures)
+
+
+def _terms(run: RunRecord, final: dict, last: int) -> Claim:
+    title = f"3. Layer {last}'s scores: recency (Q/K-composition with layer 0) plus \"not my own token\" (direct term)"
+    figures = ["qk_terms/ablation_losses/*", "qk_terms/mean_terms/*", "qk_terms/composition_circuit/*",
+               "qk_terms/full_qk_circuit/L{last}H*"]
+    losses = {term: _first(run, f"qk_terms/zero_ablation_loss/{term}*", final) for term in TERMS}
+    if any(v is None for v in losses.values()):
+        return _absent(title, "qk_terms/zero_ablation_loss", "QKTermImportance", figures)
+    clean = final.get("qk_terms/clean_loss", final.get("probe/loss"))
+    ranked = sorted(losses, key=losses.get, reverse=True)
+    text = ("Zero-ablating one term of the score raises the probe loss "
+            + (f"from {clean:.4f} " if clean is not None else "")
+            + "to " + ", ".join(f"{t} {losses[t]:.4f}" for t in TERMS)
+            + f": the most important term is {ranked[0]}, then {ranked[1]}")
+    err = final.get("qk_terms/sum_check_max_abs_err")
+    if err is not None:
+        text += f" (the four terms add up to the real scores within {err:.1e})"
+    return Claim(title, text + ".", figures)
+
+
+def _copying(run: RunRecord, final: dict, last: int) -> Claim:
+    title = f"4. Layer {last}'s OV circuit copies what it attends to"
+    top1 = _first(run, "ov/copy_top1/L{last}H*", final)
+    figures = ["ov/full_circuit/L{last}H*"]
+    if top1 is None:
+        return _absent(title, "ov/copy_top1", "OVCircuit", figures)
+    text = f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U is the token itself"
+    eigen = _first(run, "ov/copy_eigen/L{last}H*", final)
+    if eigen is not None:
+        text += f"; its eigenvalues are positive in the ratio Σλ/Σ|λ| = {eigen:.3f}"
+    return Claim(title, text + ".", figures)
+
+
+def _explanation(final: dict) -> Claim:
+    title = "5. The explanation recovers the model's loss"
+    figures = ["explanation/*"]
+    names = ["restricted", "excluded", "algorithm"]
+    values = {n: final.get(f"explanation/{n}_recovered") for n in names}
+    if all(v is None for v in values.values()):
+        return _absent(title, "explanation/*_recovered", "Explanation", figures)
+    parts = {"restricted": "keeping only the direct and qk_comp terms recovers {:.1%} of the loss (sufficiency)",
+             "excluded": "keeping only k_comp and q_comp recovers {:.1%} (necessity: low means they are not the mechanism)",
+             "algorithm": "the hand-written algorithm with a handful of scalars read off the weights recovers {:.1%}"}
+    text = "; ".join(parts[n].format(values[n]) for n in names if values[n] is not None)
+    return Claim(title, text[0].upper() + text[1:] + " (100% = the model's loss, 0% = uniform layer-1 attention).",
+                 figures)
+
+
+def _adversarial(final: dict) -> Claim:
+    title = "6. Its predicted failures happen"
+    figures = ["adversarial/*"]
+    clean = final.get("adversarial/clean/loss")
+    if clean is None:
+        return _absent(title, "adversarial/*/loss", "AdversarialExamples", figures)
+    cases = {"repeated_pairs": "consecutive repeated tokens", "no_bos": "no BOS", "all_same": "all tokens the same",
+             "bos_mid": "BOS mid-sequence"}
+    parts = [f"{words} {final[f'adversarial/{case}/loss']:.4f} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
+             for case, words in cases.items() if f"adversarial/{case}/loss" in final]
+    return Claim(title, f"Against a clean loss of {clean:.4f}, the inputs the mechanism should fail on give: "
+                        + "; ".join(parts) + ".", figures)
+
+
+def _length(run: RunRecord, final: dict) -> Claim:
+    title = "7. Length generalization: the count gets coarser with position"
+    figures = ["length/*"]
+    tags = sorted(matching(run, "length/acc_len*"), key=lambda t: int(t.removeprefix("length/acc_len")))
+    if not tags:
+        return _absent(title, "length/acc_len*", "LengthGeneralization", figures)
+    return Claim(title, "With the same weights on longer sequences, accuracy is "
+                 + ", ".join(f"{final[t]:.4f} at length {t.removeprefix('length/acc_len')}" for t in tags) + ".", figures)
