@@ -1,0 +1,117 @@
+"""Draw figures to PNG on a background worker and write each to TensorBoard at its own step when it is done."""
+
+import io
+import os
+import pickle
+import struct
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from multiprocessing import get_context
+from typing import Callable
+
+from lightning.pytorch.utilities import rank_zero_warn
+from tensorboard.compat.proto.summary_pb2 import Summary
+
+RENDER_MODES = ("process", "thread", "inline")
+
+
+def render_png(render: Callable, data: dict) -> bytes:
+    """render(**data) -> matplotlib Figure -> PNG bytes (what add_figure would show, without re-encoding)."""
+    buffer = io.BytesIO()
+    render(**data).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def image_summary(tag: str, png: bytes) -> Summary:
+    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
+    image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)  # 4 = RGBA
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
+def _init_worker() -> None:
+    # Lowest priority: the renderer only takes CPU the training loop leaves idle. One thread in case a
+    # plugin's render function pulls in torch.
+    os.nice(19)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+class BackgroundRenderer:
+    """One worker (process, thread, or none: `inline`) that turns (render, data) into PNGs for TensorBoard.
+
+    Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
+    be pickled (a lambda), or a process pool that broke, falls back to a thread.
+    """
+
+    def __init__(self, summary_writer, mode: str = "process"):
+        self.summary_writer = summary_writer
+        self.mode = mode
+        self._process: ProcessPoolExecutor | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._outstanding = 0  # figures submitted and not yet written (or given up on)
+        self._idle = threading.Condition()
+        self._failed: set[str] = set()
+
+    def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
+        if self.mode == "inline":
+            self._write(tag, step, render_png(render, data))
+            return
+        with self._idle:
+            self._outstanding += 1
+        self._start(tag, render, data, step)
+
+    def _start(self, tag: str, render: Callable, data: dict, step: int) -> None:
+        future = self._executor(render, data).submit(render_png, render, data)
+        future.add_done_callback(partial(self._done, tag, render, data, step))
+
+    def _executor(self, render: Callable, data: dict):
+        if self.mode == "process" and self._picklable(render, data):
+            if self._process is None:
+                self._process = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_init_worker)
+            return self._process
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")
+        return self._thread
+
+    @staticmethod
+    def _picklable(render: Callable, data: dict) -> bool:
+        try:
+            pickle.dumps((render, data))
+            return True
+        except Exception:
+            return False
+
+    def _done(self, tag: str, render: Callable, data: dict, step: int, future: Future) -> None:
+        error = future.exception()
+        if isinstance(error, BrokenProcessPool):
+            if self.mode == "process":  # e.g. a script without `if __name__ == "__main__":` cannot spawn
+                self.mode = "thread"
+                rank_zero_warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
+            try:
+                return self._start(tag, render, data, step)
+            except RuntimeError as retry_error:  # e.g. the interpreter is already shutting down
+                error = retry_error
+        try:
+            if error is None:
+                self._write(tag, step, future.result())
+            elif tag not in self._failed:
+                self._failed.add(tag)
+                rank_zero_warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
+        finally:
+            with self._idle:
+                self._outstanding -= 1
+                self._idle.notify_all()
+
+    def _write(self, tag: str, step: int, png: bytes) -> None:
+        self.summary_writer._get_file_writer().add_summary(image_summary(tag, png), step)
+
+    def finish(self) -> None:
+        """Wait for every figure (including fallbacks queued while waiting), then flush."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0)
+        for executor in (self._process, self._thread):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._process = self._thread = None
+        self.summary_writer.flush()

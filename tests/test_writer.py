@@ -1,0 +1,73 @@
+"""Figures drawn off the training thread still land in TensorBoard, at the right steps, before the run ends."""
+
+import gc
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+from prevpos.analysis.findings import Findings
+from prevpos.analysis.writer import FindingsWriter
+from prevpos.figures import heatmap
+from prevpos.module import PrevTokenModel
+from prevpos_plugins.attention import AttentionPatterns
+from tests.conftest import build_data, quiet_trainer
+
+
+def read_images(log_dir: Path) -> dict[str, dict[int, np.ndarray]]:
+    """{tag: {step: decoded RGBA image}} from every event file under log_dir."""
+    images: dict[str, dict[int, np.ndarray]] = {}
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={IMAGES: 0}).Reload()
+        for tag in accumulator.Tags()[IMAGES]:
+            for event in accumulator.Images(tag):
+                images.setdefault(tag, {})[event.step] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+    return images
+
+
+def assert_real_picture(image: np.ndarray) -> None:
+    assert image.shape[0] > 200 and image.shape[1] > 300
+    assert image[..., :3].std() > 20  # axes, labels and colours, not a blank canvas
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
+
+
+def test_fit_writes_every_figure_at_every_analysed_step(in_tmp):
+    logger = TensorBoardLogger(str(in_tmp), name="run")
+    trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[AttentionPatterns()], log_every_n_steps=1)
+    trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
+    images = read_images(in_tmp / "run")
+    tags = {f"attention/{kind}/L{l}H0" for kind in ("mean_pattern", "example_pattern") for l in (0, 1)}
+    assert set(images) == tags
+    for tag in tags:
+        assert sorted(images[tag]) == [0, 3, 6]  # before training, and after each epoch (the end is epoch 2's)
+        for image in images[tag].values():
+            assert_real_picture(image)
+
+
+@pytest.mark.parametrize("mode", ["process", "thread", "inline"])
+def test_every_render_mode_writes_the_same_png(in_tmp, mode):
+    findings = Findings()
+    findings.figure("demo/heatmap", heatmap, matrix=np.arange(12.0).reshape(3, 4), title="demo")
+    findings.figure("demo/lambda", lambda **data: heatmap(**data), matrix=np.eye(3))  # unpicklable: falls back
+    writer = FindingsWriter([TensorBoardLogger(str(in_tmp), name=mode)], render=mode)
+    writer.write(findings, step=7)
+    writer.finish()
+    writer.finish()  # idempotent
+    images = read_images(in_tmp / mode)
+    assert {tag: list(steps) for tag, steps in images.items()} == {"demo/heatmap": [7], "demo/lambda": [7]}
+    assert_real_picture(images["demo/heatmap"][7])
+
+
+def test_figures_are_written_even_if_finish_is_never_called(in_tmp):
+    """A run that raises skips on_train_end; the writer's finalizer still drains and flushes."""
+    findings = Findings()
+    findings.figure("demo/heatmap", heatmap, matrix=np.arange(12.0).reshape(3, 4))
+    writer = FindingsWriter([TensorBoardLogger(str(in_tmp), name="crash")], render="thread")
+    writer.write(findings, step=3)
+    del writer
+    gc.collect()
+    assert list(read_images(in_tmp / "crash")["demo/heatmap"]) == [3]
