@@ -18,7 +18,7 @@ class DeviceBatches:
 
     def __iter__(self):
         for _ in range(self.data.steps_per_epoch):
-            yield self.data.next_batch()
+            yield self.data.next_block()
 
 
 class HeldOut:
@@ -52,17 +52,18 @@ class PrevTokenData(L.LightningDataModule):
         notebook_probe: Draw the probe exactly as the public tutorial did (manual_seed, randint(0, d_vocab)).
         n_ctx: Sequence length (linked from model.n_ctx).
         d_vocab: Vocabulary size including BOS (linked from model.d_vocab).
+        batches_per_step: Batches per training step, for model.fast (K optimizer steps per Lightning step).
     """
 
     def __init__(
         self, batch_size: int = 256, steps_per_epoch: int = 25, val_size: int = 2048, seed: int = 0,
         n_tokens: int | None = None, notebook_generator: bool = False, bos: bool = True,
         probe_size: int = 1024, probe_seed: int = 1234, notebook_probe: bool = False,
-        n_ctx: int = 10, d_vocab: int = 101,
+        n_ctx: int = 10, d_vocab: int = 101, batches_per_step: int = 1,
     ):
         super().__init__()
         for name, value in [("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch), ("val_size", val_size),
-                            ("probe_size", probe_size)]:
+                            ("probe_size", probe_size), ("batches_per_step", batches_per_step)]:
             if value < 1:
                 raise ConfigError(f"data.{name}={value}: must be at least 1")
         if notebook_generator:
@@ -75,6 +76,7 @@ class PrevTokenData(L.LightningDataModule):
         self.seed, self.n_tokens, self.bos = seed, n_tokens, bos
         self.n_ctx, self.d_vocab = n_ctx, d_vocab
         self.probe_size, self.probe_seed, self.notebook_probe = probe_size, probe_seed, notebook_probe
+        self.batches_per_step = batches_per_step
         self.generator: torch.Generator | None = None
         self._pending_state: torch.Tensor | None = None
 
@@ -90,6 +92,12 @@ class PrevTokenData(L.LightningDataModule):
     def next_batch(self) -> torch.Tensor:
         return random_sequences(self.batch_size, self.n_ctx, self.d_vocab, self.n_tokens, self.generator,
                                 self.generator.device, bos=self.bos)
+
+    def next_block(self) -> torch.Tensor:
+        """One training step's input: a batch, or `batches_per_step` batches stacked [K, batch, pos] (model.fast)."""
+        if self.batches_per_step == 1:
+            return self.next_batch()
+        return torch.stack([self.next_batch() for _ in range(self.batches_per_step)])
 
     def train_dataloader(self) -> DeviceBatches:
         return DeviceBatches(self)

@@ -6,6 +6,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from prevpos.errors import ConfigError
+from prevpos.fast import training as fast_path
+from prevpos.fast.training import FastStep
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.transformer import Positional, build_transformer
 
@@ -28,13 +30,15 @@ class PrevTokenModel(L.LightningModule):
         betas: AdamW betas.
         warmup_steps: Linear warm-up steps.
         min_lr_ratio: Cosine decay from lr to lr * min_lr_ratio over the run (keeps long runs stable).
+        fast: The fast GPU path (prevpos/fast/training.py): K optimizer steps per Lightning step, each a CUDA
+            graph replay; with data.batches_per_step = K (experiments/gpu_fast.yaml).
     """
 
     def __init__(
         self, n_layers: int = 2, n_heads: int = 1, d_model: int = 128, d_head: int = 128, n_ctx: int = 10,
         d_vocab: int = 101, attn_only: bool = True, positional: Positional = "none", init_seed: int = 0,
         lr: float = 3e-3, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 20, min_lr_ratio: float = 0.1,
+        warmup_steps: int = 20, min_lr_ratio: float = 0.1, fast: FastStep | None = None,
     ):
         super().__init__()
         if not lr > 0:
@@ -44,10 +48,13 @@ class PrevTokenModel(L.LightningModule):
         if not 0 <= min_lr_ratio <= 1 or warmup_steps < 0:
             raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1], model.warmup_steps={warmup_steps} >= 0")
         self.save_hyperparameters()
+        self.fast = fast
+        self.automatic_optimization = fast is None
         self.model = build_transformer(n_layers, n_heads, d_model, d_head, n_ctx, d_vocab, attn_only, positional,
                                        init_seed)
         # validate_args=False: the checks cost a host sync and ~0.5 ms a step; inputs here are argmaxes, always valid.
-        self.train_acc = MulticlassAccuracy(d_vocab, average="micro", validate_args=False)
+        # dist_sync_on_step: under DDP the logged step value is over every rank's batch (a no-op on one device).
+        self.train_acc = MulticlassAccuracy(d_vocab, average="micro", validate_args=False, dist_sync_on_step=True)
         self.val_acc = MulticlassAccuracy(d_vocab, average="micro", validate_args=False)
         self.val_loss = MeanMetric()
         self.val_acc_pos = torch.nn.ModuleList(MeanMetric() for _ in range(n_ctx - 1))
@@ -61,11 +68,17 @@ class PrevTokenModel(L.LightningModule):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            fast_path.check_setup(self)
+
     def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.fast is not None:
+            return fast_path.training_step(self, tokens)
         logits = self.model(tokens)
         loss = previous_token_loss(logits, tokens)
         self.train_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over DDP ranks
         self.log("train/acc", self.train_acc, prog_bar=True)
         return loss
 
@@ -92,9 +105,8 @@ class PrevTokenModel(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        hp = self.hparams
-        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas)
+        return fast_path.optimizer(self, params)
 
     def total_steps(self) -> int:
         """Optimizer steps in the whole run: the length of the cosine decay."""
-        return self.trainer.estimated_stepping_batches
+        return fast_path.total_steps(self)

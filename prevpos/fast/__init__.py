@@ -1,0 +1,1 @@
+"""Speed: the CPU thread setting, a captured training step for GPUs, and the pieces of `python -m prevpos bench`."""

@@ -1,0 +1,81 @@
+"""The fast path (model.fast): the same model, loss, optimizer and schedule, K optimizer steps per Lightning step."""
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+from prevpos.errors import ConfigError
+from prevpos.fast.step import TrainStep
+
+
+@dataclass
+class FastStep:
+    """Manual optimization: one optimizer step per batch of each [K, batch, pos] block (data.batches_per_step = K).
+
+    Lightning costs ~1 ms of Python per step, as much as a whole optimizer step of this model on a GPU, so one
+    Lightning step runs K steps, each one replay of a CUDA graph. The batches are the datamodule's, in the same
+    order, so on a CPU (or with capture off) the parameters equal the normal path's step for step.
+    `global_step` counts optimizer steps. Needs trainer.precision 32-true and trainer.gradient_clip_val null.
+
+    Args:
+        capture: Record the step as a CUDA graph on a GPU (on a CPU it always runs eagerly).
+        clip: Gradient-norm clipping inside the step (what trainer.gradient_clip_val does otherwise); null: none.
+    """
+
+    capture: bool = True
+    clip: float | None = 1.0
+
+
+def check_setup(module: L.LightningModule) -> None:
+    """One clear line for settings that do not go with the fast path (or the lack of it)."""
+    trainer, fast = module.trainer, module.fast
+    k = getattr(trainer.datamodule, "batches_per_step", 1)
+    if fast is None:
+        if k > 1:
+            raise ConfigError(f"data.batches_per_step={k} needs model.fast (K optimizer steps per Lightning step)")
+        return
+    # trainer.gradient_clip_val: Lightning itself refuses it with manual optimization, before setup runs.
+    if trainer.precision != "32-true":
+        raise ConfigError(f"model.fast needs trainer.precision 32-true, not {trainer.precision}")
+    if trainer.max_steps > 0 and trainer.max_steps % k:
+        raise ConfigError(f"trainer.max_steps={trainer.max_steps} is not a multiple of data.batches_per_step={k}")
+
+
+def uses_graph(module: L.LightningModule) -> bool:
+    return module.fast is not None and module.fast.capture and module.device.type == "cuda"
+
+
+def optimizer(module: L.LightningModule, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW as the normal path builds it; fused and capturable (a few kernels inside the graph) on a GPU."""
+    hp = module.hparams
+    extra = {"fused": True, "capturable": True} if uses_graph(module) else {}
+    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas, **extra)
+
+
+def total_steps(module: L.LightningModule) -> int:
+    trainer = module.trainer
+    estimate = trainer.estimated_stepping_batches  # also sets up the train dataloader's length
+    if module.fast is None or trainer.max_epochs in (None, -1):
+        return estimate
+    by_epochs = trainer.num_training_batches * trainer.max_epochs * getattr(trainer.datamodule, "batches_per_step", 1)
+    return min(by_epochs, trainer.max_steps) if trainer.max_steps > 0 else by_epochs
+
+
+def training_step(module: L.LightningModule, block: torch.Tensor) -> torch.Tensor:
+    """K optimizer steps, one per batch of `block` [K, batch, pos] (or [batch, pos]: K = 1); the last loss."""
+    block = block[None] if block.dim() == 2 else block
+    if getattr(module, "_fast_step", None) is None:
+        module._fast_step = TrainStep(module.model, module.optimizers().optimizer, module.fast.clip,
+                                      uses_graph(module))
+    step, scheduler = module._fast_step, module.lr_schedulers()
+    for tokens in block:
+        step(tokens)
+        scheduler.step()
+    # Lightning counts manual steps through its optimizer wrapper, which the graph bypasses.
+    module.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(len(block))
+    loss = step.loss.clone()
+    module.train_acc(step.logits[:, 1:].argmax(-1), step.tokens[:, :-1])
+    module.log("train/loss", loss, prog_bar=True)
+    module.log("train/acc", module.train_acc, prog_bar=True)
+    return loss
