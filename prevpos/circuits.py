@@ -1,12 +1,15 @@
 """Exact decompositions of an attention-only, bias-free, LayerNorm-free model, checked against its own activations."""
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
+
+if TYPE_CHECKING:
+    from prevpos.analysis.probe import ProbeRun
 
 QK_TERMS = ("direct", "k_comp", "q_comp", "qk_comp")
 
@@ -57,3 +60,27 @@ def run_with_edited_scores(model: HookedTransformer, tokens: Tensor, layer: int,
         return attention.apply_causal_mask(edit(scores.clone()))
 
     return model.run_with_hooks(tokens, fwd_hooks=[(get_act_name("attn_scores", layer), hook)])
+
+
+def cached_qk_terms(run: "ProbeRun", layer: int, head: int) -> dict[str, Float[Tensor, "batch dest src"]]:
+    """qk_terms on the probe run, computed once per step however many plugins ask (kept in run.extras)."""
+    key = ("qk_terms", layer, head)
+    if key not in run.extras:
+        run.extras[key] = qk_terms(run.model, run.cache, layer, head)
+    return run.extras[key]
+
+
+def ablate_terms(model: HookedTransformer, tokens: Tensor, layer: int, head: int,
+                 terms: dict[str, Float[Tensor, "batch dest src"]], names: Iterable[str],
+                 how: Literal["zero", "mean"] = "zero") -> Float[Tensor, "batch pos vocab"]:
+    """Logits with the named terms of one head's scores removed ("zero") or replaced by their batch mean ("mean").
+
+    `terms` must come from the same tokens (e.g. cached_qk_terms on the probe run); other heads are untouched.
+    """
+    delta = sum((terms[n] - terms[n].mean(0, keepdim=True) if how == "mean" else terms[n]) for n in names)
+
+    def edit(scores: Tensor) -> Tensor:
+        scores[:, head] -= delta
+        return scores
+
+    return run_with_edited_scores(model, tokens, layer, edit)

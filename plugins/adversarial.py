@@ -1,0 +1,64 @@
+"""Inputs the mechanism says should hurt: repeated tokens, no BOS, one token everywhere, a second BOS mid-sequence."""
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.figures import heatmap_grid
+from prevpos.loss import correct_predictions, previous_token_loss
+
+CASES = ("clean", "repeated_pairs", "no_bos", "all_same", "bos_mid")
+
+
+def adversarial_batch(case: str, size: int, n_ctx: int, d_vocab: int, seed: int) -> Int[Tensor, "batch pos"]:
+    """`size` sequences of one case; ordinary tokens from [0, d_vocab - 1), BOS = d_vocab - 1. Seeded per case."""
+    bos = d_vocab - 1
+    generator = torch.Generator().manual_seed(seed + 7919 * CASES.index(case))
+    tokens = torch.randint(0, bos, (size, n_ctx), generator=generator)
+    if case == "repeated_pairs":  # the tutorial's example: [BOS, a, b, b, c, c, ...]
+        tokens = tokens[:, : (n_ctx + 1) // 2].repeat_interleave(2, dim=1)[:, :n_ctx]
+    elif case == "all_same":
+        tokens = tokens[:, :1].expand(size, n_ctx).clone()
+    elif case == "bos_mid":
+        tokens[:, n_ctx // 2] = bos
+    if case != "no_bos":
+        tokens[:, 0] = bos
+    return tokens
+
+
+def token_labels(tokens: Int[Tensor, "pos"], bos: int) -> list[str]:
+    return [f"{'BOS' if t == bos else t}_{i}" for i, t in enumerate(tokens.tolist())]
+
+
+class AdversarialExamples(AnalysisPlugin):
+    """Loss and accuracy on inputs built to break the mechanism, and the last layer's attention on one of each.
+
+    Args:
+        size: Sequences per case (default: the probe size).
+        seed: Seed of the adversarial batches (the same batches every time the plugin runs).
+    """
+
+    def __init__(self, size: int | None = None, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.seed = size, seed
+
+    def analyze(self, run: ProbeRun) -> Findings:
+        findings = Findings()
+        cfg = run.model.cfg
+        last = cfg.n_layers - 1
+        patterns, labels = {}, {}
+        for case in CASES:
+            tokens = adversarial_batch(case, self.size or run.tokens.shape[0], cfg.n_ctx, cfg.d_vocab, self.seed)
+            tokens = tokens.to(cfg.device)
+            logits, cache = run.model.run_with_cache(tokens, names_filter=f"blocks.{last}.attn.hook_pattern")
+            findings.scalar(f"adversarial/{case}/loss", previous_token_loss(logits, tokens))
+            findings.scalar(f"adversarial/{case}/acc", correct_predictions(logits, tokens).float().mean())
+            patterns[case] = cache["pattern", last][0]
+            labels[case] = token_labels(tokens[0], cfg.d_vocab - 1)
+        for h in range(cfg.n_heads):
+            findings.figure(f"adversarial/patterns/L{last}H{h}", heatmap_grid,
+                            matrices={case: p[h] for case, p in patterns.items()}, labels=labels,
+                            title=f"L{last}H{h} attention on one example of each case", xlabel="source",
+                            ylabel="destination", colorbar_label="attention")
+        return findings

@@ -1,0 +1,46 @@
+"""OV circuits: what each head writes to the logits for each token it attends to (copying, if the diagonal wins)."""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import FactoredMatrix, HookedTransformer
+
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.figures import heatmap
+
+
+def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
+    """W_E W_OV W_U [vocab, vocab]: row = token attended to, column = the logit it moves. Kept factored (rank d_head)."""
+    return model.W_E @ model.OV[layer, head] @ model.W_U
+
+
+def copy_top1(circuit: Float[Tensor, "vocab vocab"]) -> float:
+    """Fraction of source tokens whose largest output logit is the token itself."""
+    return (circuit.argmax(-1) == torch.arange(circuit.shape[0], device=circuit.device)).float().mean().item()
+
+
+def copy_eigen(circuit: FactoredMatrix) -> float:
+    """Sum(eigenvalues) / sum(|eigenvalues|): 1 for a pure copier, -1 for an anti-copier (Elhage et al. 2021).
+
+    FactoredMatrix takes the eigenvalues of the small d_head x d_head product, whose non-zero ones are the circuit's.
+    """
+    eigenvalues = circuit.eigenvalues
+    return (eigenvalues.sum().real / eigenvalues.abs().sum()).item()
+
+
+class OVCircuit(AnalysisPlugin):
+    """Each head's full OV circuit W_E W_OV W_U, with how strongly it copies (top-1 diagonal, eigenvalue score)."""
+
+    def analyze(self, run: ProbeRun) -> Findings:
+        findings = Findings()
+        tokens = [str(t) for t in range(run.model.cfg.d_vocab - 1)] + ["BOS"]
+        for l, h in run.heads():
+            head = f"L{l}H{h}"
+            circuit = full_ov_circuit(run.model, l, h)
+            dense = circuit.AB
+            findings.scalar(f"ov/copy_top1/{head}", copy_top1(dense))
+            findings.scalar(f"ov/copy_eigen/{head}", copy_eigen(circuit))
+            findings.figure(f"ov/full_circuit/{head}", heatmap, matrix=dense, title=f"{head} full OV circuit W_E W_OV W_U",
+                            x_labels=tokens, y_labels=tokens, xlabel="output logit", ylabel="token attended to",
+                            centered=True, colorbar_label="logit")
+        return findings

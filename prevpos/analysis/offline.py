@@ -1,0 +1,56 @@
+"""Run the analysis plugins once on a model outside training, and write what they found to files."""
+
+import json
+from pathlib import Path
+
+import yaml
+from transformer_lens import HookedTransformer
+
+from prevpos.analysis.findings import Findings
+from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.errors import ConfigError
+from prevpos.sequences import probe_tokens
+
+
+def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, notebook_probe: bool,
+                    names: list[str] | None = None, step: int = 0) -> Findings:
+    """probe/loss, probe/acc and every selected plugin's findings on one shared ProbeRun (a failing plugin is
+    reported once and skipped, as in training)."""
+    from prevpos.registry import discover_plugins
+
+    plugins = discover_plugins()
+    unknown = sorted(set(names or []) - set(plugins))
+    if unknown:
+        raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))})")
+    cfg = model.cfg
+    tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
+    findings = Findings()
+    with analysis_mode(model):
+        run = ProbeRun(model, tokens.to(cfg.device), step)
+        findings.scalar("probe/loss", run.loss)
+        findings.scalar("probe/acc", run.acc)
+        for name in names or sorted(plugins):
+            result = plugins[name]().analyze_safely(run)
+            if result is not None:
+                findings.update(result)
+    return findings
+
+
+def write_findings(findings: Findings, out: Path, step: int, config: dict) -> None:
+    """metrics.json, one PNG per figure at out/<tag>.png, config.yaml, and TensorBoard events in out/tensorboard."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(findings.scalars, indent=1, sort_keys=True))
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with SummaryWriter(str(out / "tensorboard")) as tensorboard:
+        for tag, value in findings.scalars.items():
+            tensorboard.add_scalar(tag, value, step)
+        for tag, text in findings.texts.items():
+            tensorboard.add_text(tag, text, step)
+        for tag, spec in findings.figures.items():
+            figure = spec.draw()
+            png = out / f"{tag}.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(png)
+            tensorboard.add_figure(tag, figure, step, close=True)

@@ -1,0 +1,63 @@
+"""`python -m prevpos analyze --weights FILE --out DIR`: every analysis plugin once on a saved model.
+
+Writes DIR/metrics.json (flat {tag: number}), DIR/<tag>.png per figure, DIR/config.yaml and TensorBoard events in
+DIR/tensorboard. Nothing existing is overwritten: DIR must be new or empty.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from prevpos.errors import ConfigError
+
+DESCRIPTION = __doc__.split("\n\n")[0].split(": ", 1)[1] + """ FILE is a checkpoint saved by `python -m prevpos fit`
+or a raw TransformerLens state_dict of the default model (the public tutorial's format)."""
+
+
+class _OneLineParser(ArgumentParser):
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # jsonargparse's nested parsers raise and retry
+            return super().error(message, ex)
+        raise ConfigError(f"analyze: {' '.join(message.split())} (`python -m prevpos analyze --help` lists the options)")
+
+
+def build_parser() -> ArgumentParser:
+    parser = _OneLineParser(prog="python -m prevpos analyze", description=DESCRIPTION)
+    parser.add_argument("--weights", type=str, required=True, help="Lightning .ckpt or TransformerLens state_dict file.")
+    parser.add_argument("--out", type=str, required=True, help="Output directory: new or empty.")
+    # Same probe as `fit` by default, so offline numbers match the run's last logged ones.
+    parser.add_argument("--probe_size", type=int, default=1024, help="Sequences in the probe batch.")
+    parser.add_argument("--probe_seed", type=int, default=1234, help="Seed of the probe batch.")
+    parser.add_argument("--notebook_probe", type=bool, default=False,
+                        help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
+    parser.add_argument("--plugins", type=list[str] | None, default=None,
+                        help="Short names of the plugins to run (default: every discovered plugin).")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    if args.probe_size < 1:
+        raise ConfigError(f"--probe_size={args.probe_size}: must be at least 1")
+    out = _fresh_dir(Path(args.out))
+    from prevpos.analysis.offline import analyze_offline, write_findings
+    from prevpos.weights import load_weights
+
+    model, hparams, step = load_weights(Path(args.weights))
+    findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, args.plugins, step)
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    write_findings(findings, out, step, {"analyze": settings, "model": hparams})
+    for tag, text in findings.texts.items():
+        print(f"{tag}: {' '.join(text.split())[:160]}")
+    print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
+          f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figures as "
+          f"{out}/<tag>.png, TensorBoard events to {out / 'tensorboard'}")
+
+
+def _fresh_dir(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not an empty directory; pick a new one (analyze never "
+                          "overwrites files)")
+    return out

@@ -1,0 +1,66 @@
+"""Load a saved model for offline analysis: a `fit` checkpoint or a raw TransformerLens state_dict (the tutorial's)."""
+
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+
+from prevpos.errors import ConfigError
+
+_BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
+
+
+def load_weights(path: Path) -> tuple[HookedTransformer, dict, int]:
+    """(model, its PrevTokenModel settings, training step) from FILE, or ConfigError saying why not.
+
+    weights_only=True: a file from elsewhere cannot run code while loading.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--weights {path}: no such file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and unpickler errors all mean the same to the user
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"--weights {path}: not a torch weights file ({reason[:200]})") from None
+    if isinstance(saved, dict) and "state_dict" in saved and "hyper_parameters" in saved:
+        return _from_checkpoint(saved, path)
+    if isinstance(saved, dict) and "embed.W_E" in saved:
+        from prevpos.transformer import build_transformer
+
+        model = build_transformer()
+        _load_checked(model, saved, path)
+        _warn_if_positions(model, path)
+        return model, {}, 0
+    raise ConfigError(f"--weights {path}: neither a `prevpos fit` checkpoint (no state_dict/hyper_parameters) nor a "
+                      "TransformerLens state_dict (no embed.W_E)")
+
+
+def _from_checkpoint(saved: dict, path: Path) -> tuple[HookedTransformer, dict, int]:
+    from prevpos.module import PrevTokenModel
+
+    accepted = inspect.signature(PrevTokenModel).parameters
+    hparams = {k: v for k, v in saved["hyper_parameters"].items() if k in accepted}
+    module = PrevTokenModel(**hparams)
+    _load_checked(module, saved["state_dict"], path)
+    return module.model, hparams, int(saved.get("global_step", 0))
+
+
+def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
+    expected = model.state_dict()
+    wrong = [f"{k} is {tuple(saved[k].shape)}, expected {tuple(v.shape)}" for k, v in expected.items()
+             if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
+    wrong += [f"{k} is missing" for k in expected if k not in saved and k.rsplit(".", 1)[-1] not in _BUFFERS]
+    wrong += [f"unexpected {k}" for k in saved if k not in expected]
+    if wrong:
+        raise ConfigError(f"--weights {path}: does not fit the model ({wrong[0]}; {len(wrong)} difference(s)); "
+                          "a raw state_dict must be of the default 2-layer attention-only model")
+    model.load_state_dict({k: saved[k] for k in expected if k in saved}, strict=False)
+
+
+def _warn_if_positions(model: HookedTransformer, path: Path) -> None:
+    used = [n for n, p in model.named_parameters() if not p.requires_grad and p.count_nonzero() > 0]
+    if used:
+        print(f"note: {path} has non-zero {', '.join(used[:3])}: analysed as saved (the model uses them)",
+              file=sys.stderr)
