@@ -48,6 +48,27 @@ def lines(series: dict, title: str = "", xlabel: str = "", ylabel: str = "", x_l
     return fig
 
 
+def heatmap_grid(matrices: dict, title: str = "", labels: dict | None = None, xlabel: str = "", ylabel: str = "",
+                 centered: bool = False, colorbar_label: str = "") -> Figure:
+    """Heatmaps side by side on one colour scale: panel title -> matrix; `labels` gives each panel's axis labels."""
+    values = [np.asarray(m, dtype=np.float32) for m in matrices.values()]
+    limit = max(float(np.nanmax(np.abs(v))) for v in values) or 1.0
+    kwargs = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if centered else \
+        {"cmap": "viridis", "vmin": min(float(np.nanmin(v)) for v in values), "vmax": max(float(np.nanmax(v)) for v in values)}
+    fig = Figure(figsize=(3.4 * len(values) + 1, 3.8), dpi=80, layout="constrained")
+    axes = fig.subplots(1, len(values), squeeze=False)[0]
+    for ax, name, matrix in zip(axes, matrices, values):
+        image = ax.imshow(matrix, aspect="auto", interpolation="nearest", **kwargs)
+        panel_labels = (labels or {}).get(name)
+        _ticks(ax.set_xticks, ax.set_xticklabels, panel_labels, rotation=90)
+        _ticks(ax.set_yticks, ax.set_yticklabels, panel_labels)
+        ax.set(title=name, xlabel=xlabel)
+    axes[0].set_ylabel(ylabel)
+    fig.colorbar(image, ax=list(axes), label=colorbar_label)
+    fig.suptitle(title)
+    return fig
+
+
 def _ticks(set_ticks, set_labels, labels, rotation=0) -> None:
     if labels is None:
         return
