@@ -1,5 +1,6 @@
 """`python -m prevpos fit|validate|test|analyze|report|bench`: LightningCLI for training, small parsers for the rest."""
 
+import re
 import sys
 import warnings
 
@@ -16,11 +17,15 @@ BUILTIN_PLUGINS = [
     "prevpos_plugins.ov_circuit.OVCircuit",
     "prevpos_plugins.qk_terms.QKTermImportance",
     "prevpos_plugins.adversarial.AdversarialExamples",
+    "prevpos_plugins.explanation.Explanation",
+    "prevpos_plugins.length.LengthGeneralization",
 ]
 
 TRAINER_DEFAULTS = {
-    # 24 epochs x 25 steps = 600 steps: ~0.99 val acc by step ~300 at lr 3e-3, the rest polishes.
-    "max_epochs": 24,
+    # 60 epochs x 10 steps = 600 steps: ~0.99 val acc by step ~300 at lr 3e-3, the rest polishes. Short epochs
+    # because the plugins run at each epoch end: val acc first passes 0.9 at step ~95-100 (3 seeds), so 10
+    # snapshots (steps 0, 10, ..., 90) show the transition forming.
+    "max_epochs": 60,
     "log_every_n_steps": 5,
     "gradient_clip_val": 1.0,  # with the cosine decay, keeps 10x-longer runs from the lr-1e-2 style collapse
     "precision": "32-true",  # bf16-mixed measured slower for this tiny model (README)
@@ -28,18 +33,25 @@ TRAINER_DEFAULTS = {
                "init_args": {"save_dir": "lightning_logs", "name": "default"}},
 }
 
-DEFAULT_CALLBACKS = [
-    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-     "init_args": {"save_last": True, "every_n_epochs": 1, "save_top_k": 1, "monitor": "val/acc", "mode": "max",
-                   "filename": "best-{epoch}-{step}"}},
-    *({"class_path": path} for path in BUILTIN_PLUGINS),
-]
+# Its own config section (`--checkpoint.every_n_epochs 2`, `--checkpoint.every_n_train_steps 100`), so replacing
+# trainer.callbacks never drops it: last.ckpt every epoch is what `fit --resume RUN_DIR` continues from.
+CHECKPOINT_DEFAULTS = {"save_last": True, "every_n_epochs": 1, "save_top_k": 1, "monitor": "val/acc", "mode": "max",
+                       "filename": "best-{epoch}-{step}"}
+
+DEFAULT_CALLBACKS = [{"class_path": path} for path in BUILTIN_PLUGINS]
 
 
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from prevpos.checkpoints import SPECIAL_CKPT_PATHS, AtomicCheckpointIO, check_fits, read_checkpoint
+    from prevpos.input_errors import as_config_error, explain_parser_error
+    from prevpos.resume import ResumableSaveConfig
+
+    from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.guards import StopOnDivergence
     from prevpos.module import PrevTokenModel
@@ -51,9 +63,11 @@ def build_cli(args: list[str] | None, run: bool = True):
         def error(self, message: str, ex: Exception | None = None):
             if not self.exit_on_error:  # jsonargparse's nested parsers raise and retry: keep that behaviour
                 return super().error(message, ex)
-            command = self.prog.split()[-1] if self.prog else "fit"
-            print(f"prevpos: error: {' '.join(message.split())} (`python -m prevpos {command} --help` lists the "
-                  "options)", file=sys.stderr)
+            named = re.search(r"Subcommand '(\w+)'", message)
+            command = named.group(1) if named else (self.prog or "fit").split()[-1]
+            command = command if command in ("fit", "validate", "test") else "fit"
+            print(f"prevpos: error: {explain_parser_error(message, self)} (`python -m prevpos {command} --help` "
+                  "lists the options)", file=sys.stderr)
             sys.exit(2)
 
     class PrevposCLI(LightningCLI):
@@ -62,11 +76,33 @@ def build_cli(args: list[str] | None, run: bool = True):
             parser.link_arguments("model.n_ctx", "data.n_ctx")
             parser.link_arguments("model.d_vocab", "data.d_vocab")
             parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({f"checkpoint.{key}": value for key, value in CHECKPOINT_DEFAULTS.items()})
+
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except Exception as error:  # a bad value reaching a constructor: one line, not a traceback
+                raise (as_config_error(error) or error) from None
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            return trainer
+
+        def _check_ckpt_path(self):
+            path = self.config[self.subcommand].get("ckpt_path")
+            if path is not None and path not in SPECIAL_CKPT_PATHS:
+                check_fits(read_checkpoint(path), self.model, path)
+
+        before_fit = before_validate = before_test = _check_ckpt_path
 
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, parser_class=OneLineErrorParser, trainer_defaults={**TRAINER_DEFAULTS,
-                                                                      "callbacks": [StopOnDivergence()]},
+                                                                      "callbacks": [StopOnDivergence(), MechanismDashboard()]},
         run=run, auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
+        save_config_callback=ResumableSaveConfig,
     )
 
 
@@ -93,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
+        if any(arg == "--resume" or arg.startswith("--resume=") for arg in argv):
+            from prevpos.resume import expand_resume
+
+            argv, from_command_line = expand_resume(argv), False
         if argv[0] in EXTRA_COMMANDS:
             import importlib
 
