@@ -16,7 +16,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .claim{display:flex;gap:1.5em;align-items:flex-start;border-top:1px solid #eee;padding:1em 0}
 .claim .text{flex:0 0 34%}.claim .figs{display:flex;flex-wrap:wrap;gap:.5em}
 .note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}.missing{color:#888;font-style:italic}
-figure{margin:0}figcaption{font-size:.75em;color:#555}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow:auto}
+.holds{color:#1a7f37}.fails{color:#c0362c}figure{margin:0}figcaption{font-size:.75em;color:#555}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow:auto}
 """
 
 

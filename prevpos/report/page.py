@@ -60,6 +60,9 @@ def _story(run: RunRecord, timeline: bytes | None) -> str:
     html = ['<h2 id="algorithm">How the model does it, with this run\'s numbers</h2>']
     for claim in claims(run):
         text = f"<p>{esc(claim.text)}</p>" if claim.text else f'<p class="missing">{esc(claim.missing)}</p>'
+        if claim.check is not None:
+            holds, criterion = claim.check
+            text += f'<p class="{"holds" if holds else "fails"}">{"✔ holds" if holds else "✘ does not hold"} in this run ({esc(criterion)})</p>'
         figs = []
         for pattern in claim.figures:
             if pattern == "__timeline__":

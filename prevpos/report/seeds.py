@@ -48,7 +48,8 @@ def _curves(runs: list[RunRecord]) -> Figure:
             for tag in matching(run, pattern)[:1]:
                 ax.plot(*zip(*run.scalars[tag]), marker=".", label=run.path.name)
         ax.set(title=pattern.replace("{last}", "last "), xlabel="training step", ylim=(-0.03, 1.03))
-    axes[0].legend(fontsize=7)
+    if axes[0].lines:
+        axes[0].legend(fontsize=7)
     return fig
 
 

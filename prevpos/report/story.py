@@ -15,6 +15,7 @@ class Claim:
     text: str | None  # None: the run did not measure it; `missing` says why
     figures: list[str] = field(default_factory=list)  # image tag globs; {last} = the last layer
     missing: str = ""
+    check: tuple[bool, str] | None = None  # (holds in this run?, the criterion), shown next to the claim
 
 
 def claims(run: RunRecord) -> list[Claim]:
@@ -46,7 +47,7 @@ def _task(run: RunRecord, final: dict) -> Claim:
     if by_pos:
         worst = min(by_pos, key=by_pos.get)
         text += f"; its weakest position is a_{worst.removeprefix('val/acc_pos')} at {by_pos[worst]:.4f}"
-    return Claim(title, text + ".", ["__timeline__"])
+    return Claim(title, text + ".", ["__timeline__"], check=(final[f"{split}/acc"] >= 0.9, "accuracy ≥ 0.9"))
 
 
 def _counting(run: RunRecord, final: dict) -> Claim:
@@ -61,7 +62,9 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     decay = final.get("attention/bos_decay_score/L0H0")
     if decay is not None:
         text += f"; it falls at {decay:.0%} of consecutive positions"
-    return Claim(title, text + ". So layer 0's output says how far into the sequence each token is.", figures)
+    falling = all(b < a for a, b in zip(by_pos, by_pos[1:]))
+    return Claim(title, text + ". So layer 0's output says how far into the sequence each token is.", figures,
+                 check=(falling, "BOS weight falls at every position (uniform attention at init does too)"))
 
 
 def _prev_token(run: RunRecord, final: dict, last: int) -> Claim:
@@ -74,7 +77,7 @@ def _prev_token(run: RunRecord, final: dict, last: int) -> Claim:
     for name, where in [("self", "itself"), ("bos", "BOS")]:
         value = _first(run, f"attention/{name}_score/L{{last}}H*", final)
         text += f", {value:.3f} on {where}" if value is not None else ""
-    return Claim(title, text + ".", figures)
+    return Claim(title, text + ".", figures, check=(prev >= 0.5, "prev-token score ≥ 0.5"))
 
 
 def _terms(run: RunRecord, final: dict, last: int) -> Claim:
@@ -93,7 +96,8 @@ def _terms(run: RunRecord, final: dict, last: int) -> Claim:
     err = final.get("qk_terms/sum_check_max_abs_err")
     if err is not None:
         text += f" (the four terms add up to the real scores within {err:.1e})"
-    return Claim(title, text + ".", figures)
+    return Claim(title, text + ".", figures,
+                 check=(set(ranked[:2]) == {"direct", "qk_comp"}, "direct and qk_comp are the two most important"))
 
 
 def _copying(run: RunRecord, final: dict, last: int) -> Claim:
@@ -106,7 +110,7 @@ def _copying(run: RunRecord, final: dict, last: int) -> Claim:
     eigen = _first(run, "ov/copy_eigen/L{last}H*", final)
     if eigen is not None:
         text += f"; its eigenvalues are positive in the ratio Σλ/Σ|λ| = {eigen:.3f}"
-    return Claim(title, text + ".", figures)
+    return Claim(title, text + ".", figures, check=(top1 >= 0.9, "copy top-1 ≥ 0.9"))
 
 
 def _explanation(final: dict) -> Claim:
@@ -120,12 +124,13 @@ def _explanation(final: dict) -> Claim:
              "excluded": "keeping only k_comp and q_comp recovers {:.1%} (necessity: low means they are not the mechanism)",
              "algorithm": "the hand-written algorithm with a handful of scalars read off the weights recovers {:.1%}"}
     text = "; ".join(parts[n].format(values[n]) for n in names if values[n] is not None)
+    check = (values["restricted"] >= 0.9, "restricted ≥ 90%") if values["restricted"] is not None else None
     return Claim(title, text[0].upper() + text[1:] + " (100% = the model's loss, 0% = uniform layer-1 attention).",
-                 figures)
+                 figures, check=check)
 
 
 def _adversarial(final: dict) -> Claim:
-    title = "6. Its predicted failures happen"
+    title = "6. The inputs it predicts will hurt"
     figures = ["adversarial/*"]
     clean = final.get("adversarial/clean/loss")
     if clean is None:
@@ -134,8 +139,9 @@ def _adversarial(final: dict) -> Claim:
              "bos_mid": "BOS mid-sequence"}
     parts = [f"{words} {final[f'adversarial/{case}/loss']:.4f} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
              for case, words in cases.items() if f"adversarial/{case}/loss" in final]
+    hurt = [final.get(f"adversarial/{c}/loss", 0) > threshold * clean for c, threshold in [("no_bos", 2), ("repeated_pairs", 1)]]
     return Claim(title, f"Against a clean loss of {clean:.4f}, the inputs the mechanism should fail on give: "
-                        + "; ".join(parts) + ".", figures)
+                        + "; ".join(parts) + ".", figures, check=(all(hurt), "no BOS > 2× clean and repeated pairs > clean"))
 
 
 def _length(run: RunRecord, final: dict) -> Claim:
@@ -145,4 +151,5 @@ def _length(run: RunRecord, final: dict) -> Claim:
     if not tags:
         return _absent(title, "length/acc_len*", "LengthGeneralization", figures)
     return Claim(title, "With the same weights on longer sequences, accuracy is "
-                 + ", ".join(f"{final[t]:.4f} at length {t.removeprefix('length/acc_len')}" for t in tags) + ".", figures)
+                 + ", ".join(f"{final[t]:.4f} at length {t.removeprefix('length/acc_len')}" for t in tags) + ".", figures,
+                 check=(final[tags[-1]] < final[tags[0]], "accuracy falls with length"))

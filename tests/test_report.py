@@ -1,0 +1,150 @@
+"""`python -m prevpos report`: on a real short run, on an analyze-style directory, on several runs, on bad input."""
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.cli import main
+from prevpos.report.html import MARKER
+from prevpos.report.run import RunRecord
+from prevpos.report.snapshots import snapshot_steps
+
+# 60 steps at batch 256 with the default plugins (4 analyses: steps 0, 20, 40, 60): val acc leaves chance and
+# several scores move. Most of its ~30 s (quiet 2-core CPU) is the plugins drawing figures.
+SHORT_FIT = ["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=20", "--data.val_size=512",
+             "--data.probe_size=128", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    home, cwd = tmp_path_factory.mktemp("run"), os.getcwd()
+    os.chdir(home)
+    try:
+        main(SHORT_FIT)
+    finally:
+        os.chdir(cwd)
+    return home / "lightning_logs" / "default" / "version_0"
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> str:
+    main(["report", str(run_dir)])
+    return (run_dir / "report.html").read_text()
+
+
+def final_scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def embedded_pngs(html: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_report_has_every_section(report):
+    assert report.startswith("<!DOCTYPE html>\n" + MARKER)
+    for section in ['id="run"', 'id="final-metrics"', 'id="timeline"', 'id="algorithm"', 'id="snapshots"', 'id="figures"']:
+        assert section in report
+    for claim in ["The task is learned", "Layer 0 counts", "Layer 1 attends to the previous token",
+                  "OV circuit copies", "Length generalization"]:
+        assert claim in report
+    assert "model.n_layers" in report and "config.yaml" in report
+    assert "http" not in report.split("</style>")[1]  # self-contained: nothing fetched
+
+
+def test_numbers_in_the_text_are_the_event_files_final_values(report, run_dir):
+    logged = final_scalars(run_dir)
+    final = {tag: series[-1][1] for tag, series in logged.items()}
+    assert f"accuracy {final['val/acc']:.4f} and loss {final['val/loss']:.4f}" in report
+    assert f"puts {final['attention/prev_token_score/L1H0']:.3f} of each position" in report
+    assert f"BOS attention {final['attention/bos_by_pos/L0H0/pos1']:.3f} at a_1" in report
+    if "ov/copy_top1/L1H0" in final:  # the OVCircuit plugin is on by default once it lands
+        assert f"For {final['ov/copy_top1/L1H0']:.1%} of source tokens" in report
+    else:
+        assert "no ov/copy_top1 scalars" in report
+    if "qk_terms/zero_ablation_loss/direct" in final:
+        assert f"direct {final['qk_terms/zero_ablation_loss/direct']:.4f}" in report
+
+
+def test_timeline_marks_the_first_crossing_seen_in_the_events(report, run_dir):
+    prev = final_scalars(run_dir)["attention/prev_token_score/L1H0"]
+    assert prev[0][0] == 0  # the plugins log the random-init value at step 0
+    crossed = next((str(step) for step, value in prev if value >= 0.5), "never")
+    assert f'<td>prev-token attention (L1H0)</td><td class="num">0.5</td><td class="num">{crossed}</td>' in report
+
+
+def test_images_are_embedded_pngs(report):
+    pngs = embedded_pngs(report)
+    assert len(pngs) >= 6  # timeline + mean patterns at the end + the snapshot grid
+    timeline = matplotlib.image.imread(io.BytesIO(pngs[0]), format="png")
+    assert timeline.shape[0] > 400 and timeline.shape[1] > 600 and timeline.std() > 0.01
+
+
+def test_report_overwrites_only_its_own_file(report, run_dir, capsys):
+    main(["report", str(run_dir)])  # a report it wrote: replaced
+    assert "wrote" in capsys.readouterr().out
+    other = run_dir.parent / "mine"
+    shutil.copytree(run_dir, other)
+    (other / "report.html").write_text("my notes")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(other)])
+    assert exit_info.value.code == 2 and (other / "report.html").read_text() == "my notes"
+    assert "was not written by `prevpos report`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "has no TensorBoard events and no metrics.json"),
+    (lambda d: (d / "version_0").mkdir(), "it holds version_0: pass one of them"),
+    (lambda d: (d / "metrics.json").write_text('{"probe/acc": 0.9'), "is not valid JSON"),
+    (lambda d: (d / "events.out.tfevents.1.x.0").write_bytes(b""), "hold no scalars yet"),
+])
+def test_bad_directory_is_one_line_and_exit_2(tmp_path, capsys, make, message):
+    make(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def analyze_dir(path: Path, png: bytes, **metrics) -> Path:
+    (path / "attention" / "mean_pattern").mkdir(parents=True)
+    (path / "attention" / "mean_pattern" / "L1H0.png").write_bytes(png)
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+def test_report_on_an_analyze_directory(tmp_path, report):
+    png = embedded_pngs(report)[1]
+    out = analyze_dir(tmp_path, png, **{"probe/acc": 0.9812, "probe/loss": 0.0731,
+                                        "attention/prev_token_score/L1H0": 0.8771})
+    main(["report", str(out)])
+    html = (out / "report.html").read_text()
+    assert "No timeline" in html and "accuracy 0.9812 and loss 0.0731" in html and "puts 0.877 of each" in html
+    assert png in embedded_pngs(html)
+    assert "not measured in this run: no qk_terms/zero_ablation_loss" in html
+
+
+def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
+    png = embedded_pngs(report)[1]
+    runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("a", 0.9), ("b", 0.7)]]
+    main(["report", *map(str, runs)])
+    html = (tmp_path / "report.html").read_text()
+    mean, std = re.search(r"<td>mean</td>.*?<td class=\"num\">([\d.]+)</td>", html), \
+        re.search(r"<td>std</td>.*?<td class=\"num\">([\d.]+)</td>", html)
+    assert (mean and std) and float(mean.group(1)) == pytest.approx(0.8) and float(std.group(1)) == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_snapshots_are_before_during_and_after_the_val_acc_rise():
+    accs = [0.01, 0.02, 0.2, 0.5, 0.85, 0.97, 0.99]
+    run = RunRecord(Path("."), "run", scalars={"val/acc": [(25 * (i + 1) - 1, a) for i, a in enumerate(accs)]})
+    steps = snapshot_steps(run, [0, 25, 50, 75, 100, 125, 150, 175])
+    assert steps == {"before": 50, "during": 100, "after": 150, "end": 175}
