@@ -49,7 +49,7 @@ def build_cli(args: list[str] | None, run: bool = True):
 
     from prevpos.checkpoints import SPECIAL_CKPT_PATHS, AtomicCheckpointIO, check_fits, read_checkpoint
     from prevpos.input_errors import as_config_error, explain_parser_error
-    from prevpos.resume import ResumableSaveConfig
+    from prevpos.resume import ResumableSaveConfig, check_run_dir
 
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
@@ -93,6 +93,8 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def _check_ckpt_path(self):
             path = self.config[self.subcommand].get("ckpt_path")
+            if self.subcommand == "fit":
+                check_run_dir(self.trainer, path)
             if path is not None and path not in SPECIAL_CKPT_PATHS:
                 check_fits(read_checkpoint(path), self.model, path)
 

@@ -3,16 +3,21 @@
 import math
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from prevpos.errors import DivergenceError
 
 
 class StopOnDivergence(Callback):
-    """Raise DivergenceError as soon as the training loss is not finite.
+    """Raise DivergenceError as soon as the training loss or a weight is not finite.
 
-    Checked every `check_every_n_steps` steps and always at epoch end, which runs before ModelCheckpoint saves
-    (Lightning runs checkpoint callbacks last), so a NaN model never becomes `last.ckpt`.
+    The loss is checked every `check_every_n_steps` steps. The weights are checked at validation end and at
+    train epoch end, which run before ModelCheckpoint saves (Lightning puts checkpoint callbacks last): a step
+    with a finite loss can still write NaN weights (an inf gradient), and those must never become `last.ckpt`.
+
+    Args:
+        check_every_n_steps: Check the training loss every N steps.
     """
 
     def __init__(self, check_every_n_steps: int = 1):
@@ -22,19 +27,28 @@ class StopOnDivergence(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._last_loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if trainer.global_step % self.check_every_n_steps == 0:
-            self._check(trainer)
+            self._check_loss(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._check_weights(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._check(trainer)
+        self._check_loss(trainer)
+        self._check_weights(trainer, pl_module)
 
-    def _check(self, trainer: L.Trainer) -> None:
-        if self._last_loss is None:
-            return
-        loss = float(self._last_loss)
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"training loss became {loss} at step {trainer.global_step}: lower model.lr or raise "
-                f"trainer.gradient_clip_val; the last good checkpoint is kept in {_checkpoint_dir(trainer)}")
+    def _check_loss(self, trainer: L.Trainer) -> None:
+        if self._last_loss is not None and not math.isfinite(float(self._last_loss)):
+            self._stop(trainer, f"training loss became {float(self._last_loss)}")
+
+    def _check_weights(self, trainer: L.Trainer, pl_module) -> None:
+        bad = next((name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            self._stop(trainer, f"weight {bad} became non-finite")
+
+    def _stop(self, trainer: L.Trainer, what: str) -> None:
+        raise DivergenceError(f"{what} at step {trainer.global_step}: lower model.lr (e.g. 3e-3) or "
+                              f"clip harder (trainer.gradient_clip_val); the last good checkpoint is kept in {_checkpoint_dir(trainer)}")
 
 
 def _checkpoint_dir(trainer: L.Trainer) -> str:

@@ -34,7 +34,9 @@ class AnalysisPlugin(Callback):
         raise NotImplementedError
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == 0:
+        # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before
+        # writing it, and `fit --resume` has TensorBoard drop that step's old events.
+        if trainer.current_epoch % self.every_n_epochs == 0:
             self._analyze_now(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

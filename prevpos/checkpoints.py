@@ -1,0 +1,70 @@
+"""Checkpoint files: written atomically, and checked before a command loads one (one readable line if unusable)."""
+
+import os
+from pathlib import Path
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+
+from prevpos.errors import ConfigError
+
+# Values of --ckpt_path that Lightning resolves itself.
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file beside the target, fsync, then rename over it.
+
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in the system temp dir:
+    when that is another filesystem (tmpfs, node-local scratch) the final move is a copy into `last.ckpt`, and a
+    crash during it leaves a truncated file. A rename within one directory is atomic: readers see the old file or
+    the new one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint at `path` (tensors memory-mapped, so this is cheap), or ConfigError saying why not."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--ckpt_path {path}: no such file (a run keeps its checkpoints in RUN_DIR/checkpoints/; "
+                          "to continue a run use --resume RUN_DIR)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint ({reason}); pass a .ckpt file saved by "
+                          "`python -m prevpos fit`") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"--ckpt_path {path}: a torch file but not a Lightning checkpoint (no state_dict); pass a "
+                          ".ckpt file saved by `python -m prevpos fit`")
+    return checkpoint
+
+
+def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
+    """ConfigError naming the differing settings if the checkpoint's weights do not fit `model`."""
+    saved, expected = checkpoint["state_dict"], model.state_dict()
+    wrong = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    wrong += [f"{k} missing" for k in expected if k not in saved]
+    if not wrong:
+        return
+    hparams = checkpoint.get("hyper_parameters", {})
+    differ = [f"model.{k}={hparams[k]}" for k in hparams if k in model.hparams and hparams[k] != model.hparams[k]]
+    trained = f"it was trained with {', '.join(differ)}" if differ else "it is from a different model"
+    raise ConfigError(f"--ckpt_path {path}: its weights do not fit this model ({wrong[0]}); {trained}: pass the "
+                      "same model settings (e.g. --config RUN_DIR/config.yaml)")

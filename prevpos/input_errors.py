@@ -1,0 +1,76 @@
+"""Configuration mistakes as one line that says what is wrong and how to fix it (no jsonargparse union dumps)."""
+
+import difflib
+import inspect
+import re
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from prevpos.errors import ConfigError
+
+
+def explain_parser_error(message: str, parser) -> str:
+    """jsonargparse's message in one line, with the close option name or the plugin list where that helps."""
+    message = " ".join(message.split())
+    if 'key "trainer.callbacks"' in message:
+        return _callback_error(message)
+    unknown = (re.search(r"unrecognized arguments: --?([\w.\-]+)", message)
+               or re.search(r"does not accept (?:option|nested key) '([\w.\-]+)'", message))
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), _option_names(parser), n=1, cutoff=0.7)
+        if close:
+            message += f" (did you mean --{close[0]}?)"
+    return message
+
+
+def as_config_error(error: Exception) -> ConfigError | None:
+    """The ConfigError behind an instantiation failure, or the failure itself as one; None for anything else."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, (ValueError, TypeError, MisconfigurationException)):
+        return ConfigError(" ".join(str(error).split()))
+    return None
+
+
+def _callback_error(message: str) -> str:
+    from prevpos.registry import discover_plugins
+
+    plugins = discover_plugins()
+    option = re.search(r"class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not accepted", message)
+    if option:
+        short = option.group(1).rsplit(".", 1)[-1]
+        accepted = ", ".join(_init_options(plugins.get(short))) or "see its --help"
+        return f"trainer.callbacks: {short} has no option '{option.group(2)}' (its options: {accepted})"
+    name = re.search(r"import path string: ([\w.]+)", message) or re.search(r"'class_path': '([\w.]+)'", message)
+    if name:
+        close = difflib.get_close_matches(name.group(1), list(plugins), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return (f"trainer.callbacks: no plugin or callback named '{name.group(1)}' ({hint}available plugins: "
+                f"{', '.join(sorted(plugins))}; other callbacks by full class path, e.g. "
+                "lightning.pytorch.callbacks.EarlyStopping)")
+    first = re.search(r"Errors: - (.*?)(?: - |$)", message)
+    return f"trainer.callbacks: {first.group(1) if first else message}"
+
+
+def _option_names(parser) -> list[str]:
+    names = [s.lstrip("-") for action in parser._actions for s in action.option_strings]
+    for action in parser._actions:
+        for sub in getattr(action, "_name_parser_map", {}).values():
+            names += _option_names(sub)
+    return names
+
+
+def _init_options(cls) -> list[str]:
+    """Constructor arguments of `cls`, following **kwargs up to the base classes that take them."""
+    names: list[str] = []
+    for klass in (cls.__mro__ if cls is not None else []):
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))

@@ -1,0 +1,89 @@
+"""`fit --resume RUN_DIR`: continue a run from its last checkpoint, in its own TensorBoard run directory."""
+
+from pathlib import Path
+
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+
+from prevpos.checkpoints import read_checkpoint
+from prevpos.errors import ConfigError
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """Rewrite `fit --resume RUN_DIR [overrides]` into the run's own config, logger version and last checkpoint.
+
+    The purge step makes TensorBoard drop whatever the crashed process logged from the checkpoint's step on
+    (the plugins log that step again at train start), so each curve stays one line with every step once.
+    """
+    run_dir, rest = _pop_resume(argv)
+    if run_dir is None:
+        return argv
+    if argv[0] != "fit":
+        raise ConfigError(f"--resume works with `fit` only (got `{argv[0]}`); use --ckpt_path FILE with {argv[0]}")
+    if any(arg == "--config" or arg.startswith("--config=") for arg in rest):
+        raise ConfigError("--resume RUN_DIR reads RUN_DIR/config.yaml itself: drop --config (other options still "
+                          "override it, e.g. --trainer.max_epochs 48)")
+    config, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not config.is_file() or not last.is_file():
+        missing = config if not config.is_file() else last
+        raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
+                          "lightning_logs/default/version_0 from an earlier `fit`")
+    step = read_checkpoint(last).get("global_step", 0)
+    logger = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("logger")
+    if not isinstance(logger, dict) or "class_path" not in logger:
+        raise ConfigError(f"--resume {run_dir}: its config.yaml has no single logger to continue; use "
+                          f"--config {config} --ckpt_path {last} (this starts a new log directory)")
+    init = logger.get("init_args") or {}
+    args = ["fit", "--config", str(config), *_same_log_dir(run_dir, init)]
+    if logger["class_path"].endswith("TensorBoardLogger"):
+        # Lightning logged the checkpoint's last batch at step - 1; the resumed run writes from `step` on.
+        # hp_metric's placeholder point at step 0 is already in the run.
+        args += [f"--trainer.logger.init_args.purge_step={step}", "--trainer.logger.init_args.default_hp_metric=false"]
+    return [*args, f"--ckpt_path={last}", *rest]
+
+
+def _pop_resume(argv: list[str]) -> tuple[Path | None, list[str]]:
+    for i, arg in enumerate(argv):
+        if arg == "--resume":
+            if i + 1 >= len(argv):
+                raise ConfigError("--resume needs a run directory, e.g. --resume lightning_logs/default/version_0")
+            return Path(argv[i + 1]), argv[1:i] + argv[i + 2:]
+        if arg.startswith("--resume="):
+            return Path(arg.split("=", 1)[1]), argv[1:i] + argv[i + 1:]
+    return None, argv
+
+
+def _same_log_dir(run_dir: Path, init: dict) -> list[str]:
+    """Logger arguments whose log_dir is `run_dir`, spelled as the run spelled them when they resolve to it.
+
+    ModelCheckpoint compares the saved `dirpath` string with the new one; identical spelling lets it keep
+    `last_model_path` and overwrite last.ckpt instead of starting last-v1.ckpt.
+    """
+    save_dir, name = init.get("save_dir"), init.get("name")
+    if save_dir is None or name is None or Path(save_dir, name, run_dir.name).resolve() != run_dir.resolve():
+        save_dir, name = str(run_dir.parent.parent), run_dir.parent.name
+    return [f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.name={name}",
+            f"--trainer.logger.init_args.version={run_dir.name}"]
+
+
+def check_run_dir(trainer, ckpt_path) -> None:
+    """Refuse to start a new run (no checkpoint) in a directory that already holds one, before anything is written."""
+    log_dir = trainer.log_dir
+    if ckpt_path is None and log_dir is not None and Path(log_dir, "config.yaml").is_file():
+        raise ConfigError(f"{log_dir} already holds a run (config.yaml): continue it with `python -m prevpos fit "
+                          f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
+
+
+class ResumableSaveConfig(SaveConfigCallback):
+    """Save config.yaml as Lightning does; a resumed run records its own invocation as config.resume{N}.yaml."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        log_dir = trainer.log_dir
+        if self.already_saved or log_dir is None or not Path(log_dir, self.config_filename).is_file():
+            return super().setup(trainer, pl_module, stage)
+        check_run_dir(trainer, self.config.get("ckpt_path"))
+        n = 1
+        while Path(log_dir, f"config.resume{n}.yaml").exists():
+            n += 1
+        self.config_filename = f"config.resume{n}.yaml"
+        super().setup(trainer, pl_module, stage)

@@ -1,0 +1,194 @@
+"""Resume after a crash: `fit --resume RUN_DIR` continues the same TensorBoard run and ends where an
+uninterrupted run ends; checkpoints are written atomically."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.checkpoints import AtomicCheckpointIO
+from prevpos.cli import main
+
+RUN = Path("lightning_logs/default/version_0")
+SMALL = ["--trainer.max_epochs=3", "--data.steps_per_epoch=4", "--data.batch_size=32", "--data.val_size=128",
+         "--data.probe_size=64", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+         "--trainer.enable_model_summary=false"]
+
+
+class _SimulatedCrash(Exception):
+    pass
+
+
+class _CrashOnce(Callback):
+    """Dies in the middle of epoch `epoch`, once per test (the resumed run reads the same config)."""
+
+    armed = False
+
+    def __init__(self, epoch: int = 2, batch: int = 2):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if _CrashOnce.armed and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            _CrashOnce.armed = False
+            raise _SimulatedCrash
+
+
+class _CountingPlugin(AnalysisPlugin):
+    """Logs how many steps it has analysed: a curve that is only right if its state survives the resume.
+
+    Keyed by step, so the resume's re-analysis of the checkpoint's step (whose findings the crash may have lost)
+    does not count twice: the pattern for any plugin with state.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps: list[int] = []
+
+    def analyze(self, run) -> Findings:
+        self.steps = sorted(set(self.steps) | {run.step})
+        findings = Findings()
+        findings.scalar("counting/calls", len(self.steps))
+        return findings
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+
+
+CALLBACKS = (f"--trainer.callbacks=[AttentionPatterns, {__name__}._CountingPlugin, "
+             f"{{class_path: {__name__}._CrashOnce}}]")
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def curves(acc: EventAccumulator) -> dict[str, list[tuple[int, float]]]:
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"] if tag != "epoch"}
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.fixture()
+def inline_render(monkeypatch):
+    monkeypatch.setenv("PREVPOS_RENDER", "inline")
+
+
+def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, monkeypatch, inline_render):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    main(["fit", *SMALL, CALLBACKS])
+    straight = events(RUN)
+
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    _CrashOnce.armed = True
+    with pytest.raises(_SimulatedCrash):
+        main(["fit", *SMALL, CALLBACKS])
+    checkpoint = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 8 and "generator" in checkpoint["PrevTokenData"]
+    config_before = (RUN / "config.yaml").read_bytes()
+    main(["fit", "--resume", str(RUN)])
+    resumed = events(RUN)
+
+    # Same run directory, its config untouched, this invocation recorded beside it, last.ckpt reused.
+    assert [p.name for p in RUN.parent.iterdir()] == ["version_0"]
+    assert (RUN / "config.yaml").read_bytes() == config_before
+    assert yaml.safe_load((RUN / "config.resume1.yaml").read_text())["ckpt_path"].endswith("last.ckpt")
+    assert sorted(p.name for p in (RUN / "checkpoints").glob("last*")) == ["last.ckpt"]
+    # Every curve (train/val metrics, probe scalars, plugin state) has the same steps and values: continuous,
+    # nothing duplicated or missing, and the data stream, probe and optimizer picked up where they stopped.
+    straight_curves, resumed_curves = curves(straight), curves(resumed)
+    assert set(resumed_curves) == set(straight_curves) and "counting/calls" in resumed_curves
+    for tag, points in straight_curves.items():
+        steps = [s for s, _ in resumed_curves[tag]]
+        assert steps == [s for s, _ in points], tag
+        assert [v for _, v in resumed_curves[tag]] == pytest.approx([v for _, v in points], rel=1e-5, abs=1e-6), tag
+    assert [v for _, v in resumed_curves["counting/calls"]] == [1, 2, 3, 4]
+    image_tag = "attention/mean_pattern/L1H0"
+    assert [e.step for e in resumed.Images(image_tag)] == [e.step for e in straight.Images(image_tag)] == [0, 4, 8, 12]
+
+
+def test_new_run_into_an_existing_run_dir_is_refused_untouched(tmp_path, monkeypatch, capsys, inline_render):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=1", "--trainer.callbacks=[]"])
+    before = {p: p.stat().st_mtime_ns for p in RUN.rglob("*")}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *SMALL, "--trainer.max_epochs=1", "--trainer.callbacks=[]",
+              "--trainer.logger.init_args.version=version_0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "fit --resume" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
+
+
+def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+
+    def dies_midway(obj, file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    kept = torch.load(path, weights_only=False)
+    assert kept["global_step"] == 1 and torch.equal(kept["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left behind
+
+
+def test_checkpoint_is_written_beside_its_target_and_renamed(tmp_path, monkeypatch):
+    """The temporary file is in the same directory, so the final step is a rename, never a cross-device copy."""
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), real_replace(src, dst)))
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "ckpts" / "last.ckpt")
+    (source, target), = renames
+    assert source.parent == target.parent == tmp_path / "ckpts" and target.name == "last.ckpt"
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_the_curve(tmp_path):
+    """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""
+    env = {**os.environ, "PREVPOS_RENDER": "inline", "CUDA_VISIBLE_DEVICES": ""}
+    args = [sys.executable, "-m", "prevpos", "fit", *SMALL, "--trainer.max_epochs=12", "--data.steps_per_epoch=10",
+            "--trainer.callbacks=[AttentionPatterns]"]
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / RUN / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and torch.load(last, weights_only=False)["global_step"] >= 20:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=False)["global_step"]  # loadable: never half-written
+
+    result = subprocess.run([sys.executable, "-m", "prevpos", "fit", "--resume", str(RUN)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = events(tmp_path / RUN)
+    train_steps = [e.step for e in logged.Scalars("train/loss")]
+    assert train_steps == list(range(120))  # one point per step, none twice, none missing
+    assert [e.step for e in logged.Scalars("val/acc")] == [10 * k + 9 for k in range(12)]
+    assert [e.step for e in logged.Images("attention/mean_pattern/L1H0")] == list(range(0, 121, 10))
+    assert killed_at >= 20 and logged.Scalars("val/acc")[-1].value > 0.3
