@@ -67,12 +67,11 @@ def test_numbers_in_the_text_are_the_event_files_final_values(report, run_dir):
     assert f"accuracy {final['val/acc']:.4f} and loss {final['val/loss']:.4f}" in report
     assert f"puts {final['attention/prev_token_score/L1H0']:.3f} of each position" in report
     assert f"BOS attention {final['attention/bos_by_pos/L0H0/pos1']:.3f} at a_1" in report
-    if "ov/copy_top1/L1H0" in final:  # the OVCircuit plugin is on by default once it lands
-        assert f"For {final['ov/copy_top1/L1H0']:.1%} of source tokens" in report
-    else:
-        assert "no ov/copy_top1 scalars" in report
-    if "qk_terms/zero_ablation_loss/direct" in final:
-        assert f"direct {final['qk_terms/zero_ablation_loss/direct']:.4f}" in report
+    assert f"For {final['ov/copy_top1/L1H0']:.1%} of source tokens" in report
+    assert f"direct {final['qk_terms/zero_ablation_loss/direct']:.4f}" in report
+    assert f"recovers {final['explanation/restricted_recovered']:.1%} of the loss" in report
+    assert f"{final['length/acc_len10']:.4f} at length 10" in report
+    assert f"no BOS {final['adversarial/no_bos/loss']:.4f}" in report
 
 
 def test_timeline_marks_the_first_crossing_seen_in_the_events(report, run_dir):
@@ -122,15 +121,16 @@ def analyze_dir(path: Path, png: bytes, **metrics) -> Path:
     return path
 
 
-def test_report_on_an_analyze_directory(tmp_path, report):
-    png = embedded_pngs(report)[1]
-    out = analyze_dir(tmp_path, png, **{"probe/acc": 0.9812, "probe/loss": 0.0731,
-                                        "attention/prev_token_score/L1H0": 0.8771})
+def test_report_on_an_analyze_directory(tmp_path, run_dir):
+    out = tmp_path / "analysis"
+    main(["analyze", "--weights", str(run_dir / "checkpoints" / "last.ckpt"), "--out", str(out), "--probe_size", "128"])
+    metrics = json.loads((out / "metrics.json").read_text())
     main(["report", str(out)])
     html = (out / "report.html").read_text()
-    assert "No timeline" in html and "accuracy 0.9812 and loss 0.0731" in html and "puts 0.877 of each" in html
-    assert png in embedded_pngs(html)
-    assert "not measured in this run: no qk_terms/zero_ablation_loss" in html
+    assert "No timeline" in html and 'id="snapshots"' not in html
+    assert f"accuracy {metrics['probe/acc']:.4f} and loss {metrics['probe/loss']:.4f}" in html
+    assert f"puts {metrics['attention/prev_token_score/L1H0']:.3f} of each position" in html
+    assert (out / "attention" / "mean_pattern" / "L1H0.png").read_bytes() in embedded_pngs(html)
 
 
 def test_several_runs_give_one_table_with_their_spread(tmp_path, report):

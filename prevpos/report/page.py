@@ -44,7 +44,7 @@ def _config_table(config: dict) -> str:
     rows += [["logger name", logger.get("name")], ["seed_everything", config.get("seed_everything")]]
     plugins = [c.get("class_path", "").rsplit(".", 1)[-1] for c in trainer.get("callbacks") or [] if isinstance(c, dict)]
     rows.append(["callbacks", ", ".join(plugins)])
-    return table(["setting", "value"], rows)
+    return table(["setting", "value"], [row for row in rows if row[1] not in (None, "")])
 
 
 def _timeline(run: RunRecord, timeline: bytes | None) -> str:
