@@ -1,6 +1,5 @@
 """Draw figures to PNG on a background worker and write each to TensorBoard at its own step when it is done."""
 
-import io
 import os
 import pickle
 import struct
@@ -14,14 +13,15 @@ from typing import Callable
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from prevpos.fast.png import render_png
+
 RENDER_MODES = ("process", "thread", "inline")
 
 
-def render_png(render: Callable, data: dict) -> bytes:
-    """render(**data) -> matplotlib Figure -> PNG bytes (what add_figure would show, without re-encoding)."""
-    buffer = io.BytesIO()
-    render(**data).savefig(buffer, format="png")
-    return buffer.getvalue()
+def worker_count() -> int:
+    """Figure processes: every core but two (training, the main loop), at most 4; at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(4, cores - 2))
 
 
 def image_summary(tag: str, png: bytes) -> Summary:
@@ -31,14 +31,14 @@ def image_summary(tag: str, png: bytes) -> Summary:
 
 
 def _init_worker() -> None:
-    # Lowest priority: the renderer only takes CPU the training loop leaves idle. One thread in case a
-    # plugin's render function pulls in torch.
-    os.nice(19)
+    # Lower priority, so a busy machine slows the figures before training; not 19, which starved them
+    # outright under other load here. One thread in case a plugin's render function pulls in torch.
+    os.nice(10)
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
 class BackgroundRenderer:
-    """One worker (process, thread, or none: `inline`) that turns (render, data) into PNGs for TensorBoard.
+    """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for TensorBoard.
 
     Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
     be pickled (a lambda), or a process pool that broke, falls back to a thread.
@@ -68,7 +68,7 @@ class BackgroundRenderer:
     def _executor(self, render: Callable, data: dict):
         if self.mode == "process" and self._picklable(render, data):
             if self._process is None:
-                self._process = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_init_worker)
+                self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"), initializer=_init_worker)
             return self._process
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")

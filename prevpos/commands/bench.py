@@ -1,0 +1,120 @@
+"""`python -m prevpos bench`: training speed of a plain PyTorch loop, of fit, of fit with the plugins, of the fast path."""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+
+import torch
+
+from prevpos.errors import ConfigError
+
+RUNS = {"a": "plain PyTorch loop", "b": "fit, no plugins", "c": "fit + default plugins", "d": "fit, fast path"}
+METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "peak_mib", "val_acc")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        print(f"prevpos: error: {message} (`python -m prevpos bench --help` lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = OneLineParser(prog="python -m prevpos bench", description=__doc__.split(": ", 1)[1])
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run (default 600)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind; the table shows medians")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (model.lr)")
+    parser.add_argument("--steps_per_epoch", type=int, default=10, help="validation (and analyses) every N steps")
+    parser.add_argument("--steps_per_call", type=int, default=10, help="fast path: optimizer steps per Lightning step")
+    parser.add_argument("--precision", default="32-true", help="trainer.precision for (b) and (c)")
+    parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to time")
+    parser.add_argument("--runs", default="abcd", help="which runs, e.g. 'ab' (default all)")
+    parser.add_argument("--out", default="bench.json", help="JSON file for every number (default bench.json)")
+    args = parser.parse_args(argv)
+    for name in ("steps", "repeats", "batch_size", "steps_per_epoch", "steps_per_call"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}={getattr(args, name)}: must be at least 1")
+    if args.steps < 2 * args.steps_per_epoch or args.steps % args.steps_per_epoch:
+        parser.error(f"--steps={args.steps}: must be a multiple of --steps_per_epoch={args.steps_per_epoch}, "
+                     "at least 2 epochs (the first is warm-up)")
+    if "d" in args.runs and args.steps_per_epoch % args.steps_per_call:
+        parser.error(f"--steps_per_epoch={args.steps_per_epoch} must be a multiple of --steps_per_call")
+    if set(args.runs) - set(RUNS):
+        parser.error(f"--runs={args.runs}: use letters from {''.join(RUNS)}")
+    return args
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch here (use --device cpu or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def describe(device: torch.device) -> str:
+    from prevpos.fast.threads import cpu_threads_for_training
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{cpu_threads_for_training()} torch threads for training)")
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    device = pick_device(args.device)
+    from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
+
+    runs = {key: [] for key in args.runs if key in RUNS}
+    skipped = {}
+    if "d" in runs and device.type != "cuda":
+        skipped["d"] = "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
+        del runs["d"]
+    with tempfile.TemporaryDirectory(prefix="prevpos-bench-") as scratch:
+        for repeat in range(args.repeats):
+            for key in runs:
+                print(f"[bench] repeat {repeat + 1}/{args.repeats}: ({key}) {RUNS[key]} ...", file=sys.stderr, flush=True)
+                runs[key].append(run_one(key, args, device, os.path.join(scratch, f"{key}{repeat}")))
+    medians = {key: {m: _median([r[m] for r in results]) for m in METRICS} for key, results in runs.items()}
+    report = {"device": describe(device), "torch": torch.__version__, "args": vars(args), "runs": runs,
+              "median": medians, "ratios": ratios(medians), "skipped": skipped}
+    print(table(report))
+    with open(args.out, "w") as out:
+        json.dump(report, out, indent=2)
+    print(f"wrote {args.out}")
+
+
+def _median(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None  # None: never reached the target
+
+
+def ratios(medians: dict) -> dict:
+    def ratio(top: str, bottom: str, metric: str) -> float | None:
+        if top in medians and bottom in medians and medians[bottom][metric]:
+            return medians[top][metric] / medians[bottom][metric]
+        return None
+
+    return {"b/a steps_per_s": ratio("b", "a", "steps_per_s"), "c/b train_s": ratio("c", "b", "train_s"),
+            "d/b steps_per_s": ratio("d", "b", "steps_per_s")}
+
+
+def table(report: dict) -> str:
+    target = report["args"]["target"]
+    lines = [f"device: {report['device']}  torch {report['torch']}  batch {report['args']['batch_size']}  "
+             f"lr {report['args']['lr']}  {report['args']['steps']} steps  medians of {report['args']['repeats']}",
+             f"{'run':<26}{'steps/s':>9}{f'to {target} (s)':>13}{'(steps)':>9}{'train (s)':>11}{'peak MiB':>10}"
+             f"{'val acc':>9}"]
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for key, m in report["median"].items():
+        lines.append(f"({key}) {RUNS[key]:<22}{fmt(m['steps_per_s'], '9.1f')}{fmt(m['time_to_target_s'], '13.2f')}"
+                     f"{fmt(m['steps_to_target'], '9.0f')}{fmt(m['train_s'], '11.2f')}{fmt(m['peak_mib'], '10.0f')}"
+                     f"{fmt(m['val_acc'], '9.4f')}")
+    for key, reason in report["skipped"].items():
+        lines.append(f"({key}) {RUNS[key]}: skipped, {reason}")
+    lines.append("  ".join(f"{name} = {fmt(v, '.3f')}" for name, v in report["ratios"].items() if v is not None))
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""One benchmark run of each kind: (a) the plain loop, (b) fit, (c) fit with the default plugins, (d) fast path."""
+
+import importlib
+from argparse import Namespace
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from prevpos.cli import BUILTIN_PLUGINS, TRAINER_DEFAULTS
+from prevpos.data import PrevTokenData
+from prevpos.fast.baseline import plain_loop
+from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
+from prevpos.fast.timing import SpeedCallback, SpeedMeter, now, peak_memory_mib, reset_peak_memory
+from prevpos.fast.training import FastStep
+from prevpos.guards import StopOnDivergence
+from prevpos.module import PrevTokenModel
+
+
+def run_one(kind: str, args: Namespace, device: torch.device, scratch: str) -> dict:
+    meter = SpeedMeter(device, warmup_epochs=1, target=args.target)
+    reset_peak_memory(device)
+    if kind == "a":
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads_for_training())  # what CpuThreads does for fit
+        start = now(device)
+        try:
+            plain_loop(device, args.steps, args.steps_per_epoch, args.batch_size, args.lr, meter)
+        finally:
+            torch.set_num_threads(threads)
+        extra = {"train_s": now(device) - start, "val_acc": meter.last_accuracy}
+    else:
+        extra = fit(kind, args, device, scratch, meter)
+    return {**meter.result(), **extra, "peak_mib": peak_memory_mib(device)}
+
+
+def default_plugins() -> list:
+    plugins = []
+    for path in BUILTIN_PLUGINS:
+        module, name = path.rsplit(".", 1)
+        plugins.append(getattr(importlib.import_module(module), name)())
+    return plugins
+
+
+def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: SpeedMeter) -> dict:
+    """`python -m prevpos fit`'s trainer (defaults, checkpoints, TensorBoard), minus the progress bar."""
+    fast = kind == "d"
+    k = args.steps_per_call if fast else 1
+    module = PrevTokenModel(lr=args.lr, fast=FastStep() if fast else None)
+    data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
+    timer = Timer()
+    callbacks = [CpuThreads(), StopOnDivergence(), SpeedCallback(meter), *(default_plugins() if kind == "c" else []),
+                 ModelCheckpoint(dirpath=f"{scratch}/checkpoints", save_last=True, monitor="val/acc", mode="max"),
+                 timer]  # Timer last: its on_train_end runs after the plugins have drained their figures
+    trainer = L.Trainer(
+        accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
+        logger=TensorBoardLogger(scratch, name="bench"), log_every_n_steps=TRAINER_DEFAULTS["log_every_n_steps"],
+        gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
+        precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=scratch)
+    trainer.fit(module, data)
+    return {"train_s": timer.time_elapsed("train"), "val_acc": float(trainer.callback_metrics["val/acc"]),
+            "steps": trainer.global_step}
