@@ -53,6 +53,7 @@ def build_cli(args: list[str] | None, run: bool = True):
 
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
+    from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.module import PrevTokenModel
     from prevpos.registry import discover_plugins
@@ -102,7 +103,8 @@ def build_cli(args: list[str] | None, run: bool = True):
 
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, parser_class=OneLineErrorParser, trainer_defaults={**TRAINER_DEFAULTS,
-                                                                      "callbacks": [StopOnDivergence(), MechanismDashboard()]},
+                                                                      "callbacks": [StopOnDivergence(), MechanismDashboard(),
+                                                                                    CpuThreads()]},
         run=run, auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
         save_config_callback=ResumableSaveConfig,
     )
