@@ -44,9 +44,9 @@ def read_checkpoint(path) -> dict:
         raise ConfigError(f"--ckpt_path {path}: no such file (a run keeps its checkpoints in RUN_DIR/checkpoints/; "
                           "to continue a run use --resume RUN_DIR)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # as Lightning reads it
     except Exception as error:  # torch raises several types for truncated or foreign files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _reason(error)
         raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint ({reason}); pass a .ckpt file saved by "
                           "`python -m prevpos fit`") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -68,3 +68,11 @@ def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
     trained = f"it was trained with {', '.join(differ)}" if differ else "it is from a different model"
     raise ConfigError(f"--ckpt_path {path}: its weights do not fit this model ({wrong[0]}); {trained}: pass the "
                       "same model settings (e.g. --config RUN_DIR/config.yaml)")
+
+
+def _reason(error: Exception) -> str:
+    """torch.load's first sentence (the rest is advice about torch.save options that does not apply here)."""
+    text = " ".join(str(error).split())
+    if "mmap can only be used" in text:
+        return "not a zip archive written by torch.save"
+    return text.split(". ")[0] if text else type(error).__name__

@@ -80,6 +80,13 @@ def build_cli(args: list[str] | None, run: bool = True):
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({f"checkpoint.{key}": value for key, value in CHECKPOINT_DEFAULTS.items()})
 
+        def _parse_ckpt_path(self):
+            # Lightning reads the checkpoint's hyperparameters here first: a missing or corrupt file fails as one line.
+            path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+            if path is not None and path not in SPECIAL_CKPT_PATHS:
+                read_checkpoint(path)
+            super()._parse_ckpt_path()
+
         def instantiate_classes(self):
             try:
                 super().instantiate_classes()

@@ -14,6 +14,12 @@ def explain_parser_error(message: str, parser) -> str:
     message = " ".join(message.split())
     if 'key "trainer.callbacks"' in message:
         return _callback_error(message)
+    union = re.match(r'Parser key "([\w.]+)": Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] '
+                     r"Errors: .* Given value type: .* Given value: (.*)$", message)
+    if union:
+        types = " or ".join(re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", t).replace("NoneType", "null")
+                            for t in union.group(2).split(", "))
+        return f"{union.group(1)}: expected {types}, got {union.group(3)}"
     unknown = (re.search(r"unrecognized arguments: --?([\w.\-]+)", message)
                or re.search(r"does not accept (?:option|nested key) '([\w.\-]+)'", message))
     if unknown:

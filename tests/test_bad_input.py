@@ -1,0 +1,111 @@
+"""Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback, no run touched."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prevpos.cli import main
+from prevpos.module import PrevTokenModel
+
+RUN = Path("lightning_logs/default/version_0")
+TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
+        "--data.probe_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.callbacks=[]"]
+
+# (id, argv, what the one line must say). Files named here are made by the `workspace` fixture.
+CASES = [
+    ("lr_negative", ["fit", "--model.lr=-1"], "model.lr=-1.0: the learning rate must be positive"),
+    ("lr_not_a_number", ["fit", "--model.lr=fast"], "Parser key \"model.lr\": Expected a <class 'float'>. Got value: fast"),
+    ("weight_decay_negative", ["fit", "--model.weight_decay=-0.1"], "model.weight_decay=-0.1: must be >= 0"),
+    ("min_lr_ratio_above_1", ["fit", "--model.min_lr_ratio=2"], "model.min_lr_ratio=2.0 must be in [0, 1]"),
+    ("betas_one_value", ["fit", "--model.betas=[0.9]"], "Expected a tuple with 2 elements"),
+    ("positional_unknown", ["fit", "--model.positional=sinusoid"], "Expected a typing.Literal['none', 'learned']"),
+    ("batch_size_zero", ["fit", "--data.batch_size=0"], "data.batch_size=0: must be at least 1"),
+    ("n_tokens_too_many", ["fit", "--data.n_tokens=500"], "data.n_tokens=500: must be in [2, d_vocab-1=100]"),
+    ("max_epochs_not_int", ["fit", "--trainer.max_epochs=many"], "trainer.max_epochs: expected int or null, got many"),
+    ("accelerator_unknown", ["fit", "--trainer.accelerator=tpuu"], "invalid accelerator name: `accelerator='tpuu'`"),
+    ("checkpoint_every_negative", ["fit", "--checkpoint.every_n_epochs=-1"], "every_n_epochs=-1"),
+    ("section_misspelled", ["fit", "--modle.lr=1"], "unrecognized arguments: --modle.lr=1 (did you mean --model.lr?)"),
+    ("key_misspelled", ["fit", "--model.nlayers=3"], "(did you mean --model.n_layers?)"),
+    ("config_missing", ["fit", "--config", "nope.yaml"], "File does not exist"),
+    ("config_malformed", ["fit", "--config", "malformed.yaml"], "Problems parsing config"),
+    ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
+    ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),
+    ("plugin_unknown", ["fit", "--trainer.callbacks+=OVCircuits"],
+     "no plugin or callback named 'OVCircuits' (did you mean OVCircuit? available plugins: AdversarialExamples"),
+    ("plugin_bad_value", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.every_n_epochs=0"],
+     "AttentionPatterns.every_n_epochs=0: must be at least 1"),
+    ("plugin_unknown_option", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.nope=0"],
+     "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, strict)"),
+    ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
+    ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
+    ("ckpt_wrong_shape", ["fit", "--ckpt_path", "other_model.ckpt"],
+     "--ckpt_path other_model.ckpt: its weights do not fit this model (model.embed.W_E (101, 64) vs (101, 128))"),
+    ("resume_missing_dir", ["fit", "--resume", "lightning_logs/default/version_9"], "version_9/config.yaml does not exist"),
+    ("resume_with_config", ["fit", "--resume", str(RUN), "--config", "x.yaml"], "drop --config"),
+    ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
+    ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
+    ("analyze_wrong_shape", ["analyze", "--weights", "other_state_dict.pt", "--out", "analysis"], "does not fit the model"),
+    ("report_empty_dir", ["report", "empty"], "has no TensorBoard events"),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A directory holding one finished tiny run and the bad files the cases point at."""
+    root = tmp_path_factory.mktemp("bad_input")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        main(["fit", *TINY])
+    finally:
+        os.chdir(cwd)
+    last = root / RUN / "checkpoints" / "last.ckpt"
+    (root / "truncated.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    other = PrevTokenModel(d_model=64, d_head=64)
+    torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
+    torch.save(other.model.state_dict(), root / "other_state_dict.pt")
+    (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
+    (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
+    (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
+    (root / "empty").mkdir()
+    return root
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("argv, expected", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, expected, workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("prevpos: error:")]
+    assert exit_info.value.code == 2, err
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert "Traceback" not in err
+    assert expected in errors[0], errors[0]
+    assert snapshot(workspace) == before  # no run's files touched, nothing created
+
+
+def test_every_case_is_distinct_and_there_are_at_least_20():
+    assert len({case[0] for case in CASES}) == len(CASES) >= 20
+
+
+def test_real_command_line_prints_one_line_and_exits_2(workspace, tmp_path):
+    shutil.copytree(workspace / "lightning_logs", tmp_path / "lightning_logs")
+    result = subprocess.run([sys.executable, "-m", "prevpos", "fit", "--trainer.callbacks+=OVCircuits"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # exactly one line
+    assert result.stderr.startswith("prevpos: error: trainer.callbacks: no plugin or callback named 'OVCircuits'")
