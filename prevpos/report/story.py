@@ -21,7 +21,7 @@ class Claim:
 def claims(run: RunRecord) -> list[Claim]:
     last, final = last_layer(run), run.final
     return [_task(run, final), _counting(run, final), _prev_token(run, final, last), _terms(run, final, last),
-            _copying(run, final, last), _explanation(final), _adversarial(final), _length(run, final)]
+            _copying(run, final, last), _explanation(run, final), _adversarial(run, final), _length(run, final)]
 
 
 def _first(run: RunRecord, pattern: str, final: dict) -> float | None:
@@ -29,15 +29,18 @@ def _first(run: RunRecord, pattern: str, final: dict) -> float | None:
     return final[tags[0]] if tags else None
 
 
-def _absent(title: str, what: str, plugin: str, figures=()) -> Claim:
-    return Claim(title, None, list(figures), f"not measured in this run: no {what} scalars (the {plugin} plugin was off)")
+def _absent(run: RunRecord, title: str, what: str, plugin: str, figures=()) -> Claim:
+    callbacks = ((run.config or {}).get("trainer") or {}).get("callbacks") or []
+    was_on = any(isinstance(c, dict) and str(c.get("class_path", "")).endswith("." + plugin) for c in callbacks)
+    why = f"the {plugin} plugin was on but skips this model" if was_on else f"the {plugin} plugin was off"
+    return Claim(title, None, list(figures), f"not measured in this run: no {what} scalars ({why})")
 
 
 def _task(run: RunRecord, final: dict) -> Claim:
     title = "The task is learned"
     split = "val" if "val/acc" in final else "probe"
     if f"{split}/acc" not in final:
-        return _absent(title, "val/acc or probe/acc", "training loop")
+        return _absent(run, title, "val/acc or probe/acc", "training loop")
     vocab = (run.config or {}).get("model", {}).get("d_vocab", 101)
     text = (f"On the {'held-out' if split == 'val' else 'probe'} set the model outputs the previous token with accuracy "
             f"{final[f'{split}/acc']:.4f}")
@@ -55,7 +58,7 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     by_pos = [final[t] for t in sorted(matching(run, "attention/bos_by_pos/L0H0/pos*"), key=lambda t: int(t[t.rindex("pos") + 3:]))]
     figures = ["attention/mean_pattern/L0H*", "qk_terms/full_qk_circuit/L0H*"]
     if not by_pos:
-        return _absent(title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
+        return _absent(run, title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
     n = len(by_pos)
     text = (f"Layer 0 gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
             f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
@@ -72,7 +75,7 @@ def _prev_token(run: RunRecord, final: dict, last: int) -> Claim:
     prev = _first(run, "attention/prev_token_score/L{last}H*", final)
     figures = ["attention/mean_pattern/L{last}H*", "attention/example_pattern/L{last}H*"]
     if prev is None:
-        return _absent(title, "attention/prev_token_score", "AttentionPatterns", figures)
+        return _absent(run, title, "attention/prev_token_score", "AttentionPatterns", figures)
     text = f"On average layer {last} puts {prev:.3f} of each position's attention on the previous token"
     for name, where in [("self", "itself"), ("bos", "BOS")]:
         value = _first(run, f"attention/{name}_score/L{{last}}H*", final)
@@ -86,7 +89,7 @@ def _terms(run: RunRecord, final: dict, last: int) -> Claim:
                "qk_terms/full_qk_circuit/L{last}H*"]
     losses = {term: _first(run, f"qk_terms/zero_ablation_loss/{term}*", final) for term in TERMS}
     if any(v is None for v in losses.values()):
-        return _absent(title, "qk_terms/zero_ablation_loss", "QKTermImportance", figures)
+        return _absent(run, title, "qk_terms/zero_ablation_loss", "QKTermImportance", figures)
     clean = final.get("qk_terms/clean_loss", final.get("probe/loss"))
     ranked = sorted(losses, key=losses.get, reverse=True)
     text = ("Zero-ablating one term of the score raises the probe loss "
@@ -105,7 +108,7 @@ def _copying(run: RunRecord, final: dict, last: int) -> Claim:
     top1 = _first(run, "ov/copy_top1/L{last}H*", final)
     figures = ["ov/full_circuit/L{last}H*"]
     if top1 is None:
-        return _absent(title, "ov/copy_top1", "OVCircuit", figures)
+        return _absent(run, title, "ov/copy_top1", "OVCircuit", figures)
     text = f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U is the token itself"
     eigen = _first(run, "ov/copy_eigen/L{last}H*", final)
     if eigen is not None:
@@ -113,13 +116,13 @@ def _copying(run: RunRecord, final: dict, last: int) -> Claim:
     return Claim(title, text + ".", figures, check=(top1 >= 0.9, "copy top-1 ≥ 0.9"))
 
 
-def _explanation(final: dict) -> Claim:
+def _explanation(run: RunRecord, final: dict) -> Claim:
     title = "5. The explanation recovers the model's loss"
     figures = ["explanation/*"]
     names = ["restricted", "excluded", "algorithm"]
     values = {n: final.get(f"explanation/{n}_recovered") for n in names}
     if all(v is None for v in values.values()):
-        return _absent(title, "explanation/*_recovered", "Explanation", figures)
+        return _absent(run, title, "explanation/*_recovered", "Explanation", figures)
     parts = {"restricted": "keeping only the direct and qk_comp terms recovers {:.1%} of the loss (sufficiency)",
              "excluded": "keeping only k_comp and q_comp recovers {:.1%} (necessity: low means they are not the mechanism)",
              "algorithm": "the hand-written algorithm with a handful of scalars read off the weights recovers {:.1%}"}
@@ -129,12 +132,12 @@ def _explanation(final: dict) -> Claim:
                  figures, check=check)
 
 
-def _adversarial(final: dict) -> Claim:
+def _adversarial(run: RunRecord, final: dict) -> Claim:
     title = "6. The inputs it predicts will hurt"
     figures = ["adversarial/*"]
     clean = final.get("adversarial/clean/loss")
     if clean is None:
-        return _absent(title, "adversarial/*/loss", "AdversarialExamples", figures)
+        return _absent(run, title, "adversarial/*/loss", "AdversarialExamples", figures)
     cases = {"repeated_pairs": "consecutive repeated tokens", "no_bos": "no BOS", "all_same": "all tokens the same",
              "bos_mid": "BOS mid-sequence"}
     parts = [f"{words} {final[f'adversarial/{case}/loss']:.4f} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
@@ -149,7 +152,7 @@ def _length(run: RunRecord, final: dict) -> Claim:
     figures = ["length/*"]
     tags = sorted(matching(run, "length/acc_len*"), key=lambda t: int(t.removeprefix("length/acc_len")))
     if not tags:
-        return _absent(title, "length/acc_len*", "LengthGeneralization", figures)
+        return _absent(run, title, "length/acc_len*", "LengthGeneralization", figures)
     return Claim(title, "With the same weights on longer sequences, accuracy is "
                  + ", ".join(f"{final[t]:.4f} at length {t.removeprefix('length/acc_len')}" for t in tags) + ".", figures,
                  check=(final[tags[-1]] < final[tags[0]], "accuracy falls with length"))
