@@ -1,0 +1,102 @@
+"""A plugin that raises or returns garbage is reported once and skipped for that epoch; the run and the other
+plugins go on."""
+
+import os
+import warnings
+
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.module import PrevTokenModel
+from prevpos_plugins.attention import AttentionPatterns
+from tests.conftest import build_data, quiet_trainer
+
+
+class _RaisesAtStep3(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        if run.step == 3:
+            raise RuntimeError("boom at step 3")
+        findings = Findings()
+        findings.scalar("faulty/raises_at_3", run.step)
+        return findings
+
+
+class _NaNScalar(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.scalar("faulty/nan", float("nan"))
+        return findings
+
+
+class _NotAFigure(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.figures["faulty/not_a_figure"] = "a string, not a figure"
+        return findings
+
+
+class _NotFindings(AnalysisPlugin):
+    def analyze(self, run):
+        return {"faulty/dict": 1.0}
+
+
+FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings]
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    """One 3-epoch run with a healthy plugin and every kind of faulty one (figures drawn inline)."""
+    tmp_path = tmp_path_factory.mktemp("faults")
+    os.environ["PREVPOS_RENDER"], previous = "inline", os.environ.get("PREVPOS_RENDER")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = quiet_trainer(max_epochs=3, logger=TensorBoardLogger(str(tmp_path), name="run"),
+                                    log_every_n_steps=1, callbacks=[AttentionPatterns(), *(cls() for cls in FAULTY)])
+            trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
+    finally:
+        os.environ.pop("PREVPOS_RENDER") if previous is None else os.environ.update(PREVPOS_RENDER=previous)
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"scalars": 0, "images": 0,
+                                                                                  "tensors": 0})
+    events.Reload()
+    warned = [str(w.message) for w in caught if "was skipped" in str(w.message)]
+    return trainer, events, warned
+
+
+def test_training_and_the_healthy_plugin_go_on(faulty_run):
+    trainer, events, _ = faulty_run
+    assert trainer.state.finished and trainer.global_step == 9
+    assert [e.step for e in events.Scalars("attention/prev_token_score/L1H0")] == [0, 3, 6, 9]
+    assert [e.step for e in events.Images("attention/mean_pattern/L1H0")] == [0, 3, 6, 9]
+    assert [e.step for e in events.Scalars("val/acc")] == [2, 5, 8]
+
+
+def test_a_failure_skips_only_that_epoch(faulty_run):
+    _, events, _ = faulty_run
+    assert [(e.step, e.value) for e in events.Scalars("faulty/raises_at_3")] == [(0, 0), (6, 6), (9, 9)]
+    garbage = {"faulty/nan", "faulty/dict"} & set(events.Tags()["scalars"])
+    assert not garbage and "faulty/not_a_figure" not in events.Tags()["images"]
+
+
+def test_each_faulty_plugin_is_reported_once(faulty_run):
+    _, events, warned = faulty_run
+    for cls in FAULTY:
+        mine = [w for w in warned if w.startswith(f"plugin {cls.__name__} failed")]
+        assert len(mine) == 1, (cls.__name__, warned)
+        assert [e.step for e in events.Tensors(f"plugin_errors/{cls.__name__}/text_summary")] == [_first_step(cls)]
+    assert "boom at step 3" in next(w for w in warned if "_RaisesAtStep3" in w)
+    assert "scalar faulty/nan is nan" in next(w for w in warned if "_NaNScalar" in w)
+    assert "figure faulty/not_a_figure is a str" in next(w for w in warned if "_NotAFigure" in w)
+    assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
+
+
+def _first_step(cls) -> int:
+    return 3 if cls is _RaisesAtStep3 else 0
+
+
+def test_strict_plugin_stops_the_run(tmp_path):
+    trainer = quiet_trainer(max_epochs=2, callbacks=[_RaisesAtStep3(strict=True)])
+    with pytest.raises(RuntimeError, match="boom at step 3"):
+        trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
