@@ -104,17 +104,20 @@ def ratios(medians: dict) -> dict:
 
 
 def table(report: dict) -> str:
-    target = report["args"]["target"]
-    lines = [f"device: {report['device']}  torch {report['torch']}  batch {report['args']['batch_size']}  "
-             f"lr {report['args']['lr']}  {report['args']['steps']} steps  medians of {report['args']['repeats']}",
-             f"{'run':<26}{'steps/s':>9}{f'to {target} (s)':>13}{'(steps)':>9}{'train (s)':>11}{'peak MiB':>10}"
-             f"{'val acc':>9}"]
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    args = report["args"]
+    lines = [f"device: {report['device']}  torch {report['torch']}  batch {args['batch_size']}  lr {args['lr']}  "
+             f"{args['steps']} steps  medians of {args['repeats']}",
+             f"{'run':<26}{'steps/s':>9}{'to ' + str(args['target']) + ' (s)':>13}{'(steps)':>9}{'train (s)':>11}"
+             f"{'peak MiB':>10}{'val acc':>9}"]
     for key, m in report["median"].items():
-        lines.append(f"({key}) {RUNS[key]:<22}{fmt(m['steps_per_s'], '9.1f')}{fmt(m['time_to_target_s'], '13.2f')}"
-                     f"{fmt(m['steps_to_target'], '9.0f')}{fmt(m['train_s'], '11.2f')}{fmt(m['peak_mib'], '10.0f')}"
-                     f"{fmt(m['val_acc'], '9.4f')}")
+        lines.append(f"({key}) {RUNS[key]:<22}" + "".join(_cell(m[name], width, decimals) for name, width, decimals in (
+            ("steps_per_s", 9, 1), ("time_to_target_s", 13, 2), ("steps_to_target", 9, 0), ("train_s", 11, 2),
+            ("peak_mib", 10, 0), ("val_acc", 9, 4))))
     for key, reason in report["skipped"].items():
         lines.append(f"({key}) {RUNS[key]}: skipped, {reason}")
-    lines.append("  ".join(f"{name} = {fmt(v, '.3f')}" for name, v in report["ratios"].items() if v is not None))
+    lines.append("  ".join(f"{name} = {v:.3f}" for name, v in report["ratios"].items() if v is not None))
     return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int, decimals: int) -> str:
+    return f"{'-' if value is None else f'{value:.{decimals}f}':>{width}}"  # "-": never reached

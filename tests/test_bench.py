@@ -1,0 +1,54 @@
+"""`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
+
+import json
+
+import pytest
+import torch
+
+from prevpos.cli import main
+
+
+def run_bench(tmp_path, *args: str) -> dict:
+    out = tmp_path / "bench.json"
+    main(["bench", "--device", "cpu", "--steps", "20", "--steps_per_epoch", "10", "--repeats", "1", "--out", str(out),
+          *args])
+    return json.loads(out.read_text())
+
+
+def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
+    report = run_bench(tmp_path, "--runs", "abd")
+    a, b = report["median"]["a"], report["median"]["b"]
+    # Same init, batches, loss, clip and schedule: the same held-out accuracy after 20 steps (above chance 0.01).
+    assert 0.02 < a["val_acc"] < 0.9 and a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)
+    for m in (a, b):
+        assert 0.5 < m["steps_per_s"] < 1000 and 0 < m["train_s"] < 300 and 100 < m["peak_mib"] < 20000
+        assert m["time_to_target_s"] is None  # 20 steps cannot reach 0.99
+    assert report["ratios"]["b/a steps_per_s"] == pytest.approx(b["steps_per_s"] / a["steps_per_s"])
+    assert "needs a CUDA GPU" in report["skipped"]["d"]
+    printed = capsys.readouterr().out
+    assert "(a) plain PyTorch loop" in printed and "(b) fit, no plugins" in printed and "b/a steps_per_s" in printed
+
+
+@pytest.mark.slow
+def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
+    report = run_bench(tmp_path, "--runs", "bc")
+    b, c = report["median"]["b"], report["median"]["c"]
+    assert c["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)  # analyses never change training
+    assert report["ratios"]["c/b train_s"] >= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps=0: must be at least 1"),
+    (["--steps", "25", "--steps_per_epoch", "10"], "multiple of --steps_per_epoch"),
+    (["--runs", "xyz"], "--runs=xyz"),
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--device", "tpu"], "invalid choice"),
+])
+def test_bad_input_is_one_line(args, message, capsys):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prevpos: error:") and message in err and "\n" not in err
