@@ -23,13 +23,17 @@ def with_context(model: HookedTransformer, n_ctx: int) -> HookedTransformer:
     cfg = model.cfg
     longer = build_transformer(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, n_ctx, cfg.d_vocab, cfg.attn_only,
                                "none", seed=0)
-    weights = {k: v for k, v in model.state_dict().items() if k != "pos_embed.W_pos"}
-    missing, unexpected = longer.load_state_dict(weights, strict=False)
+    missing, unexpected = longer.load_state_dict(_weights(model), strict=False)
     assert missing == ["pos_embed.W_pos"] and not unexpected, (missing, unexpected)
     longer.cfg.device = cfg.device  # TransformerLens sends inputs to cfg.device
     if longer.W_E.device != model.W_E.device:
         longer.to(model.W_E.device)
     return longer.eval()
+
+
+def _weights(model: HookedTransformer) -> dict[str, Tensor]:
+    """Every weight but W_pos, whose shape is tied to n_ctx (and which is zero here)."""
+    return {k: v for k, v in model.state_dict().items() if k != "pos_embed.W_pos"}
 
 
 def resample(tokens: Int[Tensor, "batch pos"], batch: int, n_ctx: int, seed: int = 0) -> Int[Tensor, "sequences n_ctx"]:
@@ -67,16 +71,16 @@ class LengthGeneralization(AnalysisPlugin):
         if not multiples or min(multiples) < 1 or sequences < 1:
             raise ConfigError(f"LengthGeneralization: multiples={multiples} must be >= 1, sequences={sequences} >= 1")
         self.multiples, self.sequences = tuple(multiples), sequences
-        self._rebuilt: dict[int, HookedTransformer] = {}
+        self._rebuilt: dict[tuple[int, str], HookedTransformer] = {}
 
     def _model_at(self, model: HookedTransformer, n_ctx: int) -> HookedTransformer:
         if n_ctx == model.cfg.n_ctx:
             return model
-        if n_ctx not in self._rebuilt:  # building costs more than copying the weights in again
-            self._rebuilt[n_ctx] = with_context(model, n_ctx)
-        rebuilt = self._rebuilt[n_ctx]
-        rebuilt.load_state_dict({k: v for k, v in model.state_dict().items() if k != "pos_embed.W_pos"}, strict=False)
-        return rebuilt
+        key = (n_ctx, str(model.W_E.device))
+        if key not in self._rebuilt:  # building costs more than copying the weights in again
+            self._rebuilt[key] = with_context(model, n_ctx)
+        self._rebuilt[key].load_state_dict(_weights(model), strict=False)
+        return self._rebuilt[key]
 
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
@@ -86,10 +90,13 @@ class LengthGeneralization(AnalysisPlugin):
             if n_ctx > trained and has_positions(run.model):
                 findings.text("length/skipped", f"lengths over {trained} skipped: the model has learned positions")
                 continue
-            loss, acc = accuracy_by_position(self._model_at(run.model, n_ctx), resample(run.tokens, self.sequences, n_ctx))
+            tokens = resample(run.tokens, self.sequences, n_ctx)
+            loss, acc = accuracy_by_position(self._model_at(run.model, n_ctx), tokens)
             findings.scalar(f"length/acc_len{n_ctx}", acc.mean())
             findings.scalar(f"length/loss_len{n_ctx}", loss)
             by_position[f"length {n_ctx}"] = acc
+        if not by_position:
+            return findings
         longest = max(len(acc) for acc in by_position.values()) + 1
         findings.figure("length/acc_by_position", lines, series=by_position, title="accuracy by position",
                         xlabel="position (trained up to a_{})".format(trained - 1), ylabel="accuracy",

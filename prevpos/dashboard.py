@@ -17,7 +17,8 @@ LAYOUT = {
         "BOS decay score (1 = strictly falling)": ["Multiline", [r"attention/bos_decay_score/L0H\d+$"]],
     },
     "3 layer 1 attends to the previous token": {
-        "where layer 1 attends: previous, itself, BOS": ["Multiline", [r"attention/(prev_token|self|bos)_score/L1H\d+$"]],
+        "where layer 1 attends: previous, itself, BOS": ["Multiline",
+                                                         [r"attention/(prev_token|self|bos)_score/L1H\d+$"]],
         "previous-token score, every head": ["Multiline", [r"attention/prev_token_score/"]],
     },
     "4 OV copying": {
