@@ -12,9 +12,17 @@ from prevpos.transformer import build_transformer
 from tests.conftest import build_data, quiet_trainer
 
 if torch.cuda.is_available():
-    torch.cuda.init()  # before conftest's CPU-only fixture hides the GPU from a lazy first use
+    torch.cuda.init()  # before conftest's CPU-only fixture hides the GPU from a lazy first use...
+    torch.cuda.device_count()  # ...and from the device count torch caches once initialized
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only():
+    """Replaces conftest's fixture of this name for this file: its GPU tests need the GPU it hides (the CPU tests
+    ask for accelerator="cpu" themselves)."""
+    torch.set_grad_enabled(True)
 
 
 def trained(fast: FastStep | None, k: int, **trainer_kw) -> tuple[PrevTokenModel, object]:
@@ -89,3 +97,18 @@ def test_fast_path_through_fit_on_gpu_learns():
     trainer.fit(module, data)
     assert trainer.global_step == 400
     assert trainer.callback_metrics["val/acc"] > 0.95
+
+
+def test_fast_path_logs_at_optimizer_steps(in_tmp):
+    """global_step and the logged steps count optimizer steps, so curves line up with normal runs."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = {}
+    for fast, k in ((None, 1), (FastStep(), 3)):
+        trainer = quiet_trainer(max_epochs=2, logger=TensorBoardLogger(str(in_tmp), name=f"k{k}"), log_every_n_steps=1,
+                                gradient_clip_val=None if fast else 1.0)
+        trainer.fit(PrevTokenModel(fast=fast), build_data(steps_per_epoch=6 // k, batches_per_step=k))
+        events = EventAccumulator(str(next((in_tmp / f"k{k}").rglob("events*")))).Reload()
+        steps[k] = trainer.global_step, [e.step for e in events.Scalars("val/acc")]
+    assert steps[3] == steps[1] == (12, [5, 11])

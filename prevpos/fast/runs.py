@@ -56,7 +56,8 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
                  timer]  # Timer last: its on_train_end runs after the plugins have drained their figures
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
-        logger=TensorBoardLogger(scratch, name="bench"), log_every_n_steps=TRAINER_DEFAULTS["log_every_n_steps"],
+        logger=TensorBoardLogger(scratch, name="bench"),
+        log_every_n_steps=1 if fast else TRAINER_DEFAULTS["log_every_n_steps"],  # fast: 1 Lightning step = K steps
         gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
         precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=scratch)

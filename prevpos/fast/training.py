@@ -72,8 +72,11 @@ def training_step(module: L.LightningModule, block: torch.Tensor) -> torch.Tenso
     for tokens in block:
         step(tokens)
         scheduler.step()
-    # Lightning counts manual steps through its optimizer wrapper, which the graph bypasses.
-    module.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(len(block))
+    # Lightning counts manual steps through its optimizer wrapper, which the graph bypasses; and it logs at
+    # its batch count (+1 per Lightning step, after this): both in optimizer steps, as on the normal path.
+    loop = module.trainer.fit_loop.epoch_loop
+    loop.manual_optimization.optim_step_progress.increment_by(len(block))
+    loop._batches_that_stepped += len(block) - 1
     loss = step.loss.clone()
     module.train_acc(step.logits[:, 1:].argmax(-1), step.tokens[:, :-1])
     module.log("train/loss", loss, prog_bar=True)
