@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh — the GPU checks and measurements, in one run on a machine with a CUDA GPU.
 #   bash scripts/gpu_check.sh            (from the repo root; results and logs go to $OUT, default ./out)
-#   expect: the fast-path and writer tests pass on the GPU, then four `bench` tables (batch 256 default
-#   recipe; the fast path at its own epoch length; experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true
-#   and bf16-mixed), then a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
+#   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
+#   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
+#   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
 # wheels in .whl/ (see the README's GPU section for the download command).
 set -uo pipefail
@@ -27,12 +27,12 @@ log "machine"
 
 if [ "$QUICK" = 1 ]; then S=20; E=10; R=1; FS=40; FE=20; BS=100; else S=600; E=10; R=3; FS=1000; FE=100; BS=300; fi
 bench() { local name=$1; shift; log "bench $name: $*"
-  timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee "$OUT/table_$name.txt"; }
+  timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
-log "tests"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_writer.py 2>&1 | tail -5 | tee -a "$OUT/log.txt"
 bench b256 --steps $S --steps_per_epoch $E --repeats $R
 bench fast --runs bd --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats $R
+log "tests"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_writer.py 2>&1 | tail -5 | tee -a "$OUT/log.txt"
 bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 50 --repeats 2
 bench b4096_bf16 --runs b --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 50 --repeats 2 --precision bf16-mixed
 log "fit --config experiments/gpu_fast.yaml (3 epochs)"
@@ -48,4 +48,4 @@ print('val/acc by step', [(e.step, round(e.value, 4)) for e in ea.Scalars('val/a
 print(len(ea.Tags()['scalars']), 'scalar tags,', len(ea.Tags()['images']), 'image tags,',
       sum(len(ea.Images(t)) for t in ea.Tags()['images']), 'images')" ) 2>&1 | tee -a "$OUT/log.txt"
 log "tables"
-cat "$OUT"/table_*.txt
+cat "$OUT/tables.txt"
