@@ -16,6 +16,7 @@ from prevpos.cli import main
 from prevpos.report.html import MARKER
 from prevpos.report.run import RunRecord
 from prevpos.report.snapshots import snapshot_steps
+from prevpos.report.story import loss
 
 # 60 steps at batch 256 with the default plugins (4 analyses: steps 0, 20, 40, 60): val acc leaves chance and
 # several scores move. Most of its ~30 s (quiet 2-core CPU) is the plugins drawing figures.
@@ -64,14 +65,14 @@ def test_report_has_every_section(report):
 def test_numbers_in_the_text_are_the_event_files_final_values(report, run_dir):
     logged = final_scalars(run_dir)
     final = {tag: series[-1][1] for tag, series in logged.items()}
-    assert f"accuracy {final['val/acc']:.4f} and loss {final['val/loss']:.4f}" in report
+    assert f"accuracy {final['val/acc']:.4f} and loss {loss(final['val/loss'])}" in report
     assert f"puts {final['attention/prev_token_score/L1H0']:.3f} of each position" in report
     assert f"BOS attention {final['attention/bos_by_pos/L0H0/pos1']:.3f} at a_1" in report
     assert f"For {final['ov/copy_top1/L1H0']:.1%} of source tokens" in report
-    assert f"direct {final['qk_terms/zero_ablation_loss/direct']:.4f}" in report
+    assert f"direct {loss(final['qk_terms/zero_ablation_loss/direct'])}" in report
     assert f"recovers {final['explanation/restricted_recovered']:.1%} of the loss" in report
     assert f"{final['length/acc_len10']:.4f} at length 10" in report
-    assert f"no BOS {final['adversarial/no_bos/loss']:.4f}" in report
+    assert f"no BOS {loss(final['adversarial/no_bos/loss'])}" in report
 
 
 def test_timeline_marks_the_first_crossing_seen_in_the_events(report, run_dir):
@@ -128,7 +129,7 @@ def test_report_on_an_analyze_directory(tmp_path, run_dir):
     main(["report", str(out)])
     html = (out / "report.html").read_text()
     assert "No timeline" in html and 'id="snapshots"' not in html
-    assert f"accuracy {metrics['probe/acc']:.4f} and loss {metrics['probe/loss']:.4f}" in html
+    assert f"accuracy {metrics['probe/acc']:.4f} and loss {loss(metrics['probe/loss'])}" in html
     assert f"puts {metrics['attention/prev_token_score/L1H0']:.3f} of each position" in html
     assert (out / "attention" / "mean_pattern" / "L1H0.png").read_bytes() in embedded_pngs(html)
 

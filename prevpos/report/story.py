@@ -24,6 +24,11 @@ def claims(run: RunRecord) -> list[Claim]:
             _copying(run, final, last), _explanation(run, final), _adversarial(run, final), _length(run, final)]
 
 
+def loss(value: float) -> str:
+    """Losses to 4 decimals, and small ones (a converged model's) in scientific notation rather than 0.0000."""
+    return f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
 def _first(run: RunRecord, pattern: str, final: dict) -> float | None:
     tags = matching(run, pattern)
     return final[tags[0]] if tags else None
@@ -45,7 +50,7 @@ def _task(run: RunRecord, final: dict) -> Claim:
     text = (f"On the {'held-out' if split == 'val' else 'probe'} set the model outputs the previous token with accuracy "
             f"{final[f'{split}/acc']:.4f}")
     if f"{split}/loss" in final:
-        text += f" and loss {final[f'{split}/loss']:.4f} (chance: ln({vocab - 1}) = {math.log(vocab - 1):.3f})"
+        text += f" and loss {loss(final[f'{split}/loss'])} (chance: ln({vocab - 1}) = {math.log(vocab - 1):.3f})"
     by_pos = {tag: final[tag] for tag in matching(run, "val/acc_pos*")}
     if by_pos:
         worst = min(by_pos, key=by_pos.get)
@@ -93,8 +98,8 @@ def _terms(run: RunRecord, final: dict, last: int) -> Claim:
     clean = final.get("qk_terms/clean_loss", final.get("probe/loss"))
     ranked = sorted(losses, key=losses.get, reverse=True)
     text = ("Zero-ablating one term of the score raises the probe loss "
-            + (f"from {clean:.4f} " if clean is not None else "")
-            + "to " + ", ".join(f"{t} {losses[t]:.4f}" for t in TERMS)
+            + (f"from {loss(clean)} " if clean is not None else "")
+            + "to " + ", ".join(f"{t} {loss(losses[t])}" for t in TERMS)
             + f": the most important term is {ranked[0]}, then {ranked[1]}")
     err = final.get("qk_terms/sum_check_max_abs_err")
     if err is not None:
@@ -140,10 +145,10 @@ def _adversarial(run: RunRecord, final: dict) -> Claim:
         return _absent(run, title, "adversarial/*/loss", "AdversarialExamples", figures)
     cases = {"repeated_pairs": "consecutive repeated tokens", "no_bos": "no BOS", "all_same": "all tokens the same",
              "bos_mid": "BOS mid-sequence"}
-    parts = [f"{words} {final[f'adversarial/{case}/loss']:.4f} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
+    parts = [f"{words} {loss(final[f'adversarial/{case}/loss'])} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
              for case, words in cases.items() if f"adversarial/{case}/loss" in final]
     hurt = [final.get(f"adversarial/{c}/loss", 0) > threshold * clean for c, threshold in [("no_bos", 2), ("repeated_pairs", 1)]]
-    return Claim(title, f"Against a clean loss of {clean:.4f}, the inputs the mechanism should fail on give: "
+    return Claim(title, f"Against a clean loss of {loss(clean)}, the inputs the mechanism should fail on give: "
                         + "; ".join(parts) + ".", figures, check=(all(hurt), "no BOS > 2× clean and repeated pairs > clean"))
 
 
