@@ -16,11 +16,11 @@ def sum_check_error(terms: dict[str, Tensor], scores: Float[Tensor, "batch dest 
     return (lower_triangle(sum(terms.values())) - lower_triangle(scores)).abs().max().item()
 
 
-def ablation_losses(model: HookedTransformer, tokens: Tensor, layer: int, head: int, terms: dict[str, Tensor],
-                    how: str) -> dict[str, float]:
-    """Loss with each term ablated on its own ("zero": removed, "mean": replaced by its batch mean)."""
-    return {name: previous_token_loss(ablate_terms(model, tokens, layer, head, terms, [name], how), tokens).item()
-            for name in QK_TERMS}
+def ablation_losses(run: ProbeRun, layer: int, head: int, how: str) -> dict[str, float]:
+    """Probe loss with each term ablated on its own ("zero": removed, "mean": replaced by its batch mean)."""
+    terms, resid = cached_qk_terms(run, layer, head), run.cache["resid_pre", layer]
+    return {name: previous_token_loss(ablate_terms(run.model, run.tokens, layer, head, terms, [name], how, resid),
+                                      run.tokens).item() for name in QK_TERMS}
 
 
 def full_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
@@ -68,7 +68,7 @@ class QKTermImportance(AnalysisPlugin):
             errors.append(sum_check_error(terms, run.cache["attn_scores", l][:, h]))
             losses = {}
             for how in ("zero", "mean"):
-                for name, loss in ablation_losses(run.model, run.tokens, l, h, terms, how).items():
+                for name, loss in ablation_losses(run, l, h, how).items():
                     findings.scalar(f"qk_terms/{how}_ablation_loss/{name}{suffix}", loss)
                     losses[f"{how} {name}"] = loss
             self._term_figures(findings, run, l, h, terms, losses)

@@ -22,8 +22,7 @@ def load_weights(path: Path) -> tuple[HookedTransformer, dict, int]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and unpickler errors all mean the same to the user
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"--weights {path}: not a torch weights file ({reason[:200]})") from None
+        raise ConfigError(f"--weights {path}: not a torch file of weights ({_reason(error)})") from None
     if isinstance(saved, dict) and "state_dict" in saved and "hyper_parameters" in saved:
         return _from_checkpoint(saved, path)
     if isinstance(saved, dict) and "embed.W_E" in saved:
@@ -64,3 +63,10 @@ def _warn_if_positions(model: HookedTransformer, path: Path) -> None:
     if used:
         print(f"note: {path} has non-zero {', '.join(used[:3])}: analysed as saved (the model uses them)",
               file=sys.stderr)
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of torch.load's error (its weights_only message is a paragraph of advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if line.startswith(("Unsupported", "invalid", "PytorchStreamReader"))]
+    return " ".join((useful or lines or [type(error).__name__])[0].split())[:160]

@@ -1,0 +1,113 @@
+"""`python -m prevpos analyze` on a fit checkpoint and on a raw TransformerLens state_dict; bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.cli import main
+from prevpos.errors import ConfigError
+from prevpos.loss import previous_token_loss
+from prevpos.module import PrevTokenModel
+from prevpos.transformer import build_transformer
+from tests.conftest import build_data, quiet_trainer
+
+KEY_TAGS = ["probe/loss", "probe/acc", "attention/prev_token_score/L1H0", "ov/copy_top1/L1H0", "ov/copy_eigen/L1H0",
+            "qk_terms/sum_check_max_abs_err", "qk_terms/zero_ablation_loss/direct", "adversarial/no_bos/loss"]
+
+
+@pytest.fixture(scope="module")
+def fit_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint written by a real (short) Lightning fit."""
+    root = tmp_path_factory.mktemp("fit")
+    trainer = quiet_trainer(max_epochs=1, default_root_dir=root)
+    trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
+    trainer.save_checkpoint(root / "last.ckpt")
+    return root / "last.ckpt"
+
+
+def analyze(*args) -> None:
+    main(["analyze", *map(str, args)])
+
+
+def test_analyze_a_fit_checkpoint_writes_metrics_pngs_and_events(fit_checkpoint, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    analyze("--weights", fit_checkpoint, "--out", out, "--probe_size", 64)
+    assert "probe loss" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(KEY_TAGS) <= set(metrics) and all(isinstance(v, float) for v in metrics.values())
+    assert 0 <= metrics["probe/acc"] <= 1 and metrics["qk_terms/sum_check_max_abs_err"] < 1e-3
+    pngs = {p.relative_to(out).with_suffix("").as_posix(): p for p in out.rglob("*.png")}
+    assert {"ov/full_circuit/L1H0", "qk_terms/ablation_losses/L1H0", "adversarial/patterns/L1H0"} <= set(pngs)
+    with Image.open(pngs["ov/full_circuit/L1H0"]) as png:
+        png.load()
+        assert png.format == "PNG" and min(png.size) > 100
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert set(pngs) <= set(events.Tags()["images"]) and set(metrics) <= set(events.Tags()["scalars"])
+    assert events.Scalars("probe/loss")[0].step == 3  # the checkpoint's training step
+    assert "model" in (out / "config.yaml").read_text()
+
+
+def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an empty directory"):
+        from prevpos.commands.analyze import main as analyze_main
+
+        analyze_main(["--weights", str(fit_checkpoint), "--out", str(out)])
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_raw_state_dict_with_the_notebook_probe_reproduces_the_tutorials_sample(tmp_path):
+    model = build_transformer(seed=7)
+    torch.save(model.state_dict(), tmp_path / "model.pth")  # the public tutorial's format: W_pos and b_* as zeros
+    out = tmp_path / "analysis"
+    analyze("--weights", tmp_path / "model.pth", "--out", out, "--probe_size", 256, "--probe_seed", 42,
+            "--notebook_probe", "true", "--plugins", "[OVCircuit]")
+    torch.manual_seed(42)
+    tokens = torch.randint(0, model.cfg.d_vocab, (256, model.cfg.n_ctx))  # the tutorial's literal expression
+    tokens[:, 0] = model.cfg.d_vocab - 1
+    with torch.no_grad():
+        expected = previous_token_loss(model(tokens), tokens).item()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["probe/loss"] == pytest.approx(expected, rel=1e-6)
+    assert set(metrics) == {"probe/loss", "probe/acc", "ov/copy_top1/L0H0", "ov/copy_eigen/L0H0", "ov/copy_top1/L1H0",
+                            "ov/copy_eigen/L1H0"}
+
+
+def test_notebook_probe_is_the_literal_expression():
+    from prevpos.sequences import probe_tokens
+
+    torch.manual_seed(42)
+    expected = torch.randint(0, 101, (256, 10))
+    expected[:, 0] = 100
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(probe_tokens(256, 10, 101, 100, 42, notebook=True), expected)
+    assert torch.equal(torch.rand(1), before)  # and the global RNG is left as it was
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text", "not a torch file of weights"),
+    ({"something": torch.zeros(2)}, "neither a `prevpos fit` checkpoint"),
+    ("small_model", "does not fit the model"),
+])
+def test_a_bad_weights_file_is_one_clear_line(content, message, tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    if content == "text":
+        path.write_text("not weights")
+    elif content == "small_model":
+        torch.save(build_transformer(d_model=64, d_head=64).state_dict(), path)
+    else:
+        torch.save(content, path)
+    with pytest.raises(SystemExit) as exit_:
+        analyze("--weights", path, "--out", tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("prevpos: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,135 @@
+"""The analysis maths on hand-built and random weights: copying scores, the four-term split, term ablation."""
+
+import pytest
+import torch
+
+from prevpos.analysis import ProbeRun
+from prevpos.analysis.probe import analysis_mode
+from prevpos.circuits import QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores
+from prevpos.transformer import build_transformer
+from prevpos_plugins.adversarial import CASES, adversarial_batch
+from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
+from prevpos_plugins.qk_terms import QKTermImportance, composition_circuit, full_qk_circuit, sum_check_error
+
+
+def tokens_for(model, batch: int = 16, seed: int = 0) -> torch.Tensor:
+    cfg = model.cfg
+    tokens = torch.randint(0, cfg.d_vocab - 1, (batch, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
+    tokens[:, 0] = cfg.d_vocab - 1
+    return tokens
+
+
+def copier(sign: float = 1.0):
+    """A 1-layer model whose OV circuit is sign * identity: orthonormal embeddings, W_U = W_Eᵀ, W_V = W_O = I."""
+    model = build_transformer(n_layers=1, d_model=16, d_head=16, n_ctx=4, d_vocab=8)
+    basis, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        model.W_E.copy_(basis[:8])
+        model.W_U.copy_(basis[:8].T)
+        model.blocks[0].attn.W_V[0].copy_(torch.eye(16))  # (model.W_V is a stacked copy)
+        model.blocks[0].attn.W_O[0].copy_(sign * torch.eye(16))
+    return model
+
+
+def test_identity_ov_copies_perfectly():
+    circuit = full_ov_circuit(copier(), 0, 0)
+    torch.testing.assert_close(circuit.AB, torch.eye(8), atol=1e-5, rtol=0)
+    assert copy_top1(circuit.AB) == 1.0
+    assert copy_eigen(circuit) == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        findings = OVCircuit().analyze(ProbeRun(copier(), tokens_for(copier())))
+    assert findings.scalars == pytest.approx({"ov/copy_top1/L0H0": 1.0, "ov/copy_eigen/L0H0": 1.0}, abs=1e-5)
+    assert "ov/full_circuit/L0H0" in findings.figures
+
+
+def test_negated_identity_anti_copies():
+    circuit = full_ov_circuit(copier(-1.0), 0, 0)
+    assert copy_top1(circuit.AB) == 0.0
+    assert copy_eigen(circuit) == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_copy_eigen_of_the_factored_full_circuit_matches_dense_eigenvalues():
+    # W_E W_OV W_U is vocab x vocab but kept factored through d_head: its extra eigenvalues must be the zeros.
+    model = build_transformer(d_model=32, d_head=16, n_heads=2, d_vocab=20, seed=3)
+    circuit = full_ov_circuit(model, 1, 1)
+    dense = torch.linalg.eigvals(circuit.AB.double())
+    assert copy_eigen(circuit) == pytest.approx((dense.sum().real / dense.abs().sum()).item(), abs=1e-4)
+
+
+def random_model():
+    return build_transformer(n_layers=3, n_heads=2, d_model=32, d_head=16, n_ctx=6, d_vocab=12, seed=1)
+
+
+@pytest.mark.parametrize("layer, head", [(1, 0), (2, 1)])
+def test_four_terms_sum_to_the_scores_on_random_weights(layer, head):
+    model = random_model()
+    _, cache = model.run_with_cache(tokens_for(model))
+    terms = qk_terms(model, cache, layer, head)
+    assert set(terms) == set(QK_TERMS)
+    assert all(t.abs().max() > 0.01 for t in terms.values())  # no term is trivially zero
+    assert sum_check_error(terms, cache["attn_scores", layer][:, head]) < 1e-4
+
+
+def test_zero_ablating_a_zero_term_changes_nothing():
+    model = random_model()
+    with torch.no_grad():
+        model.blocks[0].attn.W_O.zero_()  # layer 0 writes nothing, so layer 1's composition terms are exactly zero
+    tokens = tokens_for(model)
+    logits, cache = model.run_with_cache(tokens)
+    terms = qk_terms(model, cache, 1, 0)
+    assert terms["qk_comp"].abs().max() == 0
+    for name in ("k_comp", "q_comp", "qk_comp"):
+        torch.testing.assert_close(ablate_terms(model, tokens, 1, 0, terms, [name]), logits)
+    assert not torch.allclose(ablate_terms(model, tokens, 1, 0, terms, ["direct"]), logits)
+
+
+def test_mean_ablating_a_term_that_is_the_same_on_every_sequence_changes_nothing():
+    model = random_model()
+    tokens = tokens_for(model)[:1].repeat(8, 1)
+    logits, cache = model.run_with_cache(tokens)
+    terms = qk_terms(model, cache, 2, 1)
+    torch.testing.assert_close(ablate_terms(model, tokens, 2, 1, terms, QK_TERMS, "mean"), logits)
+
+
+def test_ablation_from_the_cached_residual_matches_the_full_run():
+    model = random_model()
+    tokens = tokens_for(model)
+    _, cache = model.run_with_cache(tokens)
+    terms = qk_terms(model, cache, 2, 0)
+    full = ablate_terms(model, tokens, 2, 0, terms, ["direct", "k_comp"])
+    torch.testing.assert_close(ablate_terms(model, tokens, 2, 0, terms, ["direct", "k_comp"],
+                                            resid_pre=cache["resid_pre", 2]), full)
+    zeroed = run_with_edited_scores(model, tokens, 2, torch.zeros_like)  # uniform attention over the causal past
+    assert not torch.allclose(zeroed, full)
+
+
+def test_full_circuits_match_the_dense_products():
+    model = random_model()
+    W_E, W_QK1 = model.W_E, model.W_Q[1, 0] @ model.W_K[1, 0].T
+    W_OV0 = model.W_V[0, 1] @ model.W_O[0, 1]
+    torch.testing.assert_close(full_qk_circuit(model, 1, 0).AB, W_E @ W_QK1 @ W_E.T)
+    torch.testing.assert_close(composition_circuit(model, 1, 0, 0, 1).AB, W_E @ W_OV0 @ W_QK1 @ W_OV0.T @ W_E.T,
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape, reason", [(dict(n_layers=1), "one layer"), (dict(attn_only=False), "MLPs")])
+def test_qk_terms_plugin_skips_other_shapes_with_one_note(shape, reason):
+    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, **shape)
+    plugin, run = QKTermImportance(), ProbeRun(model, tokens_for(model))
+    with analysis_mode(model):
+        first, second = plugin.analyze(run), plugin.analyze(run)
+    assert reason in first.texts["qk_terms/skipped"] and not first.scalars and not first.figures
+    assert not (second.texts or second.scalars or second.figures)
+
+
+def test_adversarial_batches_are_what_they_say():
+    batches = {case: adversarial_batch(case, 32, 9, 101, seed=5) for case in CASES}
+    bos = 100
+    assert all(b.shape == (32, 9) for b in batches.values())
+    assert (batches["clean"][:, 0] == bos).all() and (batches["clean"][:, 1:] < bos).all()
+    pairs = batches["repeated_pairs"]
+    assert (pairs[:, 2:8:2] == pairs[:, 3:9:2]).all() and (pairs[:, 0] == bos).all()
+    assert (batches["no_bos"] < bos).all()
+    assert (batches["all_same"][:, 1:] == batches["all_same"][:, 1:2]).all()
+    assert (batches["bos_mid"][:, [0, 4]] == bos).all() and (batches["bos_mid"][:, 5:] < bos).all()
+    assert torch.equal(adversarial_batch("no_bos", 32, 9, 101, seed=5), batches["no_bos"])

@@ -1,0 +1,153 @@
+"""Every discovered plugin in a real short fit with a real TensorBoard logger; failures; third-party plugins; the
+mechanism on a trained model."""
+
+import gc
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.analysis.probe import analysis_mode
+from prevpos.fast.threads import CpuThreads
+from prevpos.module import PrevTokenModel
+from prevpos.registry import discover_plugins
+from prevpos.sequences import probe_tokens
+from tests.conftest import build_data, quiet_trainer
+
+PLUGINS = discover_plugins()
+
+
+def events(log_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def short_fit(tmp_path: Path, *plugins: AnalysisPlugin, epochs: int = 2):
+    """2 epochs x 5 steps: plugins run at step 0 and after each epoch, with a real TensorBoardLogger."""
+    logger = TensorBoardLogger(tmp_path, name="run")
+    module, data = PrevTokenModel(), build_data()
+    trainer = quiet_trainer(max_epochs=epochs, logger=logger, callbacks=[CpuThreads(), *plugins])
+    trainer.fit(module, data)
+    return trainer, module, data, Path(logger.log_dir)
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_logs_its_scalars_and_images_to_tensorboard(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREVPOS_RENDER", "thread")  # same writer, minus ~10 s per fit to spawn the render process
+    plugin = PLUGINS[name]()
+    plugin.strict = True  # a failure should fail this test, not be reported and skipped
+    trainer, module, data, log_dir = short_fit(tmp_path, plugin)
+    with analysis_mode(module.model):
+        expected = plugin.analyze(ProbeRun(module.model, data.probe_tokens()))
+    assert expected.scalars and expected.figures, f"{name} should log at least one scalar and one image"
+    logged = events(log_dir)
+    tags = logged.Tags()
+    assert set(expected.scalars) <= set(tags["scalars"])
+    assert set(expected.figures) <= set(tags["images"])
+    first = sorted(expected.scalars)[0]
+    assert {e.step for e in logged.Scalars(first)} >= {0, trainer.global_step}  # before training and at its end
+    image = logged.Images(sorted(expected.figures)[0])[-1]
+    png = Image.open(io.BytesIO(image.encoded_image_string))
+    assert png.format == "PNG" and png.size == (image.width, image.height) and min(png.size) > 100
+
+
+def test_a_failing_plugin_is_reported_once_and_training_goes_on(tmp_path):
+    class _Broken(AnalysisPlugin):
+        def analyze(self, run: ProbeRun) -> Findings:
+            raise RuntimeError("boom")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, _, log_dir = short_fit(tmp_path, _Broken())
+    assert trainer.global_step == 10 and trainer.current_epoch == 2  # every step ran
+    reports = [w for w in caught if "plugin _Broken failed" in str(w.message)]
+    assert len(reports) == 1 and "boom" in str(reports[0].message)  # it failed 3 times, reported once
+    assert "plugin_errors/_Broken/text_summary" in events(log_dir).Tags()["tensors"]
+
+
+def test_a_strict_plugin_stops_training(tmp_path):
+    class _Broken(AnalysisPlugin):
+        def analyze(self, run: ProbeRun) -> Findings:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        short_fit(tmp_path, _Broken(strict=True))
+
+
+EXTERNAL_PLUGIN = '''
+from prevpos.analysis import AnalysisPlugin, Findings
+
+
+class ExternalProbeLoss(AnalysisPlugin):
+    """A plugin shipped by another package."""
+
+    def analyze(self, run):
+        findings = Findings()
+        findings.scalar("external/probe_loss", run.loss)
+        return findings
+'''
+
+
+@pytest.fixture()
+def installed_plugin_package(tmp_path, monkeypatch):
+    """A package `extplug` installed on sys.path (module + dist-info) declaring a `prevpos.plugins` entry point."""
+    site = tmp_path / "site"
+    (site / "extplug").mkdir(parents=True)
+    (site / "extplug" / "__init__.py").write_text(EXTERNAL_PLUGIN)
+    info = site / "extplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[prevpos.plugins]\nexternal_probe = extplug:ExternalProbeLoss\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("extplug", None)  # so later discover_plugins() calls do not find it any more
+    gc.collect()
+
+
+def test_an_installed_package_plugin_runs_by_short_name_from_yaml(installed_plugin_package, in_tmp):
+    from prevpos.cli import main
+
+    assert "ExternalProbeLoss" in discover_plugins()
+    (in_tmp / "ext.yaml").write_text("""
+trainer:
+  max_epochs: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks: [{class_path: ExternalProbeLoss}]
+  logger: {class_path: TensorBoardLogger, init_args: {save_dir: logs, name: ext}}
+data: {batch_size: 32, steps_per_epoch: 3, val_size: 64, probe_size: 64}
+""")
+    main(["fit", "--config", "ext.yaml"])
+    (log_dir,) = (in_tmp / "logs" / "ext").glob("version_*")
+    loss = events(log_dir).Scalars("external/probe_loss")
+    assert [e.step for e in loss] == [0, 3] and 0 < loss[-1].value < 6  # chance is ln(100) = 4.6
+
+
+def test_the_mechanism_on_the_trained_model(trained_module, capsys):
+    """The tutorial's findings (../shared/SCIENCE.md), asserted only where the science predicts a direction."""
+    model = trained_module.model
+    run = ProbeRun(model, probe_tokens(1024, 10, 101, 100, seed=1234))
+    found = Findings()
+    with analysis_mode(model):
+        for name in ("AttentionPatterns", "OVCircuit", "QKTermImportance", "AdversarialExamples"):
+            found.update(PLUGINS[name]().analyze(run))
+    s = found.scalars
+    with capsys.disabled():
+        print("\ntrained_module:", {k: round(v, 4) for k, v in s.items() if "bos_by_pos" not in k})
+    assert s["attention/prev_token_score/L1H0"] > 0.5  # layer 1 looks back one token more than anywhere else
+    assert s["ov/copy_top1/L1H0"] > 0.9 and s["ov/copy_eigen/L1H0"] > 0.9  # and copies what it sees
+    assert s["qk_terms/sum_check_max_abs_err"] < 1e-3
+    zero = {t: s[f"qk_terms/zero_ablation_loss/{t}"] for t in ("direct", "k_comp", "q_comp", "qk_comp")}
+    assert set(sorted(zero, key=zero.get)[-2:]) == {"direct", "qk_comp"}  # the two terms the mechanism needs
+    assert zero["direct"] > 10 * s["qk_terms/clean_loss"] and zero["qk_comp"] > 10 * s["qk_terms/clean_loss"]
+    clean = s["adversarial/clean/loss"]
+    assert s["adversarial/repeated_pairs/loss"] > 2 * clean  # "not my own token" also pushes the equal neighbour away
+    assert s["adversarial/no_bos/loss"] > 10 * clean  # nothing to count from
