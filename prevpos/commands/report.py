@@ -9,7 +9,7 @@ from prevpos.errors import ConfigError
 
 DESCRIPTION = """Write RUN_DIR/report.html from a finished run (lightning_logs/<name>/version_N) or a `prevpos analyze`
 output directory: config, final metrics, emergence timeline, the algorithm filled in with the run's numbers, key
-figures over training. Several RUN_DIRs (e.g. the seeds: lightning_logs/seeds/*) give one page with the spread of
+figures over training. Several RUN_DIRs (e.g. the seeds: lightning_logs/seeds/seed_*) give one page with the spread of
 the mechanism scores across them, written to their common parent directory. Only report.html is written, and an
 existing report.html is overwritten only if `prevpos report` wrote it."""
 
