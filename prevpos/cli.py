@@ -33,6 +33,10 @@ TRAINER_DEFAULTS = {
                "init_args": {"save_dir": "lightning_logs", "name": "default"}},
 }
 
+# The loss check reads the loss on the host, a GPU sync: every log_every_n_steps steps, not every step (the
+# weights are still checked before every checkpoint).
+GUARD = {"check_every_n_steps": TRAINER_DEFAULTS["log_every_n_steps"]}
+
 # Its own config section (`--checkpoint.every_n_epochs 2`, `--checkpoint.every_n_train_steps 100`), so replacing
 # trainer.callbacks never drops it: last.ckpt every epoch is what `fit --resume RUN_DIR` continues from.
 CHECKPOINT_DEFAULTS = {"save_last": True, "every_n_epochs": 1, "save_top_k": 1, "monitor": "val/acc", "mode": "max",
@@ -110,7 +114,7 @@ def build_cli(args: list[str] | None, run: bool = True):
 
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, parser_class=OneLineErrorParser, trainer_defaults={**TRAINER_DEFAULTS,
-                                                                      "callbacks": [StopOnDivergence(), MechanismDashboard(),
+                                                                      "callbacks": [StopOnDivergence(**GUARD), MechanismDashboard(),
                                                                                     CpuThreads()]},
         run=run, auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
         save_config_callback=ResumableSaveConfig,

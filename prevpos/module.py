@@ -77,18 +77,25 @@ class PrevTokenModel(L.LightningModule):
             return fast_path.training_step(self, tokens)
         logits = self.model(tokens)
         loss = previous_token_loss(logits, tokens)
-        self.train_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over DDP ranks
-        self.log("train/acc", self.train_acc, prog_bar=True)
+        # Only on the steps the logger writes (log_every_n_steps): each self.log costs ~0.5 ms of Python, as
+        # much as the whole step's GPU work at batch 256 (bench: fit ran at 0.57x the plain loop on an H100).
+        if self.trainer._logger_connector.should_update_logs:
+            self.train_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over DDP ranks
+            self.log("train/acc", self.train_acc, prog_bar=True)
         return loss
 
     def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
         logits = self.model(tokens)
         self.val_loss.update(previous_token_loss(logits, tokens), weight=tokens.shape[0])
-        self.val_acc(logits[:, 1:].argmax(-1), tokens[:, :-1])
+        self.val_acc.update(logits[:, 1:].argmax(-1), tokens[:, :-1])
         correct = correct_predictions(logits, tokens).float()
         for pos, metric in enumerate(self.val_acc_pos, start=1):
             metric.update(correct[:, pos - 1])
+
+    def on_validation_epoch_end(self) -> None:
+        # Logged once per validation rather than per batch (11 self.log calls of ~0.5 ms each per batch before);
+        # Lightning computes and resets the metric objects.
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
         for pos, metric in enumerate(self.val_acc_pos, start=1):

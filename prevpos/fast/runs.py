@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from prevpos.cli import BUILTIN_PLUGINS, TRAINER_DEFAULTS
+from prevpos.cli import BUILTIN_PLUGINS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
 from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
@@ -51,7 +51,7 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     module = PrevTokenModel(lr=args.lr, fast=FastStep() if fast else None)
     data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
     timer = Timer()
-    callbacks = [CpuThreads(), StopOnDivergence(), SpeedCallback(meter), *(default_plugins() if kind == "c" else []),
+    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), SpeedCallback(meter), *(default_plugins() if kind == "c" else []),
                  ModelCheckpoint(dirpath=f"{scratch}/checkpoints", save_last=True, monitor="val/acc", mode="max"),
                  timer]  # Timer last: its on_train_end runs after the plugins have drained their figures
     trainer = L.Trainer(
