@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.analysis.probe import analysis_mode
 from prevpos.fast.threads import CpuThreads
+from prevpos.figures import heatmap_grid
 from prevpos.module import PrevTokenModel
 from prevpos.registry import discover_plugins
 from prevpos.sequences import probe_tokens
@@ -57,6 +59,15 @@ def test_plugin_logs_its_scalars_and_images_to_tensorboard(name, tmp_path, monke
     image = logged.Images(sorted(expected.figures)[0])[-1]
     png = Image.open(io.BytesIO(image.encoded_image_string))
     assert png.format == "PNG" and png.size == (image.width, image.height) and min(png.size) > 100
+
+
+def test_figure_data_is_stored_as_numpy_even_when_nested():
+    # The writer draws in another process: tensors (possibly on a GPU) must not travel there.
+    findings = Findings()
+    findings.figure("t", heatmap_grid, matrices={"a": torch.eye(2)}, labels={"a": ["x", "y"]}, title="t")
+    data = findings.figures["t"].data
+    assert isinstance(data["matrices"]["a"], np.ndarray) and data["labels"]["a"] == ["x", "y"]
+    assert findings.figures["t"].draw().axes
 
 
 def test_a_failing_plugin_is_reported_once_and_training_goes_on(tmp_path):

@@ -29,7 +29,7 @@ class Findings:
         self.scalars[tag] = float(value.item() if isinstance(value, torch.Tensor) else value)
 
     def figure(self, tag: str, render: Callable[..., Figure], **data) -> None:
-        """Record a figure; tensors in `data` are copied to CPU numpy now, so drawing can happen later."""
+        """Record a figure; tensors in `data` (nested too) become CPU numpy now, so drawing can happen later."""
         self.figures[tag] = FigureSpec(render, {k: _plain(v) for k, v in data.items()})
 
     def text(self, tag: str, value: str) -> None:
@@ -49,6 +49,11 @@ class Findings:
 
 
 def _plain(value):
+    """Tensors (also inside dicts, lists and tuples) as CPU numpy: picklable without torch, safe off-device."""
     if isinstance(value, torch.Tensor):
         return value.detach().float().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
     return value

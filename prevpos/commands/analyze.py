@@ -1,19 +1,17 @@
-"""`python -m prevpos analyze --weights FILE --out DIR`: every analysis plugin once on a saved model.
+"""`python -m prevpos analyze --weights FILE --out DIR`: every analysis plugin once on a saved model (never overwrites)."""
 
-Writes DIR/metrics.json (flat {tag: number}), DIR/<tag>.png per figure, DIR/config.yaml and TensorBoard events in
-DIR/tensorboard. Nothing existing is overwritten: DIR must be new or empty.
-"""
-
-import json
-import sys
+import inspect
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
+from prevpos.data import PrevTokenData
 from prevpos.errors import ConfigError
 
-DESCRIPTION = __doc__.split("\n\n")[0].split(": ", 1)[1] + """ FILE is a checkpoint saved by `python -m prevpos fit`
-or a raw TransformerLens state_dict of the default model (the public tutorial's format)."""
+DESCRIPTION = """Run every analysis plugin once on a saved model; write DIR/metrics.json, one DIR/<tag>.png per figure,
+DIR/config.yaml and TensorBoard events in DIR/tensorboard. FILE is a checkpoint saved by `python -m prevpos fit` or a
+raw TransformerLens state_dict of the default model (the public tutorial's format). The probe defaults are fit's, so
+the numbers match a default run's last logged ones."""
 
 
 class _OneLineParser(ArgumentParser):
@@ -25,11 +23,13 @@ class _OneLineParser(ArgumentParser):
 
 def build_parser() -> ArgumentParser:
     parser = _OneLineParser(prog="python -m prevpos analyze", description=DESCRIPTION)
-    parser.add_argument("--weights", type=str, required=True, help="Lightning .ckpt or TransformerLens state_dict file.")
-    parser.add_argument("--out", type=str, required=True, help="Output directory: new or empty.")
-    # Same probe as `fit` by default, so offline numbers match the run's last logged ones.
-    parser.add_argument("--probe_size", type=int, default=1024, help="Sequences in the probe batch.")
-    parser.add_argument("--probe_seed", type=int, default=1234, help="Seed of the probe batch.")
+    probe = inspect.signature(PrevTokenData).parameters  # fit's probe defaults, kept in one place
+    parser.add_argument("--weights", type=str, required=True, metavar="FILE",
+                        help="Lightning .ckpt or TransformerLens state_dict file.")
+    parser.add_argument("--out", type=str, required=True, metavar="DIR", help="Output directory: new or empty.")
+    parser.add_argument("--probe_size", type=int, default=probe["probe_size"].default,
+                        help="Sequences in the probe batch.")
+    parser.add_argument("--probe_seed", type=int, default=probe["probe_seed"].default, help="Seed of the probe batch.")
     parser.add_argument("--notebook_probe", type=bool, default=False,
                         help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
     parser.add_argument("--plugins", type=list[str] | None, default=None,
