@@ -51,7 +51,6 @@ class Explanation(AnalysisPlugin):
 
     Args:
         min_gap: Smallest L_base - L_model (nats) at which the recovered fractions mean something.
-        every_n_epochs: Run every N training epochs.
     """
 
     def __init__(self, min_gap: float = 0.1, **kwargs):

@@ -63,7 +63,6 @@ class LengthGeneralization(AnalysisPlugin):
     Args:
         multiples: Lengths to test, as multiples of the trained n_ctx.
         sequences: Sequences per length, resampled from the probe's tokens (the 4x forward costs the most).
-        every_n_epochs: Run every N training epochs.
     """
 
     def __init__(self, multiples: tuple[int, ...] = (1, 2, 4), sequences: int = 256, **kwargs):
