@@ -71,3 +71,17 @@ def test_figures_are_written_even_if_finish_is_never_called(in_tmp):
     del writer
     gc.collect()
     assert list(read_images(in_tmp / "crash")["demo/heatmap"]) == [3]
+
+
+def test_tensors_nested_in_figure_data_are_drawn(in_tmp):
+    """A plugin may pass {name: tensor} (e.g. lines' series); the worker gets numpy, never a (GPU) tensor."""
+    import torch
+
+    from prevpos.figures import lines
+
+    findings = Findings()
+    findings.figure("demo/lines", lines, series={"a": torch.arange(5.0), "b": torch.ones(5)}, title="nested")
+    writer = FindingsWriter([TensorBoardLogger(str(in_tmp), name="nested")], render="thread")
+    writer.write(findings, step=2)
+    writer.finish()
+    assert_real_picture(read_images(in_tmp / "nested")["demo/lines"][2])

@@ -24,6 +24,17 @@ def worker_count() -> int:
     return max(1, min(4, cores - 2))
 
 
+def plain(value):
+    """Tensors anywhere in `value` (dicts, lists, tuples) as CPU numpy: a worker needs neither torch nor the GPU."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch here
+        return value.detach().float().cpu().numpy()
+    return value
+
+
 def image_summary(tag: str, png: bytes) -> Summary:
     width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)  # 4 = RGBA
@@ -54,6 +65,7 @@ class BackgroundRenderer:
         self._failed: set[str] = set()
 
     def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
+        data = plain(data)
         if self.mode == "inline":
             self._write(tag, step, render_png(render, data))
             return

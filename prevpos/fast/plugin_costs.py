@@ -1,0 +1,42 @@
+"""`python -m prevpos.fast.plugin_costs [cpu|cuda]`: what one analysis step costs, plugin by plugin.
+
+Prints each default plugin's analyze() time (device-synced, on the untrained model and the default probe) and
+the CPU time to draw its figures, the two costs that decide how often the plugins can run without slowing fit.
+"""
+
+import sys
+import time
+
+import torch
+
+from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.data import PrevTokenData
+from prevpos.fast.png import render_png
+from prevpos.fast.runs import default_plugins
+from prevpos.fast.timing import now
+from prevpos.module import PrevTokenModel
+
+
+def main(device_name: str = "cpu") -> None:
+    device = torch.device(device_name)
+    model = PrevTokenModel().to(device).model
+    run = ProbeRun(model, PrevTokenData().probe_tokens().to(device))
+    start = now(device)
+    with analysis_mode(model):
+        _ = run.cache
+    print(f"probe run_with_cache: {now(device) - start:.3f} s")
+    for plugin in default_plugins():
+        for attempt in range(2):  # the second is the steady cost (the first pays one-off set-up)
+            start = now(device)
+            with analysis_mode(model):
+                findings = plugin.analyze(run)
+            analyze = now(device) - start
+        start = time.perf_counter()
+        for spec in findings.figures.values():
+            render_png(spec.render, spec.data)
+        print(f"{type(plugin).__name__:<24} analyze {analyze:6.3f} s   {len(findings.figures)} figures drawn in "
+              f"{time.perf_counter() - start:6.3f} s")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
