@@ -139,9 +139,11 @@ def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
     runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("a", 0.9), ("b", 0.7)]]
     main(["report", *map(str, runs)])
     html = (tmp_path / "report.html").read_text()
-    mean, std = re.search(r"<td>mean</td>.*?<td class=\"num\">([\d.]+)</td>", html), \
-        re.search(r"<td>std</td>.*?<td class=\"num\">([\d.]+)</td>", html)
-    assert (mean and std) and float(mean.group(1)) == pytest.approx(0.8) and float(std.group(1)) == pytest.approx(0.1414, abs=1e-3)
+    row = re.search(r"<tr><td>probe/acc</td>" + r'<td class="num">([^<]*)</td>' * 6, html)
+    assert row, "no probe/acc row in the table"
+    a, b, mean, std, low, high = map(float, row.groups())
+    assert (a, b, low, high) == (0.9, 0.7, 0.7, 0.9)
+    assert mean == pytest.approx(0.8) and std == pytest.approx(0.1414, abs=1e-3)
 
 
 def test_snapshots_are_before_during_and_after_the_val_acc_rise():

@@ -56,17 +56,19 @@ def _curves(runs: list[RunRecord]) -> Figure:
 def build_summary(runs: list[RunRecord]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     tags, rows = values_table(runs)
-    names = [[run.path.name, _seed(run, "model", "init_seed"), _seed(run, "data", "seed")] for run in runs]
-    per_run = [n + [fmt(v) for v in row] for n, row in zip(names, rows)]
-    stats = [[name, "", ""] + [fmt(v) for v in col] for name, col in spread(rows).items()] if rows else []
+    stats = spread(rows) if rows else {}
+    # One row per score (they are many), one column per run, then the spread.
+    by_tag = [[tag] + [fmt(row[i]) for row in rows] + [fmt(col[i]) for col in stats.values()] for i, tag in enumerate(tags)]
+    seeds = [[f"{group}.{key}"] + [_seed(run, group, key) for run in runs] + [""] * len(stats)
+             for group, key in [("model", "init_seed"), ("data", "seed")]]
     steps = [{c["label"] + f" ≥ {c['threshold']:g}": c["step"] for c in crossings(run)} for run in runs]
     labels = list(dict.fromkeys(k for s in steps for k in s))
     order = [[run.path.name, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in labels]
              for run, s in zip(runs, steps)]
     sections = [
-        f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values; the last four rows are "
-        "their mean, standard deviation, minimum and maximum.</p>",
-        table(["run", "model.init_seed", "data.seed", *tags], per_run + stats, numeric_from=1),
+        f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values of each run, then their "
+        "mean, standard deviation, minimum and maximum.</p>",
+        table(["score", *(run.path.name for run in runs), *stats], seeds + by_tag),
         "<h2>Did every run learn the same algorithm?</h2><p>Ranking of the zero-ablated score terms (most "
         "important first) and the first step each score crossed its threshold:</p>",
         table(["run", "term ranking", *labels], order, numeric_from=2),
