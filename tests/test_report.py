@@ -103,7 +103,8 @@ def test_report_overwrites_only_its_own_file(report, run_dir, capsys):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "has no TensorBoard events and no metrics.json"),
-    (lambda d: (d / "version_0").mkdir(), "it holds version_0: pass one of them"),
+    (lambda d: (d / "version_0").mkdir() or (d / "version_0" / "events.out.tfevents.1.x.0").touch(),
+     "It holds the runs version_0: pass one"),
     (lambda d: (d / "metrics.json").write_text('{"probe/acc": 0.9'), "is not valid JSON"),
     (lambda d: (d / "events.out.tfevents.1.x.0").write_bytes(b""), "hold no scalars yet"),
 ])

@@ -39,10 +39,10 @@ def read_run(path: str | Path) -> RunRecord:
         return _read_events(path)
     if (path / "metrics.json").is_file():
         return _read_analyze(path)
-    versions = sorted(p.name for p in path.glob("version_*") if p.is_dir())
-    hint = f"; it holds {', '.join(versions)}: pass one of them" if versions else ""
+    runs = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*")))
+    hint = f" It holds the runs {', '.join(runs)}: pass one (or several, for a table across them)." if runs else ""
     raise ConfigError(f"{path} has no TensorBoard events and no metrics.json: is it a run directory "
-                      f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output{hint}?")
+                      f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
 
 
 def _read_events(path: Path) -> RunRecord:
