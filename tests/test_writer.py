@@ -37,7 +37,8 @@ def assert_real_picture(image: np.ndarray) -> None:
 
 def test_fit_writes_every_figure_at_every_analysed_step(in_tmp):
     logger = TensorBoardLogger(str(in_tmp), name="run")
-    trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[AttentionPatterns()], log_every_n_steps=1)
+    plugin = AttentionPatterns(figure_every_n_epochs=1)  # figures at every analysed step
+    trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[plugin], log_every_n_steps=1)
     trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     images = read_images(in_tmp / "run")
     tags = {f"attention/{kind}/L{l}H0" for kind in ("mean_pattern", "example_pattern") for l in (0, 1)}
