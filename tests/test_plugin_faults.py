@@ -54,7 +54,7 @@ def faulty_run(tmp_path_factory):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             trainer = quiet_trainer(max_epochs=3, logger=TensorBoardLogger(str(tmp_path), name="run"),
-                                    log_every_n_steps=1, callbacks=[AttentionPatterns(), *(cls() for cls in FAULTY)])
+                                    log_every_n_steps=1, callbacks=[AttentionPatterns(figure_every_n_epochs=1), *(cls() for cls in FAULTY)])
             trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     finally:
         os.environ.pop("PREVPOS_RENDER") if previous is None else os.environ.update(PREVPOS_RENDER=previous)

@@ -66,7 +66,8 @@ class _CountingPlugin(AnalysisPlugin):
         self.steps = state["steps"]
 
 
-CALLBACKS = (f"--trainer.callbacks=[AttentionPatterns, {__name__}._CountingPlugin, "
+CALLBACKS = (f"--trainer.callbacks=[{{class_path: AttentionPatterns, init_args: {{figure_every_n_epochs: 1}}}}, "
+             f"{__name__}._CountingPlugin, "
              f"{{class_path: {__name__}._CrashOnce}}]")
 
 
