@@ -3,7 +3,11 @@
 # seeds learn the same algorithm? Runs one after another (LightningCLI has no sweep; the CPU has 2 cores anyway).
 #   bash experiments/seeds.sh            # 5 seeds -> lightning_logs/seeds/seed_{0..4}, lightning_logs/seeds/report.html
 #   bash experiments/seeds.sh 8 --config experiments/long_context.yaml   # N, then any extra `fit` options
-#   measured: (filled in below after the run)
+#   measured (CPU, seeds 0-4, 600 steps each): all five learn the same algorithm, with the same timing. Final val acc
+#   0.9976 ± 0.0002 (min 0.9973); prev-token score 0.680 ± 0.001; OV copy top-1 1.0 in all; zero-ablation loss
+#   direct 6.30 ± 0.22 > qk_comp 1.31 ± 0.11 > k_comp 0.09 > q_comp 0.04 (same ranking in every seed); recovered:
+#   restricted 95.3% ± 1.3, algorithm 99.6% ± 0.1, excluded 72.4% ± 1.9; acc at length 10/20/40 0.998/0.926/0.667.
+#   First crossings identical to ±10 steps: copy 30, prev-token 80, val acc 0.9 at 99, 0.99 at 259-279.
 set -euo pipefail
 n="${1:-5}"
 shift || true

@@ -43,11 +43,12 @@ def _top_term(run: RunRecord) -> str:
 def _curves(runs: list[RunRecord]) -> Figure:
     fig = Figure(figsize=(10, 3.6), dpi=80, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
-    for ax, pattern in zip(axes, ["val/acc", "attention/prev_token_score/L{last}H*"]):
+    for ax, (pattern, title) in zip(axes, [("val/acc", "val accuracy"),
+                                           ("attention/prev_token_score/L{last}H*", "last layer's prev-token score")]):
         for run in runs:
             for tag in matching(run, pattern)[:1]:
                 ax.plot(*zip(*run.scalars[tag]), marker=".", label=run.path.name)
-        ax.set(title=pattern.replace("{last}", "last "), xlabel="training step", ylim=(-0.03, 1.03))
+        ax.set(title=title, xlabel="training step", ylim=(-0.03, 1.03))
     if axes[0].lines:
         axes[0].legend(fontsize=7)
     return fig
