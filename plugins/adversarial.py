@@ -38,10 +38,14 @@ class AdversarialExamples(AnalysisPlugin):
         size: Sequences per case (None: the probe size). 256, as in the tutorial: the effects are many standard
             errors wide, and five batches of the probe size would cost five forward passes every epoch.
         seed: Seed of the adversarial batches (the same batches every time the plugin runs).
+        every_n_epochs: Run every N epochs (default 10: this checks the finished mechanism).
+        dense_epochs: Run after each of the first N epochs (default 0).
     """
 
-    def __init__(self, size: int | None = 256, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, size: int | None = 256, seed: int = 0, every_n_epochs: int = 10, dense_epochs: int = 0,
+                 **kwargs):
+        # A test of the finished mechanism, not of its formation: no dense early phase.
+        super().__init__(every_n_epochs=every_n_epochs, dense_epochs=dense_epochs, **kwargs)
         self.size, self.seed = size, seed
 
     def analyze(self, run: ProbeRun) -> Findings:

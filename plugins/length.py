@@ -63,10 +63,14 @@ class LengthGeneralization(AnalysisPlugin):
     Args:
         multiples: Lengths to test, as multiples of the trained n_ctx.
         sequences: Sequences per length, resampled from the probe's tokens (the 4x forward costs the most).
+        every_n_epochs: Run every N epochs (default 10: this checks the finished mechanism).
+        dense_epochs: Run after each of the first N epochs (default 0).
     """
 
-    def __init__(self, multiples: tuple[int, ...] = (1, 2, 4), sequences: int = 256, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, multiples: tuple[int, ...] = (1, 2, 4), sequences: int = 256, every_n_epochs: int = 10, dense_epochs: int = 0,
+                 **kwargs):
+        # A test of the finished mechanism, not of its formation: no dense early phase.
+        super().__init__(every_n_epochs=every_n_epochs, dense_epochs=dense_epochs, **kwargs)
         if not multiples or min(multiples) < 1 or sequences < 1:
             raise ConfigError(f"LengthGeneralization: multiples={multiples} must be >= 1, sequences={sequences} >= 1")
         self.multiples, self.sequences = tuple(multiples), sequences

@@ -58,7 +58,7 @@ class PrevTokenData(L.LightningDataModule):
     def __init__(
         self, batch_size: int = 256, steps_per_epoch: int = 10, val_size: int = 2048, seed: int = 0,
         n_tokens: int | None = None, notebook_generator: bool = False, bos: bool = True,
-        probe_size: int = 1024, probe_seed: int = 1234, notebook_probe: bool = False,
+        probe_size: int = 256, probe_seed: int = 1234, notebook_probe: bool = False,
         n_ctx: int = 10, d_vocab: int = 101, batches_per_step: int = 1,
     ):
         super().__init__()

@@ -18,21 +18,26 @@ class AnalysisPlugin(Callback):
     Runs before training (step 0, so every curve shows its start), every `every_n_epochs` epochs and at the
     end of training; never in the sanity check; on global rank 0 only; in eval mode, float32, no grad.
 
-    Figures cost far more than scalars (drawing one is ~0.3 s of CPU; the maths behind a scalar is ms), so
-    scalars are logged at every run and figures only every `figure_every_n_epochs` epochs, at step 0 and at the
-    end of training.
+    The mechanism forms in the first ~100 steps, so the default schedule is dense there and sparse after: every
+    epoch for the first `dense_epochs` epochs, then every `every_n_epochs`. Figures cost far more than scalars
+    (drawing one takes ~0.1-0.3 s of CPU, most analyses take ms), so they are logged only every
+    `figure_every_n_epochs` epochs, at step 0 and at the end of training.
 
     Args:
-        every_n_epochs: Run (and log scalars) every N training epochs.
-        figure_every_n_epochs: Also log figures every N training epochs (1: at every run).
+        every_n_epochs: After the dense phase, run (and log scalars) every N training epochs.
+        dense_epochs: Run after every one of the first N epochs (0: follow every_n_epochs from the start).
+        figure_every_n_epochs: Log figures every N epochs (when the plugin runs then), at step 0 and at the end.
         strict: Re-raise a failure of this plugin instead of reporting it and going on.
     """
 
-    def __init__(self, every_n_epochs: int = 1, figure_every_n_epochs: int = 5, strict: bool = False):
-        for name, value in [("every_n_epochs", every_n_epochs), ("figure_every_n_epochs", figure_every_n_epochs)]:
-            if value < 1:
-                raise ConfigError(f"{type(self).__name__}.{name}={value}: must be at least 1")
+    def __init__(self, every_n_epochs: int = 10, dense_epochs: int = 12, figure_every_n_epochs: int = 10,
+                 strict: bool = False):
+        for name, value, least in [("every_n_epochs", every_n_epochs, 1), ("dense_epochs", dense_epochs, 0),
+                                   ("figure_every_n_epochs", figure_every_n_epochs, 1)]:
+            if value < least:
+                raise ConfigError(f"{type(self).__name__}.{name}={value}: must be at least {least}")
         self.every_n_epochs = every_n_epochs
+        self.dense_epochs = dense_epochs
         self.figure_every_n_epochs = figure_every_n_epochs
         self.strict = strict
         self._last_step: int | None = None
@@ -43,14 +48,17 @@ class AnalysisPlugin(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before
         # writing it, and `fit --resume` has TensorBoard drop that step's old events.
-        if trainer.current_epoch % self.every_n_epochs == 0:
+        if self._scheduled(trainer.current_epoch):
             self._analyze_now(trainer, pl_module, figures=trainer.current_epoch % self.figure_every_n_epochs == 0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epochs_done = trainer.current_epoch + 1
         last = epochs_done == trainer.max_epochs
-        if epochs_done % self.every_n_epochs == 0 or last:
+        if self._scheduled(epochs_done) or last:
             self._analyze_now(trainer, pl_module, figures=epochs_done % self.figure_every_n_epochs == 0 or last)
+
+    def _scheduled(self, epochs_done: int) -> bool:
+        return epochs_done <= self.dense_epochs or epochs_done % self.every_n_epochs == 0
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_step != trainer.global_step:  # the final state, if the run stopped off schedule
