@@ -52,15 +52,14 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from prevpos.checkpoints import SPECIAL_CKPT_PATHS, AtomicCheckpointIO, check_fits, read_checkpoint
-    from prevpos.input_errors import as_config_error, explain_parser_error
-    from prevpos.resume import ResumableSaveConfig, check_run_dir
-
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
+    from prevpos.input_errors import as_config_error, explain_parser_error
     from prevpos.module import PrevTokenModel
     from prevpos.registry import discover_plugins
+    from prevpos.resume import ResumableSaveConfig, check_run_dir
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
 
@@ -112,12 +111,11 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         before_fit = before_validate = before_test = _check_ckpt_path
 
+    always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads()]  # not removable from YAML
     return PrevposCLI(
-        PrevTokenModel, PrevTokenData, args=args, parser_class=OneLineErrorParser, trainer_defaults={**TRAINER_DEFAULTS,
-                                                                      "callbacks": [StopOnDivergence(**GUARD), MechanismDashboard(),
-                                                                                    CpuThreads()]},
-        run=run, auto_configure_optimizers=False, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
-        save_config_callback=ResumableSaveConfig,
+        PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,
+        save_config_callback=ResumableSaveConfig, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
 
 
