@@ -46,7 +46,6 @@ class PrevTokenData(L.LightningDataModule):
         notebook_generator: Draw tokens from [0, d_vocab) like the public tutorial (BOS can appear mid-sequence;
             a much harder task).
         bos: Put BOS at position 0 (False: the no-BOS experiment).
-        n_ctx: Sequence length (linked from model.n_ctx).
         probe_size: Sequences in the fixed probe batch the analysis plugins read.
         probe_seed: Seed of the probe batch (the same probe every epoch and on resume).
         notebook_probe: Draw the probe exactly as the public tutorial did (manual_seed, randint(0, d_vocab)).
