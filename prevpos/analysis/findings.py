@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from matplotlib.figure import Figure
 
+from prevpos.analysis.render import plain
+
 
 @dataclass
 class FigureSpec:
@@ -30,7 +32,7 @@ class Findings:
 
     def figure(self, tag: str, render: Callable[..., Figure], **data) -> None:
         """Record a figure; tensors in `data` (nested too) become CPU numpy now, so drawing can happen later."""
-        self.figures[tag] = FigureSpec(render, {k: _plain(v) for k, v in data.items()})
+        self.figures[tag] = FigureSpec(render, plain(data))
 
     def text(self, tag: str, value: str) -> None:
         self.texts[tag] = value
@@ -47,13 +49,3 @@ class Findings:
                 if not isinstance(s, FigureSpec)]
         return bad
 
-
-def _plain(value):
-    """Tensors (also inside dicts, lists and tuples) as CPU numpy: picklable without torch, safe off-device."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu().numpy()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    return value
