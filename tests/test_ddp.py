@@ -36,7 +36,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     args = [sys.executable, "-m", "prevpos", "fit", "--trainer.strategy=ddp", "--trainer.devices=2",
             "--trainer.accelerator=cpu", "--trainer.max_epochs=2", "--data.steps_per_epoch=3", "--data.batch_size=32",
             "--data.val_size=64", "--data.probe_size=32", "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false", f"--trainer.callbacks=[AttentionPatterns, {__name__}._RankRecorder]"]
+            "--trainer.enable_progress_bar=false", f"--trainer.callbacks=[{{class_path: AttentionPatterns, init_args: {{figure_every_n_epochs: 1}}}}, "
+            f"{__name__}._RankRecorder]"]
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -171,7 +171,7 @@ def test_kill_9_then_resume_continues_the_curve(tmp_path):
     """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""
     env = {**os.environ, "PREVPOS_RENDER": "inline", "CUDA_VISIBLE_DEVICES": ""}
     args = [sys.executable, "-m", "prevpos", "fit", *SMALL, "--trainer.max_epochs=12", "--data.steps_per_epoch=10",
-            "--trainer.callbacks=[AttentionPatterns]"]
+            "--trainer.callbacks=[{class_path: AttentionPatterns, init_args: {figure_every_n_epochs: 1, dense_epochs: 12}}]"]
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / RUN / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
