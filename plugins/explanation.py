@@ -58,11 +58,10 @@ class Explanation(AnalysisPlugin):
         self.min_gap = min_gap
 
     def analyze(self, run: ProbeRun) -> Findings:
-        findings = Findings()
         reason = not_applicable(run.model)
         if reason is not None:
-            findings.text("explanation/skipped", f"Explanation skipped: {reason}")
-            return findings
+            return self.skip("explanation/skipped", reason)
+        findings = Findings()
         losses = explanation_losses(run.model, run.tokens, cached_qk_terms(run, 1, 0))
         losses["model"] = run.loss
         for name, value in losses.items():

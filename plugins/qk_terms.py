@@ -48,18 +48,11 @@ class QKTermImportance(AnalysisPlugin):
     as TensorBoard text). With one analysed head the tags are qk_terms/<kind>/<term>, else .../<term>/L{l}H{h}.
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._skip_noted = False
-
     def analyze(self, run: ProbeRun) -> Findings:
-        findings = Findings()
         reason = decomposable(run.model)
         if reason is not None:
-            if not self._skip_noted:
-                self._skip_noted = True
-                findings.text("qk_terms/skipped", f"QKTermImportance skipped: {reason}")
-            return findings
+            return self.skip("qk_terms/skipped", reason)
+        findings = Findings()
         heads = [(l, h) for l, h in run.heads() if l >= 1]
         errors = []
         for l, h in heads:

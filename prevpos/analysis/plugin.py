@@ -41,9 +41,18 @@ class AnalysisPlugin(Callback):
         self.figure_every_n_epochs = figure_every_n_epochs
         self.strict = strict
         self._last_step: int | None = None
+        self._skip_noted = False
 
     def analyze(self, run: ProbeRun) -> Findings:
         raise NotImplementedError
+
+    def skip(self, tag: str, reason: str) -> Findings:
+        """Empty findings for a model this plugin does not apply to, with the reason as text the first time only."""
+        findings = Findings()
+        if not self._skip_noted:
+            self._skip_noted = True
+            findings.text(tag, f"{type(self).__name__} skipped: {reason}")
+        return findings
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before
