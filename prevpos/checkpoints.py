@@ -55,11 +55,16 @@ def read_checkpoint(path) -> dict:
     return checkpoint
 
 
+def shape_mismatches(saved: dict, expected: dict) -> list[tuple[str, tuple, tuple]]:
+    """(name, saved shape, expected shape) for every tensor both state dicts hold with different shapes."""
+    return [(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in expected.items()
+            if isinstance(saved.get(k), torch.Tensor) and tuple(saved[k].shape) != tuple(v.shape)]
+
+
 def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
     """ConfigError naming the differing settings if the checkpoint's weights do not fit `model`."""
     saved, expected = checkpoint["state_dict"], model.state_dict()
-    wrong = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    wrong = [f"{k} {got} vs {want}" for k, got, want in shape_mismatches(saved, expected)]
     wrong += [f"{k} missing" for k in expected if k not in saved]
     if not wrong:
         return

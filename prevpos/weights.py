@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
+from prevpos.checkpoints import shape_mismatches
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -48,8 +49,7 @@ def _from_checkpoint(saved: dict, path: Path) -> tuple[HookedTransformer, dict, 
 
 def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
     expected = model.state_dict()
-    wrong = [f"{k} is {tuple(saved[k].shape)}, expected {tuple(v.shape)}" for k, v in expected.items()
-             if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
+    wrong = [f"{k} is {got}, expected {want}" for k, got, want in shape_mismatches(saved, expected)]
     wrong += [f"{k} is missing" for k in expected if k not in saved and k.rsplit(".", 1)[-1] not in _BUFFERS]
     wrong += [f"unexpected {k}" for k in saved if k not in expected]
     if wrong:
