@@ -4,12 +4,14 @@ mechanism on a trained model."""
 import gc
 import io
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -91,6 +93,43 @@ def test_a_strict_plugin_stops_training(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         short_fit(tmp_path, _Broken(strict=True))
+
+
+def test_analyses_run_beside_training_on_the_weights_of_their_step(tmp_path):
+    trained_on = threading.Event()
+
+    class _Watch(Callback):  # the training model's weights at each analysed step, and when training passed step 4
+        weights = {}
+
+        def on_train_start(self, trainer, pl_module):
+            self.weights[trainer.global_step] = pl_module.model.W_E.detach().clone()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.weights[trainer.global_step] = pl_module.model.W_E.detach().clone()
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step >= 4:
+                trained_on.set()
+
+    class _Slow(AnalysisPlugin):
+        seen = {}
+
+        def analyze(self, run: ProbeRun) -> Findings:
+            if run.step == 0:  # on the training thread this would wait in vain: step 4 would never come
+                self.seen["training went on"] = trained_on.wait(timeout=60)
+            self.seen[run.step] = run.model.W_E.detach().clone()
+            findings = Findings()
+            findings.scalar("slow/w_e_sum", run.model.W_E.sum().item())
+            return findings
+
+    trainer, module, _, log_dir = short_fit(tmp_path, _Watch(), _Slow())
+    assert _Slow.seen.pop("training went on") is True
+    assert sorted(_Slow.seen) == sorted(_Watch.weights) == [0, 5, 10]
+    for step, weights in _Watch.weights.items():
+        assert torch.equal(_Slow.seen[step], weights), f"the analysis at step {step} saw other weights"
+    assert not torch.equal(_Slow.seen[0], _Slow.seen[10])  # training moved them meanwhile
+    logged = {e.step: e.value for e in events(log_dir).Scalars("slow/w_e_sum")}  # all written before fit returned
+    assert logged == pytest.approx({s: w.sum().item() for s, w in _Watch.weights.items()}, rel=1e-5)
 
 
 EXTERNAL_PLUGIN = '''

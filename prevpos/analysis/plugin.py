@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from prevpos.analysis.findings import Findings
-from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.analysis.probe import ProbeRun
 from prevpos.analysis.session import AnalysisSession, session_for
 from prevpos.errors import ConfigError
 
@@ -16,11 +16,13 @@ class AnalysisPlugin(Callback):
     """Subclass and implement `analyze(run) -> Findings`; the base does the rest.
 
     Runs before training (step 0, so every curve shows its start), every `every_n_epochs` epochs and at the
-    end of training; never in the sanity check; on global rank 0 only; in eval mode, float32, no grad.
+    end of training; never in the sanity check; on global rank 0 only. analyze() runs on a background thread
+    (AnalysisSession), on a float32 copy of the weights of that step, in eval mode with no grad and no autocast;
+    what it finds is logged at that step once it is done, and all of it before fit returns.
 
     The mechanism forms in the first ~100 steps, so the default schedule is dense there and sparse after: every
     epoch for the first `dense_epochs` epochs, then every `every_n_epochs`. Figures cost far more than scalars
-    (drawing one takes ~0.1-0.3 s of CPU, most analyses take ms), so they are logged only every
+    (drawing one takes ~0.05-0.1 s of CPU, most analyses take ms), so they are logged only every
     `figure_every_n_epochs` epochs, at step 0 and at the end of training.
 
     Args:
@@ -73,41 +75,48 @@ class AnalysisPlugin(Callback):
         if self._last_step != trainer.global_step:  # the final state, if the run stopped off schedule
             self._analyze_now(trainer, pl_module, figures=True)
         if trainer.is_global_zero:
-            session_for(trainer).writer.finish()
+            session_for(trainer).finish()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:  # keep what was analysed before the failure; do not raise a second error
+            session_for(trainer).finish(raise_strict=False)
 
     def _analyze_now(self, trainer: L.Trainer, pl_module: L.LightningModule, figures: bool = True) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self._last_step = trainer.global_step
-        session = session_for(trainer)
-        model = pl_module.model
-        with analysis_mode(model):
-            run = session.probe_run(model, trainer.global_step, trainer.current_epoch)
-            findings = self.analyze_safely(run, session)
-        if findings is not None:
-            if not figures:
-                findings.figures.clear()
-            session.writer.write(findings, trainer.global_step)
+        session_for(trainer).submit(self, pl_module.model, trainer.global_step, trainer.current_epoch, figures)
+
+    def analyze_checked(self, run: ProbeRun) -> Findings:
+        """analyze(run), raising ValueError if what it returned is not valid Findings."""
+        findings = self.analyze(run)
+        problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
+            if not isinstance(findings, Findings) else findings.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return findings
 
     def analyze_safely(self, run: ProbeRun, session: AnalysisSession | None = None) -> Findings | None:
-        """analyze(run), or None after reporting (once) what went wrong; re-raises if strict."""
-        name = type(self).__name__
+        """analyze_checked(run), or None after reporting (once) what went wrong; re-raises if strict."""
         try:
-            findings = self.analyze(run)
-            problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
-                if not isinstance(findings, Findings) else findings.problems()
-            if problems:
-                raise ValueError("; ".join(problems))
-            return findings
+            return self.analyze_checked(run)
         except Exception as error:
-            if self.strict:
-                raise
-            reported = session.reported if session is not None else set()
-            if name not in reported:
-                reported.add(name)
-                message = f"plugin {name} failed at step {run.step} and was skipped: {error!r}"
-                rank_zero_warn(message + " (set strict: true to stop on it)")
-                if session is not None and session.writer.tensorboard is not None:
-                    session.writer.tensorboard.add_text(f"plugin_errors/{name}", message + "\n\n    " +
-                                                        traceback.format_exc().replace("\n", "\n    "), run.step)
+            self.report_failure(error, run.step, session)
             return None
+
+    def report_failure(self, error: Exception, step: int, session: AnalysisSession | None = None,
+                       raise_strict: bool = True) -> None:
+        """Re-raise `error` if strict; else warn once per plugin and keep its traceback as TensorBoard text."""
+        if self.strict and raise_strict:
+            raise error
+        name = type(self).__name__
+        reported = session.reported if session is not None else set()
+        if name in reported:
+            return
+        reported.add(name)
+        message = f"plugin {name} failed at step {step} and was skipped: {error!r}"
+        rank_zero_warn(message + " (set strict: true to stop on it)")
+        if session is not None and session.writer.tensorboard is not None:
+            trace = "".join(traceback.format_exception(error))
+            session.writer.tensorboard.add_text(f"plugin_errors/{name}", message + "\n\n    " +
+                                                trace.replace("\n", "\n    "), step)
