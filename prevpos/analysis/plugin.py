@@ -68,6 +68,11 @@ class AnalysisPlugin(Callback):
         if self._scheduled(epochs_done) or last:
             self._analyze_now(trainer, pl_module, figures=epochs_done % self.figure_every_n_epochs == 0 or last)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.is_global_zero:  # hand finished findings (and figures to draw) on now, not at the next analysis
+            session_for(trainer).collect()
+
     def _scheduled(self, epochs_done: int) -> bool:
         return epochs_done <= self.dense_epochs or epochs_done % self.every_n_epochs == 0
 

@@ -4,6 +4,7 @@ import os
 import pickle
 import struct
 import threading
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -52,7 +53,9 @@ class BackgroundRenderer:
     """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for TensorBoard.
 
     Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
-    be pickled (a lambda), or a process pool that broke, falls back to a thread.
+    be pickled (a lambda), or a process pool that broke, falls back to a thread. Figures wait in a queue here and
+    go to the workers a few at a time, so `finish()` can draw what is still queued on the calling thread too: at
+    the end of a run training no longer needs that core.
     """
 
     def __init__(self, summary_writer, mode: str = "process"):
@@ -61,7 +64,9 @@ class BackgroundRenderer:
         self._process: ProcessPoolExecutor | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._outstanding = 0  # figures submitted and not yet written (or given up on)
-        self._idle = threading.Condition()
+        self._idle = threading.Condition()  # guards the counts and the queue
+        self._queue: deque[tuple] = deque()  # (tag, render, data, step) not yet handed to a worker
+        self._in_flight = 0  # handed to a worker, not yet done
         self._failed: set[str] = set()
 
     def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
@@ -71,7 +76,23 @@ class BackgroundRenderer:
             return
         with self._idle:
             self._outstanding += 1
-        self._start(tag, render, data, step)
+            self._queue.append((tag, render, data, step))
+        self._feed()
+
+    def _feed(self) -> None:
+        """Hand queued figures to the workers, keeping each busy with at most one more waiting."""
+        while True:
+            with self._idle:
+                if not self._queue or self._in_flight >= worker_count() + 1:
+                    return
+                item = self._queue.popleft()
+                self._in_flight += 1
+            try:
+                self._start(*item)
+            except RuntimeError:  # no new work for the pool (e.g. the interpreter is shutting down): draw it here
+                with self._idle:
+                    self._in_flight -= 1
+                self._draw_here(*item)
 
     def _start(self, tag: str, render: Callable, data: dict, step: int) -> None:
         future = self._executor(render, data).submit(render_png, render, data)
@@ -107,19 +128,41 @@ class BackgroundRenderer:
         try:
             if error is None:
                 self._write(tag, step, future.result())
-            elif tag not in self._failed:
-                self._failed.add(tag)
-                rank_zero_warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
+            else:
+                self._report(tag, step, error)
+        finally:
+            with self._idle:
+                self._outstanding -= 1
+                self._in_flight -= 1
+                self._idle.notify_all()
+            self._feed()
+
+    def _draw_here(self, tag: str, render: Callable, data: dict, step: int) -> None:
+        try:
+            self._write(tag, step, render_png(render, data))
+        except Exception as error:
+            self._report(tag, step, error)
         finally:
             with self._idle:
                 self._outstanding -= 1
                 self._idle.notify_all()
 
+    def _report(self, tag: str, step: int, error: BaseException) -> None:
+        if tag not in self._failed:
+            self._failed.add(tag)
+            rank_zero_warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
+
     def _write(self, tag: str, step: int, png: bytes) -> None:
         self.summary_writer._get_file_writer().add_summary(image_summary(tag, png), step)
 
     def finish(self) -> None:
-        """Wait for every figure (including fallbacks queued while waiting), then flush."""
+        """Draw queued figures here while the workers draw theirs; wait for every figure, then flush."""
+        while True:
+            with self._idle:
+                if not self._queue:
+                    break
+                item = self._queue.popleft()
+            self._draw_here(*item)
         with self._idle:
             self._idle.wait_for(lambda: self._outstanding == 0)
         for executor in (self._process, self._thread):
