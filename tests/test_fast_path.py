@@ -91,9 +91,15 @@ def test_cuda_graph_step_matches_eager_and_hooks_still_work():
 
 @cuda
 def test_fast_path_through_fit_on_gpu_learns():
+    """With the default plugins on: they analyse on another thread while the graph records and replays."""
+    from prevpos.fast.runs import default_plugins
+
     module = PrevTokenModel(lr=1e-2, fast=FastStep())
     data = build_data(batch_size=256, steps_per_epoch=10, batches_per_step=10, val_size=2048)
-    trainer = quiet_trainer(accelerator="cuda", max_epochs=4)
+    plugins = default_plugins()
+    for plugin in plugins:
+        plugin.strict = True  # a failed analysis fails the test
+    trainer = quiet_trainer(accelerator="cuda", max_epochs=4, callbacks=plugins)
     trainer.fit(module, data)
     assert trainer.global_step == 400
     assert trainer.callback_metrics["val/acc"] > 0.95

@@ -14,6 +14,7 @@ from transformer_lens import HookedTransformer
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, analysis_mode
 from prevpos.analysis.writer import FindingsWriter
+from prevpos.fast.step import CUDA_CAPTURE_LOCK
 
 if TYPE_CHECKING:
     from prevpos.analysis.plugin import AnalysisPlugin
@@ -28,8 +29,9 @@ class AnalysisSession:
     float32 copy of the model loads them on the analysis thread, which makes one run_with_cache on the probe for
     all plugins of that step. Findings are written, and failures reported, back on the training thread, in
     step order, as soon as they are ready (`collect`); `finish` waits for all of them.
-    Measured here (2-core CPU): a thread analysing non-stop slowed a training loop by ~2%, as torch's kernels
-    release the GIL; the same analyses on the training thread cost ~4 s of a default fit's ~30 s.
+    Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s;
+    on this thread they cost none of it directly (torch's kernels release the GIL), though training steps ran
+    ~10% slower beside them and the figure worker (`python -m prevpos bench`).
     """
 
     def __init__(self, trainer: L.Trainer, probe_tokens: torch.Tensor):
@@ -58,7 +60,9 @@ class AnalysisSession:
     def _analyze(self, plugin: "AnalysisPlugin", weights: tuple[int, dict], epoch: int, figures: bool) -> Findings:
         run = self._probe_run(weights, epoch)
         device = run.tokens.device
-        with torch.cuda.device(device) if device.type == "cuda" else nullcontext(), analysis_mode(run.model):
+        on_gpu = device.type == "cuda"
+        with CUDA_CAPTURE_LOCK if on_gpu else nullcontext(), torch.cuda.device(device) if on_gpu else nullcontext(), \
+                analysis_mode(run.model):
             findings = plugin.analyze_checked(run)
         if not figures:
             findings.figures.clear()

@@ -1,11 +1,18 @@
 """One optimizer step of the previous-token model as a unit: eager anywhere, one CUDA graph replay on a GPU."""
 
+import threading
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from prevpos.loss import previous_token_loss
+
+
+# Held while a CUDA graph records. CUDA work launched by another thread meanwhile (the analysis thread) would
+# invalidate the capture, so that thread holds it too while it analyses on a GPU.
+CUDA_CAPTURE_LOCK = threading.Lock()
 
 
 class TrainStep:
@@ -35,7 +42,8 @@ class TrainStep:
             self.logits, self.loss = self._body()
             return self.loss
         if self.graph is None:
-            self._record(tokens)
+            with CUDA_CAPTURE_LOCK:
+                self._record(tokens)
         self.tokens.copy_(tokens)
         for lr, group in zip(self._lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])
