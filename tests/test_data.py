@@ -65,3 +65,11 @@ def test_generator_state_round_trips_through_state_dict():
 def test_notebook_generator_can_draw_bos_mid_sequence():
     data = PrevTokenData(notebook_generator=True)
     assert data.n_tokens == 101
+
+
+def test_validation_batches_do_not_shrink_with_a_small_training_batch():
+    full = torch.cat(list(PrevTokenData(val_size=2048).val_dataloader()))
+    for batch_size, expected in [(8, [1024, 1024]), (256, [1024, 1024]), (4096, [2048])]:
+        batches = list(PrevTokenData(batch_size=batch_size, val_size=2048).val_dataloader())
+        assert [len(b) for b in batches] == expected
+        assert torch.equal(torch.cat(batches), full)  # the same held-out set whatever the split

@@ -4,6 +4,7 @@ import inspect
 
 import torch
 
+from prevpos.data import validation_batch_size
 from prevpos.fast.timing import SpeedMeter
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.module import PrevTokenModel
@@ -27,7 +28,8 @@ def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_siz
                                                    lr * hp["min_lr_ratio"])], [warmup])
     generator = torch.Generator(device).manual_seed(seed)
     n_ctx, d_vocab = hp["n_ctx"], hp["d_vocab"]
-    held_out = seeded_sequences(val_size, n_ctx, d_vocab, d_vocab - 1, seed + 1).to(device).split(batch_size * 4)
+    held_out = seeded_sequences(val_size, n_ctx, d_vocab, d_vocab - 1, seed + 1).to(device)
+    held_out = held_out.split(validation_batch_size(batch_size))
     meter.begin()
     for step in range(steps):
         if step % steps_per_epoch == 0:
