@@ -27,14 +27,15 @@ def not_applicable(model: HookedTransformer) -> str | None:
     return reason
 
 
-def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[str, Tensor]) -> dict[str, float]:
+def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[str, Tensor],
+                       resid_pre: Tensor | None = None) -> dict[str, float]:
     """Losses with layer 1's scores kept to the explained terms (the others zero-ablated), kept to the other
     terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the algorithm's.
-    `terms`: qk_terms(model, cache of tokens, 1, 0)."""
+    `terms`: qk_terms(model, cache of tokens, 1, 0); `resid_pre`: that cache's layer-1 input, to skip layer 0."""
     logits = {
-        "restricted": ablate_terms(model, tokens, 1, 0, terms, UNEXPLAINED),
-        "excluded": ablate_terms(model, tokens, 1, 0, terms, EXPLAINED),
-        "base": run_with_edited_scores(model, tokens, 1, torch.zeros_like),
+        "restricted": ablate_terms(model, tokens, 1, 0, terms, UNEXPLAINED, resid_pre=resid_pre),
+        "excluded": ablate_terms(model, tokens, 1, 0, terms, EXPLAINED, resid_pre=resid_pre),
+        "base": run_with_edited_scores(model, tokens, 1, torch.zeros_like, resid_pre),
         "algorithm": algorithm_logits(read_params(model), tokens, model.cfg.d_vocab),
     }
     return {name: previous_token_loss(value, tokens).item() for name, value in logits.items()}
@@ -62,7 +63,7 @@ class Explanation(AnalysisPlugin):
         if reason is not None:
             return self.skip("explanation/skipped", reason)
         findings = Findings()
-        losses = explanation_losses(run.model, run.tokens, cached_qk_terms(run, 1, 0))
+        losses = explanation_losses(run.model, run.tokens, cached_qk_terms(run, 1, 0), run.cache["resid_pre", 1])
         losses["model"] = run.loss
         for name, value in losses.items():
             findings.scalar(f"explanation/{name}_loss", value)
