@@ -80,7 +80,7 @@ class BackgroundRenderer:
         self._feed()
 
     def _feed(self) -> None:
-        """Hand queued figures to the workers, keeping each busy with at most one more waiting."""
+        """Hand queued figures to the workers: one each, and one more waiting, so none idles between figures."""
         while True:
             with self._idle:
                 if not self._queue or self._in_flight >= worker_count() + 1:
