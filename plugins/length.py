@@ -67,8 +67,8 @@ class LengthGeneralization(AnalysisPlugin):
         dense_epochs: Run after each of the first N epochs (default 0).
     """
 
-    def __init__(self, multiples: tuple[int, ...] = (1, 2, 4), sequences: int = 256, every_n_epochs: int = 10, dense_epochs: int = 0,
-                 **kwargs):
+    def __init__(self, multiples: tuple[int, ...] = (1, 2, 4), sequences: int = 256, every_n_epochs: int = 10,
+                 dense_epochs: int = 0, **kwargs):
         # A test of the finished mechanism, not of its formation: no dense early phase.
         super().__init__(every_n_epochs=every_n_epochs, dense_epochs=dense_epochs, **kwargs)
         if not multiples or min(multiples) < 1 or sequences < 1:

@@ -12,10 +12,17 @@ from prevpos.analysis.render import plain
 
 @dataclass
 class FigureSpec:
-    """A figure as a function of plain data: `render(**data)` returns a matplotlib Figure."""
+    """A figure as a function of plain data: `render(**data)` returns a matplotlib Figure.
+
+    Tensors in `data` (nested too) become CPU numpy here, once, so the figure can be drawn later, in a process
+    that has neither torch nor the GPU.
+    """
 
     render: Callable[..., Figure]
     data: dict
+
+    def __post_init__(self) -> None:
+        self.data = plain(self.data)
 
     def draw(self) -> Figure:
         return self.render(**self.data)
@@ -31,8 +38,8 @@ class Findings:
         self.scalars[tag] = float(value.item() if isinstance(value, torch.Tensor) else value)
 
     def figure(self, tag: str, render: Callable[..., Figure], **data) -> None:
-        """Record a figure; tensors in `data` (nested too) become CPU numpy now, so drawing can happen later."""
-        self.figures[tag] = FigureSpec(render, plain(data))
+        """Record a figure, to be drawn later as render(**data) (see FigureSpec)."""
+        self.figures[tag] = FigureSpec(render, data)
 
     def text(self, tag: str, value: str) -> None:
         self.texts[tag] = value

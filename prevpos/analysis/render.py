@@ -70,7 +70,7 @@ class BackgroundRenderer:
         self._failed: set[str] = set()
 
     def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
-        data = plain(data)
+        """Draw render(**data) and write it at `step`; `data` is plain already (a FigureSpec's)."""
         if self.mode == "inline":
             self._write(tag, step, render_png(render, data))
             return
@@ -101,7 +101,8 @@ class BackgroundRenderer:
     def _executor(self, render: Callable, data: dict):
         if self.mode == "process" and self._picklable(render, data):
             if self._process is None:
-                self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"), initializer=_init_worker)
+                self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
+                                                    initializer=_init_worker)
             return self._process
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")

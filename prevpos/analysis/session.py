@@ -31,7 +31,7 @@ class AnalysisSession:
     step order, as soon as they are ready (`collect`); `finish` waits for all of them.
     Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s;
     on this thread they cost none of it directly (torch's kernels release the GIL), though training steps ran
-    ~10% slower beside them and the figure worker (`python -m prevpos bench`).
+    ~8% slower beside them and the figure worker (27.9 vs 30.2 steps/s, `python -m prevpos bench`).
     """
 
     def __init__(self, trainer: L.Trainer, probe_tokens: torch.Tensor):
