@@ -29,11 +29,13 @@ if [ "$QUICK" = 1 ]; then S=20; E=10; R=1; FS=40; FE=20; BS=100; else S=600; E=1
 bench() { local name=$1; shift; log "bench $name: $*"
   timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
-if [ "${RERUN:-0}" = 1 ]; then  # the second lease: after the overhead fixes, the numbers that moved
-  bench b256 --runs abd --steps $S --steps_per_epoch $E --repeats $R
-  bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 50 --repeats 2
-  log "plugin costs (cuda)"; timeout 60 python3 -m prevpos.fast.plugin_costs cuda 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
-  bench b256_plugins --runs bc --steps $S --steps_per_epoch $E --repeats 1
+if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the overhead fixes moved
+  log "tests (CUDA)"
+  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_transformer.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
+  [ -f .gpu/embed_bench.py ] && { log "embedding"; timeout 60 python3 .gpu/embed_bench.py 2>&1 | tee -a "$OUT/log.txt"; }
+  bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
+  bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 25 --repeats 2
+  grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi
 bench b256 --steps $S --steps_per_epoch $E --repeats $R

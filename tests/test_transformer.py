@@ -55,3 +55,18 @@ def test_init_is_seeded_and_leaves_global_rng_alone():
 def test_bad_shapes_name_the_setting(kwargs, setting):
     with pytest.raises(ConfigError, match=setting):
         build_transformer(**kwargs)
+
+
+def test_embedding_lookup_matches_transformer_lens_values_gradients_and_hooks():
+    model = build_transformer()
+    assert type(model.embed).__name__ == "LookupEmbed"
+    tokens = torch.randint(0, 101, (64, 10), generator=torch.Generator().manual_seed(0))
+    embedded = model.embed(tokens)
+    torch.testing.assert_close(embedded, model.embed.W_E[tokens], rtol=0, atol=0)  # TransformerLens's lookup
+    upstream = torch.randn(embedded.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((embedded * upstream).sum(), model.embed.W_E)
+    (reference,) = torch.autograd.grad((model.embed.W_E[tokens] * upstream).sum(), model.embed.W_E)
+    torch.testing.assert_close(grad, reference)  # equal up to the order of the float sums
+    assert grad.abs().sum() > 0
+    _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache["hook_embed"], embedded)

@@ -86,3 +86,19 @@ def test_tensors_nested_in_figure_data_are_drawn(in_tmp):
     writer.write(findings, step=2)
     writer.finish()
     assert_real_picture(read_images(in_tmp / "nested")["demo/lines"][2])
+
+
+def test_a_figure_worker_imports_neither_torch_nor_lightning():
+    """What a spawned worker unpickles (its initializer, the PNG step, a figure function) must stay light: the
+    whole stack took ~6 s per worker to import, longer than a GPU run, and the figures then waited for it."""
+    import pickle
+    import subprocess
+    import sys
+
+    from prevpos.analysis import render
+
+    sent = pickle.dumps((render.init_worker, render.render_png, heatmap))
+    probe = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+             "print(sorted(m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], input=sent, capture_output=True, check=True)
+    assert result.stdout.decode().strip() == "[]"

@@ -14,7 +14,7 @@ from typing import Callable
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from prevpos.fast.png import render_png
+from prevpos.fast.png import init_worker, render_png
 
 RENDER_MODES = ("process", "thread", "inline")
 
@@ -40,13 +40,6 @@ def image_summary(tag: str, png: bytes) -> Summary:
     width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)  # 4 = RGBA
     return Summary(value=[Summary.Value(tag=tag, image=image)])
-
-
-def _init_worker() -> None:
-    # Lower priority, so a busy machine slows the figures before training; not 19, which starved them
-    # outright under other load here. One thread in case a plugin's render function pulls in torch.
-    os.nice(10)
-    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 class BackgroundRenderer:
@@ -102,7 +95,7 @@ class BackgroundRenderer:
         if self.mode == "process" and self._picklable(render, data):
             if self._process is None:
                 self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
-                                                    initializer=_init_worker)
+                                                    initializer=init_worker)
             return self._process
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")
