@@ -4,6 +4,7 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
+#   RERUN=1 bash scripts/gpu_check.sh: the GPU tests, the embedding A/B, runs a-c at batch 256 and a-b at 4096 (~4 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
 # wheels in .whl/ (see the README's GPU section for the download command).
 set -uo pipefail
@@ -32,7 +33,7 @@ bench() { local name=$1; shift; log "bench $name: $*"
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the overhead fixes moved
   log "tests (CUDA)"
   timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_transformer.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
-  [ -f .gpu/embed_bench.py ] && { log "embedding"; timeout 60 python3 .gpu/embed_bench.py 2>&1 | tee -a "$OUT/log.txt"; }
+  log "embedding lookup"; timeout 120 python3 scripts/embedding_ab.py 2>&1 | grep -v "Warn\|Moving\|stopped\|Tip\|available\|LOCAL_RANK\|Loading" | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
   bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 25 --repeats 2
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
@@ -42,8 +43,8 @@ bench b256 --steps $S --steps_per_epoch $E --repeats $R
 bench fast --runs bd --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats $R
 log "tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_writer.py 2>&1 | tail -5 | tee -a "$OUT/log.txt"
-bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 50 --repeats 2
-bench b4096_bf16 --runs b --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 50 --repeats 2 --precision bf16-mixed
+bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 25 --repeats 2
+bench b4096_bf16 --runs b --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 25 --repeats 2 --precision bf16-mixed
 log "fit --config experiments/gpu_fast.yaml (3 epochs)"
 FIT_ARGS="--trainer.max_epochs 3 --trainer.enable_progress_bar false"
 [ "$QUICK" = 1 ] && FIT_ARGS="$FIT_ARGS --trainer.accelerator cpu --data.batches_per_step 2"
