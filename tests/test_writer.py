@@ -102,3 +102,52 @@ def test_a_figure_worker_imports_neither_torch_nor_lightning():
              "print(sorted(m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], input=sent, capture_output=True, check=True)
     assert result.stdout.decode().strip() == "[]"
+
+
+UNGUARDED_SCRIPT = """
+import numpy as np
+print("top level ran", flush=True)
+from prevpos.analysis.render import BackgroundRenderer
+from prevpos.figures import heatmap
+
+class Events:
+    def _get_file_writer(self):
+        return self
+    def add_summary(self, summary, step):
+        print("wrote", summary.value[0].tag, step, flush=True)
+    def flush(self):
+        pass
+
+renderer = BackgroundRenderer(Events())
+renderer.submit("eye", heatmap, {"matrix": np.eye(3)}, 7)
+renderer.finish()
+"""
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_figure_workers(tmp_path):
+    """A spawned worker imports the main module: without the guard it would train again in every worker."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["top level ran", "wrote eye 7"]
+    assert 'has no `if __name__ == "__main__":` guard' in result.stderr
+
+
+def test_only_an_unguarded_script_is_kept_from_worker_processes(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from prevpos.analysis.render import unguarded_main_script
+
+    for source, expected in [("fit()\n", True), ("if __name__ == '__main__':\n    fit()\n", False)]:
+        script = tmp_path / "script.py"
+        script.write_text(source)
+        monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script), __spec__=None))
+        assert (unguarded_main_script() == str(script)) is expected
+    package_main = types.SimpleNamespace(__file__=str(script), __spec__=types.SimpleNamespace(name="prevpos.__main__"))
+    monkeypatch.setitem(sys.modules, "__main__", package_main)
+    assert unguarded_main_script() is None  # python -m prevpos

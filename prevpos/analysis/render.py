@@ -2,9 +2,12 @@
 
 import os
 import pickle
+import re
 import struct
+import sys
 import threading
 from collections import deque
+from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -17,12 +20,28 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from prevpos.fast.png import init_worker, render_png
 
 RENDER_MODES = ("process", "thread", "inline")
+MAIN_GUARD = re.compile(r"""__name__\s*==\s*["']__main__["']""")
 
 
 def worker_count() -> int:
     """Figure processes: every core but two (training, the main loop), at most 4; at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return max(1, min(4, cores - 2))
+
+
+def unguarded_main_script() -> str | None:
+    """The running script, if a spawned worker would run it again: a spawned process imports the main module
+    (to find functions defined there), so a script that calls fit outside `if __name__ == "__main__":` would
+    train once more in every figure worker. None for `python -m prevpos`, notebooks and guarded scripts."""
+    main = sys.modules.get("__main__")
+    module_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if module_name == "__main__" or module_name.endswith(".__main__"):
+        return None  # multiprocessing never re-runs a package's __main__
+    path = getattr(main, "__file__", None)
+    try:
+        return None if path is None or MAIN_GUARD.search(Path(path).read_text()) else path
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def plain(value):
@@ -92,6 +111,10 @@ class BackgroundRenderer:
         future.add_done_callback(partial(self._done, tag, render, data, step))
 
     def _executor(self, render: Callable, data: dict):
+        if self.mode == "process" and self._process is None and (script := unguarded_main_script()):
+            self.mode = "thread"
+            rank_zero_warn(f"figures are drawn in a thread, not in worker processes: {script} has no "
+                           "`if __name__ == \"__main__\":` guard, so each worker would run it again (add one)")
         if self.mode == "process" and self._picklable(render, data):
             if self._process is None:
                 self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
@@ -112,7 +135,7 @@ class BackgroundRenderer:
     def _done(self, tag: str, render: Callable, data: dict, step: int, future: Future) -> None:
         error = future.exception()
         if isinstance(error, BrokenProcessPool):
-            if self.mode == "process":  # e.g. a script without `if __name__ == "__main__":` cannot spawn
+            if self.mode == "process":  # e.g. a worker the OS killed
                 self.mode = "thread"
                 rank_zero_warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
             try:
