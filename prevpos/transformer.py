@@ -19,10 +19,10 @@ Positional = Literal["none", "learned"]
 class LookupEmbed(Embed):
     """TransformerLens's Embed, with its lookup W_E[tokens] done by F.embedding: the same values and gradients
     (up to the order of float sums). On CUDA its backward sums each row's repeats by segments, where indexing's
-    backward adds them one after another, and every sequence repeats BOS: at batch 4096 that kernel was 48% of an
-    H100 step's GPU time (torch.profiler, scripts/profile_step.py). Measured on one H100, alternating: the fast path at batch 4096 ran 380 instead of
-    211 steps/s (0.99 in 0.33 instead of 0.53 s); eager steps and batch 256, bound by Python rather than the
-    GPU, showed no difference beyond the noise."""
+    backward adds them one after another, and every sequence repeats BOS: at batch 4096 that kernel was 48% of
+    an H100 step's GPU time (scripts/profile_step.py). Measured on one H100, alternating (scripts/embedding_ab.py):
+    the fast path at batch 4096 ran 380 instead of 211 steps/s (0.99 in 0.33 instead of 0.53 s); eager steps and
+    batch 256, bound by Python rather than the GPU, showed no difference beyond the noise."""
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         embedded = torch.nn.functional.embedding(tokens, self.W_E)

@@ -2,6 +2,10 @@
 
 import gc
 import io
+import pickle
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
+from prevpos.analysis import render
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.writer import FindingsWriter
 from prevpos.figures import heatmap
@@ -91,12 +96,6 @@ def test_tensors_nested_in_figure_data_are_drawn(in_tmp):
 def test_a_figure_worker_imports_neither_torch_nor_lightning():
     """What a spawned worker unpickles (its initializer, the PNG step, a figure function) must stay light: the
     whole stack took ~6 s per worker to import, longer than a GPU run, and the figures then waited for it."""
-    import pickle
-    import subprocess
-    import sys
-
-    from prevpos.analysis import render
-
     sent = pickle.dumps((render.init_worker, render.render_png, heatmap))
     probe = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
              "print(sorted(m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules))")
@@ -126,9 +125,6 @@ renderer.finish()
 
 def test_a_script_without_a_main_guard_is_not_run_again_by_figure_workers(tmp_path):
     """A spawned worker imports the main module: without the guard it would train again in every worker."""
-    import subprocess
-    import sys
-
     script = tmp_path / "train.py"
     script.write_text(UNGUARDED_SCRIPT)
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
@@ -138,16 +134,11 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_figure_workers(tmp_pa
 
 
 def test_only_an_unguarded_script_is_kept_from_worker_processes(tmp_path, monkeypatch):
-    import sys
-    import types
-
-    from prevpos.analysis.render import unguarded_main_script
-
     for source, expected in [("fit()\n", True), ("if __name__ == '__main__':\n    fit()\n", False)]:
         script = tmp_path / "script.py"
         script.write_text(source)
         monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script), __spec__=None))
-        assert (unguarded_main_script() == str(script)) is expected
+        assert (render.unguarded_main_script() == str(script)) is expected
     package_main = types.SimpleNamespace(__file__=str(script), __spec__=types.SimpleNamespace(name="prevpos.__main__"))
     monkeypatch.setitem(sys.modules, "__main__", package_main)
-    assert unguarded_main_script() is None  # python -m prevpos
+    assert render.unguarded_main_script() is None  # python -m prevpos

@@ -7,11 +7,11 @@ import struct
 import sys
 import threading
 from collections import deque
-from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Callable
 
 from lightning.pytorch.utilities import rank_zero_warn

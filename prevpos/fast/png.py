@@ -1,8 +1,8 @@
 """Figure -> PNG bytes, and the figure worker's start-up: importable without torch or Lightning.
 
 A spawned worker imports the module of every function it is sent, its initializer's too. From prevpos.analysis
-that pulled in Lightning and TransformerLens: ~6 s per worker here, longer than a whole GPU run, so most figures
-were left for the training thread at the end. On an H100 (`bench`) that made (c)/(b) train time 2.81; 1.35 after.
+that pulled in Lightning and TransformerLens: ~6 s per worker on our 2-core CPU, longer than a whole GPU run, so
+the figures queued up and were drawn at the end. On an H100 (`bench`) (c)/(b) train time was 2.81; 1.35 after.
 """
 
 import io
