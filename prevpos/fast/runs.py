@@ -8,7 +8,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from prevpos.cli import BUILTIN_PLUGINS, GUARD, TRAINER_DEFAULTS
+from prevpos.checkpoints import AtomicCheckpointIO
+from prevpos.cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
 from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
@@ -51,16 +52,17 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     module = PrevTokenModel(lr=args.lr, fast=FastStep() if fast else None)
     data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
     timer = Timer()
-    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), SpeedCallback(meter), *(default_plugins() if kind == "c" else []),
-                 ModelCheckpoint(dirpath=f"{scratch}/checkpoints", save_last=True, monitor="val/acc", mode="max"),
-                 timer]  # Timer last: its on_train_end runs after the plugins have drained their figures
+    plugins = default_plugins() if kind == "c" else []
+    # Timer last: its on_train_end runs after the plugins have drained their figures.
+    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), SpeedCallback(meter), *plugins,
+                 ModelCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
         logger=TensorBoardLogger(scratch, name="bench"),
         log_every_n_steps=1 if fast else TRAINER_DEFAULTS["log_every_n_steps"],  # fast: 1 Lightning step = K steps
         gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
         precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=scratch)
+        num_sanity_val_steps=0, default_root_dir=scratch, plugins=[AtomicCheckpointIO()])  # fit's checkpoint writes
     trainer.fit(module, data)
     return {"train_s": timer.time_elapsed("train"), "val_acc": float(trainer.callback_metrics["val/acc"]),
             "steps": trainer.global_step}
