@@ -7,7 +7,16 @@ from typing import Callable
 import torch
 from matplotlib.figure import Figure
 
-from prevpos.analysis.render import plain
+
+def plain(value):
+    """Tensors anywhere in `value` (dicts, lists, tuples) as CPU numpy: a worker needs neither torch nor the GPU."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
+        return value.detach().float().cpu().numpy()
+    return value
 
 
 @dataclass

@@ -44,17 +44,6 @@ def unguarded_main_script() -> str | None:
         return None
 
 
-def plain(value):
-    """Tensors anywhere in `value` (dicts, lists, tuples) as CPU numpy: a worker needs neither torch nor the GPU."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value)
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch here
-        return value.detach().float().cpu().numpy()
-    return value
-
-
 def image_summary(tag: str, png: bytes) -> Summary:
     width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)  # 4 = RGBA
@@ -111,18 +100,24 @@ class BackgroundRenderer:
         future.add_done_callback(partial(self._done, tag, render, data, step))
 
     def _executor(self, render: Callable, data: dict):
-        if self.mode == "process" and self._process is None and (script := unguarded_main_script()):
-            self.mode = "thread"
-            rank_zero_warn(f"figures are drawn in a thread, not in worker processes: {script} has no "
-                           "`if __name__ == \"__main__\":` guard, so each worker would run it again (add one)")
-        if self.mode == "process" and self._picklable(render, data):
-            if self._process is None:
-                self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
-                                                    initializer=init_worker)
+        if self.mode == "process" and self._picklable(render, data) and self._processes_started():
             return self._process
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")
         return self._thread
+
+    def _processes_started(self) -> bool:
+        """Start the worker processes once; False, and threads from then on, where they would re-run the script."""
+        if self._process is None:
+            script = unguarded_main_script()
+            if script is not None:
+                self.mode = "thread"
+                rank_zero_warn(f"figures are drawn in a thread, not in worker processes: {script} has no "
+                               "`if __name__ == \"__main__\":` guard, so each worker would run it again (add one)")
+                return False
+            self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
+                                                initializer=init_worker)
+        return True
 
     @staticmethod
     def _picklable(render: Callable, data: dict) -> bool:
