@@ -36,7 +36,7 @@ class AdversarialExamples(AnalysisPlugin):
 
     Args:
         size: Sequences per case (None: the probe size). 256, as in the tutorial: the effects are many standard
-            errors wide, and five batches of the probe size would cost five forward passes every epoch.
+            errors wide, and the five cases run as one batch of 5 x size.
         seed: Seed of the adversarial batches (the same batches every time the plugin runs).
         every_n_epochs: Run every N epochs (default 10: this checks the finished mechanism).
         dense_epochs: Run after each of the first N epochs (default 0).
@@ -52,15 +52,18 @@ class AdversarialExamples(AnalysisPlugin):
         findings = Findings()
         cfg = run.model.cfg
         last = cfg.n_layers - 1
+        size = self.size or run.tokens.shape[0]
+        tokens = torch.cat([adversarial_batch(case, size, cfg.n_ctx, cfg.d_vocab, self.seed) for case in CASES])
+        tokens = tokens.to(cfg.device)
+        # One forward pass for the five cases: an analysis costs TransformerLens's Python per pass, not arithmetic.
+        logits, cache = run.model.run_with_cache(tokens, names_filter=f"blocks.{last}.attn.hook_pattern")
         patterns, labels = {}, {}
-        for case in CASES:
-            tokens = adversarial_batch(case, self.size or run.tokens.shape[0], cfg.n_ctx, cfg.d_vocab, self.seed)
-            tokens = tokens.to(cfg.device)
-            logits, cache = run.model.run_with_cache(tokens, names_filter=f"blocks.{last}.attn.hook_pattern")
-            findings.scalar(f"adversarial/{case}/loss", previous_token_loss(logits, tokens))
-            findings.scalar(f"adversarial/{case}/acc", correct_predictions(logits, tokens).float().mean())
-            patterns[case] = cache["pattern", last][0]
-            labels[case] = token_labels(tokens[0], cfg.d_vocab - 1)
+        for case, case_logits, case_tokens, pattern in zip(CASES, logits.split(size), tokens.split(size),
+                                                           cache["pattern", last].split(size)):
+            findings.scalar(f"adversarial/{case}/loss", previous_token_loss(case_logits, case_tokens))
+            findings.scalar(f"adversarial/{case}/acc", correct_predictions(case_logits, case_tokens).float().mean())
+            patterns[case] = pattern[0]
+            labels[case] = token_labels(case_tokens[0], cfg.d_vocab - 1)
         for h in range(cfg.n_heads):
             findings.figure(f"adversarial/patterns/L{last}H{h}", heatmap_grid,
                             matrices={case: p[h] for case, p in patterns.items()}, labels=labels,

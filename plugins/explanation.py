@@ -6,7 +6,7 @@ from transformer_lens import HookedTransformer
 
 from prevpos.algorithm import algorithm_logits, algorithm_patterns, read_params
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
-from prevpos.circuits import ablate_terms, cached_qk_terms, decomposable, run_with_edited_scores
+from prevpos.circuits import cached_qk_terms, decomposable, run_with_score_edits, term_ablation
 from prevpos.figures import heatmap
 from prevpos.loss import previous_token_loss
 
@@ -32,13 +32,12 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[str
     """Losses with layer 1's scores kept to the explained terms (the others zero-ablated), kept to the other
     terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the algorithm's.
     `terms`: qk_terms(model, cache of tokens, 1, 0); `resid_pre`: that cache's layer-1 input, to skip layer 0."""
-    logits = {
-        "restricted": ablate_terms(model, tokens, 1, 0, terms, UNEXPLAINED, resid_pre=resid_pre),
-        "excluded": ablate_terms(model, tokens, 1, 0, terms, EXPLAINED, resid_pre=resid_pre),
-        "base": run_with_edited_scores(model, tokens, 1, torch.zeros_like, resid_pre),
-        "algorithm": algorithm_logits(read_params(model), tokens, model.cfg.d_vocab),
-    }
-    return {name: previous_token_loss(value, tokens).item() for name, value in logits.items()}
+    edits = {"restricted": term_ablation(0, terms, UNEXPLAINED), "excluded": term_ablation(0, terms, EXPLAINED),
+             "base": torch.zeros_like}
+    logits = run_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three
+    logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
+    losses = torch.stack([previous_token_loss(value, tokens) for value in logits.values()]).tolist()  # one sync
+    return dict(zip(logits, losses))
 
 
 class Explanation(AnalysisPlugin):

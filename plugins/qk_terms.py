@@ -6,7 +6,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
-from prevpos.circuits import QK_TERMS, ablate_terms, cached_qk_terms, decomposable, lower_triangle
+from prevpos.circuits import QK_TERMS, cached_qk_terms, decomposable, lower_triangle, run_with_score_edits, term_ablation
 from prevpos.figures import bars, heatmap, heatmap_grid
 from prevpos.loss import previous_token_loss
 
@@ -16,11 +16,14 @@ def sum_check_error(terms: dict[str, Tensor], scores: Float[Tensor, "batch dest 
     return (lower_triangle(sum(terms.values())) - lower_triangle(scores)).abs().max().item()
 
 
-def ablation_losses(run: ProbeRun, layer: int, head: int, how: str) -> dict[str, float]:
-    """Probe loss with each term ablated on its own ("zero": removed, "mean": replaced by its batch mean)."""
-    terms, resid = cached_qk_terms(run, layer, head), run.cache["resid_pre", layer]
-    return {name: previous_token_loss(ablate_terms(run.model, run.tokens, layer, head, terms, [name], how, resid),
-                                      run.tokens).item() for name in QK_TERMS}
+def ablation_losses(run: ProbeRun, layer: int, head: int) -> dict[tuple[str, str], float]:
+    """Probe loss with each term ablated on its own, {(how, term): loss}; "zero": removed, "mean": replaced by its
+    batch mean. All eight in one forward pass from the cached input of `layer`."""
+    terms = cached_qk_terms(run, layer, head)
+    edits = {(how, name): term_ablation(head, terms, [name], how) for how in ("zero", "mean") for name in QK_TERMS}
+    logits = run_with_score_edits(run.model, run.tokens, layer, edits, run.cache["resid_pre", layer])
+    losses = torch.stack([previous_token_loss(value, run.tokens) for value in logits.values()]).tolist()  # one sync
+    return dict(zip(logits, losses))
 
 
 def full_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
@@ -60,10 +63,9 @@ class QKTermImportance(AnalysisPlugin):
             terms = cached_qk_terms(run, l, h)
             errors.append(sum_check_error(terms, run.cache["attn_scores", l][:, h]))
             losses = {}
-            for how in ("zero", "mean"):
-                for name, loss in ablation_losses(run, l, h, how).items():
-                    findings.scalar(f"qk_terms/{how}_ablation_loss/{name}{suffix}", loss)
-                    losses[f"{how} {name}"] = loss
+            for (how, name), loss in ablation_losses(run, l, h).items():
+                findings.scalar(f"qk_terms/{how}_ablation_loss/{name}{suffix}", loss)
+                losses[f"{how} {name}"] = loss
             self._term_figures(findings, run, l, h, terms, losses)
         findings.scalar("qk_terms/sum_check_max_abs_err", max(errors))
         findings.scalar("qk_terms/clean_loss", run.loss)

@@ -1,6 +1,6 @@
 """Exact decompositions of an attention-only, bias-free, LayerNorm-free model, checked against its own activations."""
 
-from typing import TYPE_CHECKING, Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Literal
 
 import torch
 from jaxtyping import Float
@@ -58,15 +58,28 @@ def run_with_edited_scores(model: HookedTransformer, tokens: Tensor, layer: int,
 
     Pass `resid_pre` (the cached input of `layer` for these tokens) to skip recomputing the earlier layers.
     """
-    attention = model.blocks[layer].attn
+    return run_with_score_edits(model, tokens, layer, {"edited": edit}, resid_pre)["edited"]
+
+
+def run_with_score_edits(model: HookedTransformer, tokens: Tensor, layer: int,
+                         edits: dict[Hashable, Callable[[Float[Tensor, "batch head dest src"]], Tensor]],
+                         resid_pre: Float[Tensor, "batch pos d_model"] | None = None) -> dict[Hashable, Tensor]:
+    """run_with_edited_scores for several edits at once: one forward pass over the batch repeated per edit.
+
+    Each edit sees (and returns) the scores of its own copy of the batch. One pass instead of one per edit: an
+    analysis costs TransformerLens's Python per forward pass more than arithmetic, on a GPU above all.
+    """
+    attention, names = model.blocks[layer].attn, list(edits)
 
     def hook(scores: Tensor, hook) -> Tensor:
-        return attention.apply_causal_mask(edit(scores.clone()))
+        parts = scores.chunk(len(names))
+        return attention.apply_causal_mask(torch.cat([edits[name](part.clone()) for name, part in zip(names, parts)]))
 
+    start = resid_pre if resid_pre is not None else tokens
     hooks = [(get_act_name("attn_scores", layer), hook)]
-    if resid_pre is not None:
-        return model.run_with_hooks(resid_pre, start_at_layer=layer, fwd_hooks=hooks)
-    return model.run_with_hooks(tokens, fwd_hooks=hooks)
+    logits = model.run_with_hooks(start.repeat(len(names), *[1] * (start.dim() - 1)), fwd_hooks=hooks,
+                                  start_at_layer=layer if resid_pre is not None else None)
+    return dict(zip(names, logits.chunk(len(names))))
 
 
 def cached_qk_terms(run: "ProbeRun", layer: int, head: int) -> dict[str, Float[Tensor, "batch dest src"]]:
@@ -86,10 +99,17 @@ def ablate_terms(model: HookedTransformer, tokens: Tensor, layer: int, head: int
     `terms` must come from the same tokens (e.g. cached_qk_terms on the probe run); other heads are untouched.
     `resid_pre`: as in run_with_edited_scores (e.g. run.cache["resid_pre", layer]; about halves the cost).
     """
+    return run_with_score_edits(model, tokens, layer, {"ablated": term_ablation(head, terms, names, how)},
+                                resid_pre)["ablated"]
+
+
+def term_ablation(head: int, terms: dict[str, Float[Tensor, "batch dest src"]], names: Iterable[str],
+                  how: Literal["zero", "mean"] = "zero") -> Callable[[Tensor], Tensor]:
+    """The score edit of ablate_terms, for run_with_score_edits (several ablations in one forward pass)."""
     delta = sum((terms[n] - terms[n].mean(0, keepdim=True) if how == "mean" else terms[n]) for n in names)
 
     def edit(scores: Tensor) -> Tensor:
         scores[:, head] -= delta
         return scores
 
-    return run_with_edited_scores(model, tokens, layer, edit, resid_pre)
+    return edit

@@ -4,7 +4,8 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh: the GPU tests, the embedding A/B, runs a-c at batch 256 and a-b at 4096 (~4 min).
+#   RERUN=1 bash scripts/gpu_check.sh: the GPU tests; runs a-c at batch 256; runs a-b at batch 4096 with gpu.yaml's
+#   recipe and with the one before it; a fit of gpu.yaml 10x as long, for stability (~5 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
 # wheels in .whl/ (see the README's GPU section for the download command).
 set -uo pipefail
@@ -27,15 +28,27 @@ log "machine"
   lightning.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee -a "$OUT/log.txt" | grep -v Warning
 
 if [ "$QUICK" = 1 ]; then S=20; E=10; R=1; FS=40; FE=20; BS=100; else S=600; E=10; R=3; FS=1000; FE=100; BS=300; fi
+B4=4096; [ "$QUICK" = 1 ] && B4=256
 bench() { local name=$1; shift; log "bench $name: $*"
   timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
-if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the overhead fixes moved
+if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the latest changes moved
   log "tests (CUDA)"
   timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_transformer.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
-  log "embedding lookup"; timeout 120 python3 scripts/embedding_ab.py 2>&1 | grep -v "Warn\|Moving\|stopped\|Tip\|available\|LOCAL_RANK\|Loading" | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
-  bench b4096 --runs ab --batch_size 4096 --lr 1e-2 --steps $BS --steps_per_epoch 25 --repeats 2
+  # experiments/gpu.yaml's recipe against the one before it (lr 1e-2, 20 warm-up steps, validation every 25 steps)
+  read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
+print(c['model']['lr'], c['model']['warmup_steps'], c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
+  # 600 steps, gpu.yaml's length, because the cosine decay runs over --steps (QUICK: 100)
+  GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
+  bench b4096_before --runs ab --batch_size $B4 --lr 1e-2 --warmup_steps 20 --steps $GS --steps_per_epoch 25 --repeats 2
+  bench b4096_gpu_yaml --runs ab --batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY --repeats 2
+  log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
+  LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
+  [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
+  ( cd "$(mktemp -d)" && TIMEFORMAT="fit wall %R s" && time timeout 240 python3 -m prevpos fit \
+      --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
+    python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/default/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi

@@ -22,6 +22,7 @@ def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
     assert 0.02 < a["val_acc"] < 0.9 and a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)
     for m in (a, b):
         assert 0.5 < m["steps_per_s"] < 1000 and 0 < m["train_s"] < 300 and 100 < m["peak_mib"] < 20000
+        assert 0 < m["end_s"] < m["train_s"]  # the last validation (and checkpoint), after the last step
         assert m["time_to_target_s"] is None  # 20 steps cannot reach 0.99
     assert report["ratios"]["b/a steps_per_s"] == pytest.approx(b["steps_per_s"] / a["steps_per_s"])
     assert "needs a CUDA GPU" in report["skipped"]["d"]
@@ -35,6 +36,7 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     b, c = report["median"]["b"], report["median"]["c"]
     assert c["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)  # analyses never change training
     assert report["ratios"]["c/b train_s"] >= 1.0
+    assert c["end_s"] > b["end_s"]  # the last step's analyses and figures are waited for
 
 
 @pytest.mark.parametrize("args, message", [

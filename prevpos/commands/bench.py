@@ -13,7 +13,7 @@ import torch
 from prevpos.errors import ConfigError
 
 RUNS = {"a": "plain PyTorch loop", "b": "fit, no plugins", "c": "fit + default plugins", "d": "fit, fast path"}
-METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "peak_mib", "val_acc")
+METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "end_s", "peak_mib", "val_acc")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,6 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind; the table shows medians")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (model.lr)")
+    parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps (model.warmup_steps)")
     parser.add_argument("--steps_per_epoch", type=int, default=10, help="validation (and analyses) every N steps")
     parser.add_argument("--steps_per_call", type=int, default=10, help="fast path: optimizer steps per Lightning step")
     parser.add_argument("--precision", default="32-true", help="trainer.precision for (b) and (c)")
@@ -39,6 +40,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for name in ("steps", "repeats", "batch_size", "steps_per_epoch", "steps_per_call"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)}: must be at least 1")
+    if args.warmup_steps < 0:
+        parser.error(f"--warmup_steps={args.warmup_steps}: must be at least 0")
     if args.steps < 2 * args.steps_per_epoch or args.steps % args.steps_per_epoch:
         parser.error(f"--steps={args.steps}: must be a multiple of --steps_per_epoch={args.steps_per_epoch}, "
                      "at least 2 epochs (the first is warm-up)")
@@ -108,11 +111,11 @@ def table(report: dict) -> str:
     lines = [f"device: {report['device']}  torch {report['torch']}  batch {args['batch_size']}  lr {args['lr']}  "
              f"{args['steps']} steps  medians of {args['repeats']}",
              f"{'run':<26}{'steps/s':>9}{'to ' + str(args['target']) + ' (s)':>13}{'(steps)':>9}{'train (s)':>11}"
-             f"{'peak MiB':>10}{'val acc':>9}"]
+             f"{'end (s)':>9}{'peak MiB':>10}{'val acc':>9}"]
     for key, m in report["median"].items():
         lines.append(f"({key}) {RUNS[key]:<22}" + "".join(_cell(m[name], width, decimals) for name, width, decimals in (
             ("steps_per_s", 9, 1), ("time_to_target_s", 13, 2), ("steps_to_target", 9, 0), ("train_s", 11, 2),
-            ("peak_mib", 10, 0), ("val_acc", 9, 4))))
+            ("end_s", 9, 2), ("peak_mib", 10, 0), ("val_acc", 9, 4))))
     for key, reason in report["skipped"].items():
         lines.append(f"({key}) {RUNS[key]}: skipped, {reason}")
     lines.append("  ".join(f"{name} = {v:.3f}" for name, v in report["ratios"].items() if v is not None))

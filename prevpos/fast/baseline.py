@@ -13,7 +13,7 @@ from prevpos.transformer import build_transformer
 
 
 def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_size: int, lr: float,
-               meter: SpeedMeter, val_size: int = 2048, seed: int = 0) -> None:
+               meter: SpeedMeter, warmup_steps: int | None = None, val_size: int = 2048, seed: int = 0) -> None:
     """PrevTokenModel's recipe by hand: same init, batches, float64 loss, clip 1.0, AdamW, warm-up + cosine,
     and a held-out accuracy check every `steps_per_epoch` steps (as fit's validation), timed by `meter`."""
     hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
@@ -21,7 +21,7 @@ def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_siz
     model.cfg.device = str(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
-    warmup = hp["warmup_steps"]
+    warmup = hp["warmup_steps"] if warmup_steps is None else warmup_steps
     schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
         torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, warmup + 1) - warmup,
@@ -44,6 +44,7 @@ def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_siz
         if (step + 1) % steps_per_epoch == 0:
             meter.epoch_end(step // steps_per_epoch, steps_per_epoch)
             meter.validated(held_out_accuracy(model, held_out), step + 1)
+    meter.finished()
 
 
 @torch.no_grad()

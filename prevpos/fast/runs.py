@@ -28,7 +28,7 @@ def run_one(kind: str, args: Namespace, device: torch.device, scratch: str) -> d
             torch.set_num_threads(cpu_threads_for_training())  # what CpuThreads does for fit
         start = now(device)
         try:
-            plain_loop(device, args.steps, args.steps_per_epoch, args.batch_size, args.lr, meter)
+            plain_loop(device, args.steps, args.steps_per_epoch, args.batch_size, args.lr, meter, args.warmup_steps)
         finally:
             torch.set_num_threads(threads)
         extra = {"train_s": now(device) - start, "val_acc": meter.last_accuracy}
@@ -49,12 +49,12 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     """`python -m prevpos fit`'s trainer (defaults, checkpoints, TensorBoard), minus the progress bar."""
     fast = kind == "d"
     k = args.steps_per_call if fast else 1
-    module = PrevTokenModel(lr=args.lr, fast=FastStep() if fast else None)
+    module = PrevTokenModel(lr=args.lr, warmup_steps=args.warmup_steps, fast=FastStep() if fast else None)
     data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
     timer = Timer()
     plugins = default_plugins() if kind == "c" else []
-    # Timer last: its on_train_end runs after the plugins have drained their figures.
-    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), SpeedCallback(meter), *plugins,
+    # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
+    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
                  ModelCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,

@@ -40,8 +40,9 @@ class SpeedMeter:
 
     def __init__(self, device: torch.device, warmup_epochs: int = 1, target: float = 0.99):
         self.device, self.warmup_epochs, self.target = device, warmup_epochs, target
-        self.start = self._window = 0.0
+        self.start = self._window = self._last_step_end = 0.0
         self.train_seconds, self.train_steps = 0.0, 0
+        self.end_seconds: float | None = None
         self.time_to_target: float | None = None
         self.steps_to_target: int | None = None
         self.last_accuracy: float | None = None
@@ -53,9 +54,14 @@ class SpeedMeter:
         self._window = now(self.device)
 
     def epoch_end(self, epoch: int, steps: int) -> None:
+        self._last_step_end = now(self.device)
         if epoch >= self.warmup_epochs:
-            self.train_seconds += now(self.device) - self._window
+            self.train_seconds += self._last_step_end - self._window
             self.train_steps += steps
+
+    def finished(self) -> None:
+        """Training is over: how long it took after the last step (last validation, checkpoint, analyses, figures)."""
+        self.end_seconds = now(self.device) - self._last_step_end
 
     def validated(self, accuracy: float, step: int) -> None:
         self.last_accuracy = accuracy
@@ -64,11 +70,13 @@ class SpeedMeter:
 
     def result(self) -> dict:
         rate = self.train_steps / self.train_seconds if self.train_seconds else float("nan")
-        return {"steps_per_s": rate, "time_to_target_s": self.time_to_target, "steps_to_target": self.steps_to_target}
+        return {"steps_per_s": rate, "time_to_target_s": self.time_to_target, "steps_to_target": self.steps_to_target,
+                "end_s": self.end_seconds}
 
 
 class SpeedCallback(Callback):
-    """SpeedMeter fed by Lightning's hooks: one device sync at each epoch's first and last training batch."""
+    """SpeedMeter fed by Lightning's hooks: one device sync at each epoch's first and last training batch.
+    Put it after the analysis plugins, so that the end of training it sees is after theirs."""
 
     def __init__(self, meter: SpeedMeter):
         self.meter = meter
@@ -85,6 +93,9 @@ class SpeedCallback(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx == trainer.num_training_batches - 1:
             self.meter.epoch_end(trainer.current_epoch, trainer.global_step - self._first_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.meter.finished()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         accuracy = trainer.callback_metrics.get("val/acc")

@@ -78,8 +78,5 @@ def training_step(module: L.LightningModule, block: torch.Tensor) -> torch.Tenso
     loop.manual_optimization.optim_step_progress.increment_by(len(block))
     loop._batches_that_stepped += len(block) - 1
     loss = step.loss.clone()
-    if module.trainer._logger_connector.should_update_logs:  # as PrevTokenModel: self.log is slow
-        module.train_acc(step.logits[:, 1:].argmax(-1), step.tokens[:, :-1])
-        module.log("train/loss", loss, prog_bar=True)
-        module.log("train/acc", module.train_acc, prog_bar=True)
+    module.log_training_step(loss, step.logits, step.tokens)
     return loss

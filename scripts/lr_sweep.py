@@ -1,0 +1,69 @@
+"""Steps to a target held-out accuracy for several peak lrs, warm-ups and seeds: the plain loop of `bench`, stopped
+at the target, with the schedule of a run of `--total` steps (warm-up, then cosine to lr/10).
+    python scripts/lr_sweep.py --batch 4096 --lrs 1e-2,1.5e-2 --warmups 20,10 --seeds 0,1,2   (CPU: ~40 s a run)
+It chose experiments/gpu.yaml's lr 1.5e-2 and 10 warm-up steps (60 steps to 0.99 in each of 3 seeds, against 75)."""
+
+import argparse
+import inspect
+
+import torch
+
+from prevpos.fast.baseline import held_out_accuracy
+from prevpos.loss import previous_token_loss
+from prevpos.module import PrevTokenModel
+from prevpos.sequences import random_sequences, seeded_sequences
+from prevpos.transformer import build_transformer
+
+
+def steps_to_target(batch: int, lr: float, warmup: int, seed: int, total: int, every: int, most: int, target: float,
+                    device: torch.device) -> tuple[int | None, list[float]]:
+    hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
+    model = build_transformer(seed=seed).to(device)
+    model.cfg.device = str(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup, lr * hp["min_lr_ratio"])], [warmup])
+    generator = torch.Generator(device).manual_seed(seed)
+    held_out = seeded_sequences(2048, hp["n_ctx"], hp["d_vocab"], hp["d_vocab"] - 1, 1).to(device).split(1024)
+    accuracies = []
+    for step in range(1, most + 1):
+        tokens = random_sequences(batch, hp["n_ctx"], hp["d_vocab"], hp["d_vocab"] - 1, generator, device)
+        loss = previous_token_loss(model(tokens), tokens)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % every == 0:
+            accuracies.append(held_out_accuracy(model, held_out))
+            if accuracies[-1] >= target:
+                return step, accuracies
+    return None, accuracies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--lrs", default="1e-2,1.5e-2,2e-2")
+    parser.add_argument("--warmups", default="20,10,5")
+    parser.add_argument("--seeds", default="0", help="init and batch seeds (the held-out set stays the same)")
+    parser.add_argument("--total", type=int, default=600, help="length of the run whose schedule is used")
+    parser.add_argument("--every", type=int, default=5, help="validate every N steps")
+    parser.add_argument("--most", type=int, default=150, help="give up after N steps")
+    parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for seed in map(int, args.seeds.split(",")):
+        for lr in map(float, args.lrs.split(",")):
+            for warmup in map(int, args.warmups.split(",")):
+                step, accuracies = steps_to_target(args.batch, lr, warmup, seed, args.total, args.every, args.most,
+                                                   args.target, torch.device(args.device))
+                print(f"seed {seed}  lr {lr:g}  warm-up {warmup:3d}: {args.target} at step {step}   "
+                      f"last val acc {[round(a, 3) for a in accuracies[-4:]]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
