@@ -35,6 +35,20 @@ bench() { local name=$1; shift; log "bench $name: $*"
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the latest changes moved
   log "tests (CUDA)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
+  log "OV eigenvalues of one head's circuit (the OV plugin's copy_eigen), on the GPU and on the host CPU"
+  python3 -c "
+import time, torch
+from transformer_lens import FactoredMatrix
+from prevpos.module import PrevTokenModel
+from prevpos_plugins.ov_circuit import full_ov_circuit
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+circuit = full_ov_circuit(PrevTokenModel().to(device).model, 1, 0)
+for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(circuit.A.cpu(), circuit.B.cpu()))]:
+    times = []
+    for _ in range(6):
+        start = time.perf_counter(); make().eigenvalues.sum().item(); times.append(time.perf_counter() - start)
+    print(f'eigenvalues on {name}: {sorted(times[1:])[2] * 1000:.2f} ms (median of 5 after a warm-up)')
+" 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
   # experiments/gpu.yaml's recipe against the one before it (lr 1e-2, 20 warm-up steps, validation every 25 steps)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
