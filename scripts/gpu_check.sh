@@ -4,8 +4,8 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh: the GPU tests; runs a-c at batch 256; runs a-b at batch 4096 with gpu.yaml's
-#   recipe and with the one before it; a fit of gpu.yaml 10x as long, for stability (~5 min).
+#   RERUN=1 bash scripts/gpu_check.sh: the fast-path tests on the GPU; the OV eigenvalues on GPU and CPU; runs a-c at
+#   batch 256; runs a-b with gpu.yaml's recipe; a fit of gpu.yaml 10x as long, for stability (~5 min on an H100).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
 # wheels in .whl/ (see the README's GPU section for the download command).
 set -uo pipefail
@@ -50,12 +50,10 @@ for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(cir
     print(f'eigenvalues on {name}: {sorted(times[1:])[2] * 1000:.2f} ms (median of 5 after a warm-up)')
 " 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
-  # experiments/gpu.yaml's recipe against the one before it (lr 1e-2, 20 warm-up steps, validation every 25 steps)
+  # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
-print(c['model']['lr'], c['model']['warmup_steps'], c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
-  # 600 steps, gpu.yaml's length, because the cosine decay runs over --steps (QUICK: 100)
+print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
-  bench b4096_before --runs ab --batch_size $B4 --lr 1e-2 --warmup_steps 20 --steps $GS --steps_per_epoch 25 --repeats 2
   bench b4096_gpu_yaml --runs ab --batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY --repeats 2
   log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
   LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"

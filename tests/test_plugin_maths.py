@@ -5,7 +5,7 @@ import torch
 
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
-from prevpos.circuits import QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores
+from prevpos.circuits import QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits, term_ablation
 from prevpos.transformer import build_transformer
 from prevpos_plugins.adversarial import CASES, adversarial_batch
 from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
@@ -101,6 +101,20 @@ def test_ablation_from_the_cached_residual_matches_the_full_run():
                                             resid_pre=cache["resid_pre", 2]), full)
     zeroed = run_with_edited_scores(model, tokens, 2, torch.zeros_like)  # uniform attention over the causal past
     assert not torch.allclose(zeroed, full)
+
+
+def test_several_score_edits_in_one_pass_match_one_pass_each():
+    model = random_model()
+    tokens = tokens_for(model)
+    _, cache = model.run_with_cache(tokens)
+    terms = qk_terms(model, cache, 2, 1)
+    edits = {"direct": term_ablation(1, terms, ["direct"]), "mean qk": term_ablation(1, terms, ["qk_comp"], "mean"),
+             "uniform": torch.zeros_like}
+    together = run_with_score_edits(model, tokens, 2, edits, resid_pre=cache["resid_pre", 2])
+    assert list(together) == list(edits)
+    for name, edit in edits.items():
+        torch.testing.assert_close(together[name], run_with_edited_scores(model, tokens, 2, edit))
+    assert not torch.allclose(together["direct"], together["uniform"])  # each copy got its own edit
 
 
 def test_full_circuits_match_the_dense_products():
