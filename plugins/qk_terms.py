@@ -6,7 +6,8 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
-from prevpos.circuits import QK_TERMS, cached_qk_terms, decomposable, lower_triangle, run_with_score_edits, term_ablation
+from prevpos.circuits import (QK_TERMS, cached_qk_terms, decomposable, lower_triangle, run_with_score_edits,
+                              term_ablation)
 from prevpos.figures import bars, heatmap, heatmap_grid
 from prevpos.loss import previous_token_loss
 

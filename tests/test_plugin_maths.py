@@ -5,7 +5,8 @@ import torch
 
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
-from prevpos.circuits import QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits, term_ablation
+from prevpos.circuits import (QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits,
+                              term_ablation)
 from prevpos.transformer import build_transformer
 from prevpos_plugins.adversarial import CASES, adversarial_batch
 from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
