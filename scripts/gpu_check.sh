@@ -5,7 +5,8 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh: the fast-path tests on the GPU; the OV eigenvalues on GPU and CPU; runs a-c at
-#   batch 256; runs a-b with gpu.yaml's recipe; a fit of gpu.yaml 10x as long, for stability (~5 min on an H100).
+#   batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; a fit of gpu.yaml 10x as
+#   long, for stability (~7 min on an H100).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
 # wheels in .whl/ (see the README's GPU section for the download command).
 set -uo pipefail
@@ -50,6 +51,8 @@ for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(cir
     print(f'eigenvalues on {name}: {sorted(times[1:])[2] * 1000:.2f} ms (median of 5 after a warm-up)')
 " 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
+  log "where (c)'s extra time goes (scripts/plugins_ab.py)"
+  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats $R 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
