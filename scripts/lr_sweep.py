@@ -5,40 +5,21 @@ On a CPU it found lr 1.5e-2 with 10 warm-up steps 60 steps to 0.99 in each of 3 
 on an H100 that recipe took 80 steps and spiked harder in a long run, so gpu.yaml kept its own (see its comments)."""
 
 import argparse
-import inspect
 
 import torch
 
-from prevpos.fast.baseline import held_out_accuracy
-from prevpos.loss import previous_token_loss
-from prevpos.module import PrevTokenModel
-from prevpos.sequences import random_sequences, seeded_sequences
-from prevpos.transformer import build_transformer
+from prevpos.fast.baseline import PlainTraining, held_out_accuracy
 
 
 def steps_to_target(batch: int, lr: float, warmup: int, seed: int, total: int, every: int, most: int, target: float,
                     device: torch.device) -> tuple[int | None, list[float]]:
-    hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
-    model = build_transformer(seed=seed).to(device)
-    model.cfg.device = str(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
-    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
-        torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup, lr * hp["min_lr_ratio"])], [warmup])
-    generator = torch.Generator(device).manual_seed(seed)
-    held_out = seeded_sequences(2048, hp["n_ctx"], hp["d_vocab"], hp["d_vocab"] - 1, 1).to(device).split(1024)
+    training = PlainTraining(device, lr, total, warmup, init_seed=seed, data_seed=seed)
+    held_out = training.held_out(2048, 256, seed=1)  # the same set whatever the seed (fit's default val set)
     accuracies = []
     for step in range(1, most + 1):
-        tokens = random_sequences(batch, hp["n_ctx"], hp["d_vocab"], hp["d_vocab"] - 1, generator, device)
-        loss = previous_token_loss(model(tokens), tokens)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
+        training.step(batch)
         if step % every == 0:
-            accuracies.append(held_out_accuracy(model, held_out))
+            accuracies.append(held_out_accuracy(training.model, held_out))
             if accuracies[-1] >= target:
                 return step, accuracies
     return None, accuracies

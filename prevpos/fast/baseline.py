@@ -12,38 +12,55 @@ from prevpos.sequences import random_sequences, seeded_sequences
 from prevpos.transformer import build_transformer
 
 
+class PlainTraining:
+    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, clip 1.0, AdamW, warm-up + cosine over
+    `total_steps`. `step()` trains on one fresh batch; `model` is the HookedTransformer."""
+
+    def __init__(self, device: torch.device, lr: float, total_steps: int, warmup_steps: int | None = None,
+                 init_seed: int | None = None, data_seed: int = 0):
+        hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
+        self.device = device
+        self.model = build_transformer(seed=hp["init_seed"] if init_seed is None else init_seed).to(device)
+        self.model.cfg.device = str(device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
+        warmup = hp["warmup_steps"] if warmup_steps is None else warmup_steps
+        self.schedule = torch.optim.lr_scheduler.SequentialLR(self.optimizer, [
+            torch.optim.lr_scheduler.LinearLR(self.optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(total_steps, warmup + 1) - warmup,
+                                                       lr * hp["min_lr_ratio"])], [warmup])
+        self.generator = torch.Generator(device).manual_seed(data_seed)
+        self.n_ctx, self.d_vocab = hp["n_ctx"], hp["d_vocab"]
+
+    def step(self, batch_size: int) -> None:
+        tokens = random_sequences(batch_size, self.n_ctx, self.d_vocab, self.d_vocab - 1, self.generator, self.device)
+        loss = previous_token_loss(self.model(tokens), tokens)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def held_out(self, size: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        """The fixed validation set, as fit's datamodule makes it, in validation batches."""
+        return seeded_sequences(size, self.n_ctx, self.d_vocab, self.d_vocab - 1, seed).to(self.device).split(
+            validation_batch_size(batch_size))
+
+
 def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_size: int, lr: float,
                meter: SpeedMeter, warmup_steps: int | None = None, val_size: int = 2048, seed: int = 0) -> None:
-    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, clip 1.0, AdamW, warm-up + cosine,
-    and a held-out accuracy check every `steps_per_epoch` steps (as fit's validation), timed by `meter`."""
-    hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
-    model = build_transformer(seed=hp["init_seed"]).to(device)
-    model.cfg.device = str(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
-    warmup = hp["warmup_steps"] if warmup_steps is None else warmup_steps
-    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
-        torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, warmup + 1) - warmup,
-                                                   lr * hp["min_lr_ratio"])], [warmup])
-    generator = torch.Generator(device).manual_seed(seed)
-    n_ctx, d_vocab = hp["n_ctx"], hp["d_vocab"]
-    held_out = seeded_sequences(val_size, n_ctx, d_vocab, d_vocab - 1, seed + 1).to(device)
-    held_out = held_out.split(validation_batch_size(batch_size))
+    """PlainTraining for `steps` steps, with a held-out accuracy check every `steps_per_epoch` steps (as fit's
+    validation), timed by `meter`."""
+    training = PlainTraining(device, lr, steps, warmup_steps, data_seed=seed)
+    held_out = training.held_out(val_size, batch_size, seed + 1)
     meter.begin()
     for step in range(steps):
         if step % steps_per_epoch == 0:
             meter.epoch_start()
-        tokens = random_sequences(batch_size, n_ctx, d_vocab, d_vocab - 1, generator, device)
-        loss = previous_token_loss(model(tokens), tokens)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
+        training.step(batch_size)
         if (step + 1) % steps_per_epoch == 0:
             meter.epoch_end(step // steps_per_epoch, steps_per_epoch)
-            meter.validated(held_out_accuracy(model, held_out), step + 1)
+            meter.validated(held_out_accuracy(training.model, held_out), step + 1)
     meter.finished()
 
 
