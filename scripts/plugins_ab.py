@@ -1,18 +1,26 @@
 """Where (c)'s extra time goes: `bench`'s (b) and (c) beside variants of (c), alternating on one machine.
     python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~3 min on an H100)
-Variants: (c) as `bench` runs it; (c) drawing figures only at step 0 and at the end; (c) with only the analyses
-that run every epoch early on (attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
+    python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
+                                                                     on a GPU, so the GIL is what they share)
+Variants: (c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before
+prevpos/fast/tensorboard_crc.py); (c) drawing figures only at step 0 and at the end; (c) with only the analyses that
+run every epoch early on (attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
 
 import argparse
 import statistics
 import tempfile
+from functools import partial
 
 import torch
+from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+from tensorboard.summary.writer import record_writer
 
-from prevpos.fast import runs
+from prevpos.fast import runs, tensorboard_crc
 
 DENSE = ("AttentionPatterns", "OVCircuit", "QKTermImportance", "Explanation")
-DEFAULT_PLUGINS = runs.default_plugins
+DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
+PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
+VARIANTS = ["b", "c", "c, pure-Python event checksums", "c, figures at start and end only", "c, dense plugins only"]
 
 
 def plugins_for(variant: str) -> list:
@@ -25,29 +33,43 @@ def plugins_for(variant: str) -> list:
     return plugins
 
 
+def set_checksums(pure_python: bool) -> None:
+    if pure_python:
+        record_writer.masked_crc32c = pywrap_tensorflow.masked_crc32c = PURE_PYTHON_CRC
+        tensorboard_crc.install = lambda: False
+    else:
+        tensorboard_crc.install = INSTALL_CRC
+        INSTALL_CRC()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--probe_size", type=int, default=256, help="sequences the analyses read (data.probe_size)")
     args = parser.parse_args()
-    bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=10, batch_size=256, lr=3e-3, warmup_steps=20,
-                                    target=0.99, steps_per_call=10, precision="32-true")
+    bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=10, batch_size=args.batch_size, lr=3e-3,
+                                    warmup_steps=20, target=0.99, steps_per_call=10, precision="32-true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    variants = ["b", "c", "c, figures at start and end only", "c, dense plugins only"]
-    results = {variant: [] for variant in variants}
+    results = {variant: [] for variant in VARIANTS}
+    runs.PrevTokenData = partial(DATA, probe_size=args.probe_size)
     with tempfile.TemporaryDirectory(prefix="prevpos-plugins-ab-") as scratch:
         for repeat in range(args.repeats):
-            for number, variant in enumerate(variants):
+            for number, variant in enumerate(VARIANTS):
                 runs.default_plugins = lambda: plugins_for(variant)
+                set_checksums(pure_python="pure-Python" in variant)
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
                 finally:
                     runs.default_plugins = DEFAULT_PLUGINS
+                    set_checksums(pure_python=False)
                 results[variant].append(result)
                 print(f"repeat {repeat + 1}: {variant:<34} {result['steps_per_s']:7.1f} steps/s  train "
                       f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s", flush=True)
     b_train = statistics.median(r["train_s"] for r in results["b"])
-    print(f"medians of {args.repeats} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}:")
+    print(f"medians of {args.repeats} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
+          f"batch {args.batch_size}, probe {args.probe_size}:")
     for variant, rows in results.items():
         train = statistics.median(r["train_s"] for r in rows)
         print(f"{variant:<34} {statistics.median(r['steps_per_s'] for r in rows):7.1f} steps/s  train {train:6.2f} s "

@@ -7,6 +7,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.render import RENDER_MODES, BackgroundRenderer
+from prevpos.fast import tensorboard_crc
 
 DEFAULT_RENDER = "process"
 
@@ -30,6 +31,8 @@ class FindingsWriter:
         render = os.environ.get("PREVPOS_RENDER") or render or DEFAULT_RENDER
         if render not in RENDER_MODES:
             raise ValueError(f"render={render!r}: must be one of {', '.join(RENDER_MODES)}")
+        if self.tensorboard is not None:
+            tensorboard_crc.install()  # the writer thread's checksums would otherwise hold the GIL for ~0.7 s a run
         self.renderer = BackgroundRenderer(self.tensorboard, render) if self.tensorboard is not None else None
         if self.renderer is not None:
             weakref.finalize(self, self.renderer.finish)  # a run that raised never reaches on_train_end

