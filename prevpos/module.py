@@ -89,8 +89,10 @@ class PrevTokenModel(L.LightningModule):
         accuracy = multiclass_accuracy(logits[:, 1:].argmax(-1), tokens[:, :-1], self.hparams.d_vocab,
                                        average="micro", validate_args=False)
         # sync_dist: under DDP both are means over the ranks' equal-sized batches (no-ops on one device).
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("train/acc", accuracy, prog_bar=True, sync_dist=True)
+        # Not on the progress bar: Lightning reads a prog_bar value on the host at every later step of the epoch, a
+        # GPU sync per step; the bar shows val/loss and val/acc instead, read once per validation.
+        self.log("train/loss", loss, sync_dist=True)
+        self.log("train/acc", accuracy, sync_dist=True)
 
     def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
         logits = self.model(tokens)
