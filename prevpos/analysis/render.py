@@ -2,16 +2,16 @@
 
 import os
 import pickle
-import re
 import struct
 import sys
 import threading
+import types
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Callable
 
 from lightning.pytorch.utilities import rank_zero_warn
@@ -20,7 +20,6 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from prevpos.fast.png import init_worker, render_png
 
 RENDER_MODES = ("process", "thread", "inline")
-MAIN_GUARD = re.compile(r"""__name__\s*==\s*["']__main__["']""")
 
 
 def worker_count() -> int:
@@ -29,19 +28,22 @@ def worker_count() -> int:
     return max(1, min(4, cores - 2))
 
 
-def unguarded_main_script() -> str | None:
-    """The running script, if a spawned worker would run it again: a spawned process imports the main module
-    (to find functions defined there), so a script that calls fit outside `if __name__ == "__main__":` would
-    train once more in every figure worker. None for `python -m prevpos`, notebooks and guarded scripts."""
-    main = sys.modules.get("__main__")
-    module_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
-    if module_name == "__main__" or module_name.endswith(".__main__"):
-        return None  # multiprocessing never re-runs a package's __main__
-    path = getattr(main, "__file__", None)
+@contextmanager
+def main_script_hidden():
+    """While inside, processes spawned here do not import the running script.
+
+    A spawned process imports the parent's `__main__` script, to find functions defined there. Figure workers need
+    only prevpos.fast.png and the figure functions' modules, and a script's top-level imports (torch, Lightning,
+    TransformerLens) cost each worker ~6 s of CPU to start and ~1.2 s of garbage collection to exit, which the
+    end of fit waits for (2-core CPU). An unguarded script would even train again in every worker.
+    `python -m prevpos` and notebooks have no script to import; this changes nothing there.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__, no __spec__: nothing for spawn to import
     try:
-        return None if path is None or MAIN_GUARD.search(Path(path).read_text()) else path
-    except (OSError, UnicodeDecodeError):
-        return None
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def image_summary(tag: str, png: bytes) -> Summary:
@@ -54,7 +56,7 @@ class BackgroundRenderer:
     """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for TensorBoard.
 
     Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
-    be pickled (a lambda), or a process pool that broke, falls back to a thread. Figures wait in a queue here and
+    be pickled (a lambda) or is defined in the running script, or a process pool that broke, falls back to a thread. Figures wait in a queue here and
     go to the workers a few at a time, so `finish()` can draw what is still queued on the calling thread too: at
     the end of a run training no longer needs that core.
     """
@@ -100,27 +102,27 @@ class BackgroundRenderer:
         future.add_done_callback(partial(self._done, tag, render, data, step))
 
     def _executor(self, render: Callable, data: dict):
-        if self.mode == "process" and self._picklable(render, data) and self._processes_started():
-            return self._process
+        if self.mode == "process" and self._picklable(render, data):
+            return self._worker_processes()
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-render")
         return self._thread
 
-    def _processes_started(self) -> bool:
-        """Start the worker processes once; False, and threads from then on, where they would re-run the script."""
+    def _worker_processes(self) -> ProcessPoolExecutor:
+        """The process pool; on first use every worker starts at once, with the running script hidden from it."""
         if self._process is None:
-            script = unguarded_main_script()
-            if script is not None:
-                self.mode = "thread"
-                rank_zero_warn(f"figures are drawn in a thread, not in worker processes: {script} has no "
-                               "`if __name__ == \"__main__\":` guard, so each worker would run it again (add one)")
-                return False
             self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
                                                 initializer=init_worker)
-        return True
+            with main_script_hidden():
+                for _ in range(worker_count()):  # a pool starts a process per task while none is idle
+                    self._process.submit(os.getpid)
+        return self._process
 
     @staticmethod
     def _picklable(render: Callable, data: dict) -> bool:
+        """Can a worker get render and data? Not a function of the running script: workers do not import it."""
+        if getattr(render, "__module__", None) == "__main__":
+            return False
         try:
             pickle.dumps((render, data))
             return True
