@@ -7,8 +7,11 @@
 #   RERUN=1 bash scripts/gpu_check.sh: the fast-path tests on the GPU; the OV eigenvalues on GPU and CPU; runs a-c at
 #   batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; a fit of gpu.yaml 10x as
 #   long, for stability (~7 min on an H100).
-# Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse) are installed from
-# wheels in .whl/ (see the README's GPU section for the download command).
+# Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
+# from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
+#   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#     transformer-lens==3.9.0 jsonargparse beartype better-abc datasets dill docstring-parser fancy-einsum \
+#     multiprocess typeguard typeshed-client google-crc32c
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -16,7 +19,7 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 QUICK=${QUICK:-0}  # QUICK=1: tiny sizes, to try this script on a CPU
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 
-if ! python3 -c "import transformer_lens, jsonargparse" 2>/dev/null; then
+if ! python3 -c "import transformer_lens, jsonargparse, google_crc32c" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 from prevpos.analysis import render
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.writer import FindingsWriter
+from prevpos.fast.png import ScriptlessSpawnContext
 from prevpos.figures import heatmap
 from prevpos.module import PrevTokenModel
 from prevpos_plugins.attention import AttentionPatterns
@@ -93,9 +94,9 @@ def test_tensors_nested_in_figure_data_are_drawn(in_tmp):
 
 
 def test_a_figure_worker_imports_neither_torch_nor_lightning():
-    """What a spawned worker unpickles (its initializer, the PNG step, a figure function) must stay light: the
-    whole stack took ~6 s per worker to import, longer than a GPU run, and the figures then waited for it."""
-    sent = pickle.dumps((render.init_worker, render.render_png, heatmap))
+    """What a spawned worker unpickles (its process object, initializer, the PNG step, a figure function) must stay
+    light: the whole stack took ~6 s per worker to import, longer than a GPU run, and the figures then waited."""
+    sent = pickle.dumps((ScriptlessSpawnContext.Process, render.init_worker, render.render_png, heatmap))
     probe = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
              "print(sorted(m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], input=sent, capture_output=True, check=True)

@@ -3,21 +3,17 @@
 import os
 import pickle
 import struct
-import sys
 import threading
-import types
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from multiprocessing import get_context
 from typing import Callable
 
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from prevpos.fast.png import init_worker, render_png
+from prevpos.fast.png import ScriptlessSpawnContext, init_worker, render_png
 
 RENDER_MODES = ("process", "thread", "inline")
 
@@ -26,24 +22,6 @@ def worker_count() -> int:
     """Figure processes: every core but two (training, the main loop), at most 4; at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return max(1, min(4, cores - 2))
-
-
-@contextmanager
-def main_script_hidden():
-    """While inside, processes spawned here do not import the running script.
-
-    A spawned process imports the parent's `__main__` script, to find functions defined there. Figure workers need
-    only prevpos.fast.png and the figure functions' modules, and a script's top-level imports (torch, Lightning,
-    TransformerLens) cost each worker ~6 s of CPU to start and ~1.2 s of garbage collection to exit, which the
-    end of fit waits for (2-core CPU). An unguarded script would even train again in every worker.
-    `python -m prevpos` and notebooks have no script to import; this changes nothing there.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__, no __spec__: nothing for spawn to import
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
 
 
 def image_summary(tag: str, png: bytes) -> Summary:
@@ -109,13 +87,9 @@ class BackgroundRenderer:
         return self._thread
 
     def _worker_processes(self) -> ProcessPoolExecutor:
-        """The process pool; on first use every worker starts at once, with the running script hidden from it."""
-        if self._process is None:
-            self._process = ProcessPoolExecutor(worker_count(), mp_context=get_context("spawn"),
+        if self._process is None:  # spawned, without importing the running script (ScriptlessProcess)
+            self._process = ProcessPoolExecutor(worker_count(), mp_context=ScriptlessSpawnContext(),
                                                 initializer=init_worker)
-            with main_script_hidden():
-                for _ in range(worker_count()):  # a pool starts a process per task while none is idle
-                    self._process.submit(os.getpid)
         return self._process
 
     @staticmethod
