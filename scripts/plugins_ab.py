@@ -2,8 +2,8 @@
     python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~3 min on an H100)
     python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
                                                                      on a GPU, so the GIL is what they share)
-Variants: (c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before
-prevpos/fast/tensorboard_crc.py); (c) drawing figures only at step 0 and at the end; (c) with only the analyses that
+Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step);
+(c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before prevpos/fast/tensorboard_crc.py); (c) drawing figures only at step 0 and at the end; (c) with only the analyses that
 run every epoch early on (attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
 
 import argparse
@@ -16,11 +16,13 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
 from prevpos.fast import runs, tensorboard_crc
+from prevpos.module import PrevTokenModel
 
 DENSE = ("AttentionPatterns", "OVCircuit", "QKTermImportance", "Explanation")
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
-VARIANTS = ["b", "c", "c, pure-Python event checksums", "c, figures at start and end only", "c, dense plugins only"]
+LOG = PrevTokenModel.log
+VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, pure-Python event checksums", "c, figures at start and end only", "c, dense plugins only"]
 
 
 def plugins_for(variant: str) -> list:
@@ -31,6 +33,10 @@ def plugins_for(variant: str) -> list:
     if variant == "c, dense plugins only":
         plugins = [plugin for plugin in plugins if type(plugin).__name__ in DENSE]
     return plugins
+
+
+def log_with_bar(self, name, value, *args, **kwargs):
+    return LOG(self, name, value, *args, **{**kwargs, "prog_bar": kwargs.get("prog_bar") or name.startswith("train/")})
 
 
 def set_checksums(pure_python: bool) -> None:
@@ -59,20 +65,22 @@ def main() -> None:
             for number, variant in enumerate(VARIANTS):
                 runs.default_plugins = lambda: plugins_for(variant)
                 set_checksums(pure_python="pure-Python" in variant)
+                PrevTokenModel.log = log_with_bar if "progress bar" in variant else LOG
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
                 finally:
                     runs.default_plugins = DEFAULT_PLUGINS
                     set_checksums(pure_python=False)
+                    PrevTokenModel.log = LOG
                 results[variant].append(result)
-                print(f"repeat {repeat + 1}: {variant:<34} {result['steps_per_s']:7.1f} steps/s  train "
+                print(f"repeat {repeat + 1}: {variant:<38} {result['steps_per_s']:7.1f} steps/s  train "
                       f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s", flush=True)
     b_train = statistics.median(r["train_s"] for r in results["b"])
     print(f"medians of {args.repeats} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
           f"batch {args.batch_size}, probe {args.probe_size}:")
     for variant, rows in results.items():
         train = statistics.median(r["train_s"] for r in rows)
-        print(f"{variant:<34} {statistics.median(r['steps_per_s'] for r in rows):7.1f} steps/s  train {train:6.2f} s "
+        print(f"{variant:<38} {statistics.median(r['steps_per_s'] for r in rows):7.1f} steps/s  train {train:6.2f} s "
               f"({train / b_train:.3f} x b)  end wait {statistics.median(r['end_s'] for r in rows):5.2f} s")
 
 
