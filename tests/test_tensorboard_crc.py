@@ -48,4 +48,3 @@ def test_event_files_written_after_install_are_valid_records(tmp_path):
         records.append(data)
         raw = raw[16 + length:]
     assert len(records) == 3 and figure in records[2]  # the file version header, the text, the figure
-

@@ -34,9 +34,9 @@ class BackgroundRenderer:
     """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for TensorBoard.
 
     Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
-    be pickled (a lambda) or is defined in the running script, or a process pool that broke, falls back to a thread. Figures wait in a queue here and
-    go to the workers a few at a time, so `finish()` can draw what is still queued on the calling thread too: at
-    the end of a run training no longer needs that core.
+    be pickled (a lambda) or is defined in the running script, or a process pool that broke, falls back to a
+    thread. Figures wait in a queue here and go to the workers a few at a time, so `finish()` can draw what is
+    still queued on the calling thread too: at the end of a run training no longer needs that core.
     """
 
     def __init__(self, summary_writer, mode: str = "process"):

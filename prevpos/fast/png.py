@@ -44,7 +44,8 @@ class ScriptlessProcess(SpawnProcess):
     only this module and the figure functions' modules, and a script's top-level imports (torch, Lightning,
     TransformerLens) cost each worker seconds of CPU to start and ~1.2 s of garbage collection to exit, which the
     end of fit waits for (2-core CPU); an unguarded script would even train again in every worker.
-    `python -m prevpos` and notebooks have no script to import: nothing changes there.
+    `python -m prevpos` and notebooks have no script to import: nothing changes there. While a worker starts (a few
+    ms, once per worker) other threads see an empty `__main__` module.
     """
 
     def start(self) -> None:
