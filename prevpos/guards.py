@@ -42,9 +42,10 @@ class StopOnDivergence(Callback):
             self._stop(trainer, f"training loss became {float(self._last_loss)}")
 
     def _check_weights(self, trainer: L.Trainer, pl_module) -> None:
-        bad = next((name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
-        if bad is not None:
-            self._stop(trainer, f"weight {bad} became non-finite")
+        names, params = zip(*pl_module.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for p in params])
+        if not finite.all():  # one host read (a GPU sync) for all the weights, not one per weight
+            self._stop(trainer, f"weight {names[int(finite.logical_not().nonzero()[0])]} became non-finite")
 
     def _stop(self, trainer: L.Trainer, what: str) -> None:
         raise DivergenceError(f"{what} at step {trainer.global_step}: lower model.lr (e.g. 3e-3) or "

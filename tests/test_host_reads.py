@@ -50,3 +50,11 @@ def test_steps_that_log_nothing_read_nothing_on_the_host(in_tmp, progress_bar):
     logged_steps = {step for step in range(40) if (step + 1) % LOG_EVERY == 0}
     assert set(reads.by_step) == logged_steps  # the logged steps do read: the counter sees reads
     assert max(reads.by_step.values()) <= 4  # the guard's loss check, and the two values written to TensorBoard
+
+
+def test_the_weight_check_reads_the_host_once():
+    module, reads = PrevTokenModel(), HostReads()
+    reads.step = 0
+    with reads:
+        StopOnDivergence()._check_weights(quiet_trainer(), module)
+    assert reads.by_step == {0: 1}  # 20 before: one per weight
