@@ -55,8 +55,10 @@ class PrevTokenModel(L.LightningModule):
                                        init_seed)
         # validate_args=False: the checks cost a host sync and ~0.5 ms a step; inputs here are argmaxes, always valid.
         self.val_acc = MulticlassAccuracy(d_vocab, average="micro", validate_args=False)
-        self.val_loss = MeanMetric()
-        self.val_acc_pos = torch.nn.ModuleList(MeanMetric() for _ in range(n_ctx - 1))
+        # nan_strategy="disable": the default checks every update for NaN on the host (2 GPU syncs per metric per
+        # batch) and drops what it finds; a NaN loss should show as NaN (the accuracies cannot be NaN).
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.val_acc_pos = torch.nn.ModuleList(MeanMetric(nan_strategy="disable") for _ in range(n_ctx - 1))
 
     def _apply(self, fn, *args, **kwargs):
         # TransformerLens moves inputs to cfg.device inside forward, and Lightning's .to() does not update it.

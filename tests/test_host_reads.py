@@ -58,3 +58,26 @@ def test_the_weight_check_reads_the_host_once():
     with reads:
         StopOnDivergence()._check_weights(quiet_trainer(), module)
     assert reads.by_step == {0: 1}  # 20 before: one per weight
+
+
+class ValidationReads(HostReads):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.step = None
+
+    def on_validation_start(self, trainer, pl_module):
+        self.step = 0
+
+    def on_validation_end(self, trainer, pl_module):
+        self.step = None
+
+
+def validation_reads(val_batches: int) -> int:
+    reads = ValidationReads()
+    trainer = quiet_trainer(max_epochs=1, callbacks=[reads], logger=True, default_root_dir=".")
+    with reads:  # validation batches are 1,024 sequences at this batch size
+        trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=2, val_size=1024 * val_batches))
+    return reads.by_step[0]
+
+
+def test_validation_reads_the_host_to_log_its_metrics_not_per_batch(in_tmp):
+    assert validation_reads(1) == validation_reads(4)  # 35 and 95 before: MeanMetric checked each update for NaN
