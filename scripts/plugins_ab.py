@@ -1,10 +1,11 @@
 """Where (c)'s extra time goes: `bench`'s (b) and (c) beside variants of (c), alternating on one machine.
-    python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~3 min on an H100)
+    python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~4 min on an H100)
     python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
                                                                      on a GPU, so the GIL is what they share)
 Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step);
-(c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before prevpos/fast/tensorboard_crc.py); (c) drawing figures only at step 0 and at the end; (c) with only the analyses that
-run every epoch early on (attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
+(c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before prevpos/fast/tensorboard_crc.py);
+(c) drawing figures only at step 0 and at the end; (c) with only the analyses that run every epoch early on
+(attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
 
 import argparse
 import statistics
@@ -22,7 +23,8 @@ DENSE = ("AttentionPatterns", "OVCircuit", "QKTermImportance", "Explanation")
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
 LOG = PrevTokenModel.log
-VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, pure-Python event checksums", "c, figures at start and end only", "c, dense plugins only"]
+VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, pure-Python event checksums",
+            "c, figures at start and end only", "c, dense plugins only"]
 
 
 def plugins_for(variant: str) -> list:
