@@ -155,6 +155,6 @@ class BackgroundRenderer:
             self._idle.wait_for(lambda: self._outstanding == 0)
         for executor in (self._process, self._thread):
             if executor is not None:
-                executor.shutdown(wait=True)
+                executor.shutdown(wait=False)  # every figure is written: let the workers exit on their own
         self._process = self._thread = None
         self.summary_writer.flush()
