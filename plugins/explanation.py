@@ -8,7 +8,7 @@ from prevpos.algorithm import algorithm_logits, algorithm_patterns, read_params
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.circuits import cached_qk_terms, decomposable, run_with_score_edits, term_ablation
 from prevpos.figures import heatmap
-from prevpos.loss import previous_token_loss
+from prevpos.loss import previous_token_losses
 
 EXPLAINED = ("direct", "qk_comp")  # "not my own token" + "recent": what the explanation says layer 1 uses
 UNEXPLAINED = ("k_comp", "q_comp")
@@ -36,8 +36,7 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[str
              "base": torch.zeros_like}
     logits = run_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three
     logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
-    losses = torch.stack([previous_token_loss(value, tokens) for value in logits.values()]).tolist()  # one sync
-    return dict(zip(logits, losses))
+    return previous_token_losses(logits, tokens)
 
 
 class Explanation(AnalysisPlugin):

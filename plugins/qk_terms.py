@@ -9,7 +9,7 @@ from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.circuits import (QK_TERMS, cached_qk_terms, decomposable, lower_triangle, run_with_score_edits,
                               term_ablation)
 from prevpos.figures import bars, heatmap, heatmap_grid
-from prevpos.loss import previous_token_loss
+from prevpos.loss import previous_token_losses
 
 
 def sum_check_error(terms: dict[str, Tensor], scores: Float[Tensor, "batch dest src"]) -> float:
@@ -22,9 +22,8 @@ def ablation_losses(run: ProbeRun, layer: int, head: int) -> dict[tuple[str, str
     batch mean. All eight in one forward pass from the cached input of `layer`."""
     terms = cached_qk_terms(run, layer, head)
     edits = {(how, name): term_ablation(head, terms, [name], how) for how in ("zero", "mean") for name in QK_TERMS}
-    logits = run_with_score_edits(run.model, run.tokens, layer, edits, run.cache["resid_pre", layer])
-    losses = torch.stack([previous_token_loss(value, run.tokens) for value in logits.values()]).tolist()  # one sync
-    return dict(zip(logits, losses))
+    return previous_token_losses(run_with_score_edits(run.model, run.tokens, layer, edits,
+                                                      run.cache["resid_pre", layer]), run.tokens)
 
 
 def full_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:

@@ -15,6 +15,12 @@ def previous_token_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Te
     return -log_probs.gather(-1, targets(tokens)[..., None]).mean()
 
 
+def previous_token_losses(logits: dict, tokens: Int[Tensor, "batch pos"]) -> dict:
+    """previous_token_loss of each logits in `logits` (same tokens), as floats read in one host read (GPU sync)."""
+    losses = torch.stack([previous_token_loss(value, tokens) for value in logits.values()]).tolist()
+    return dict(zip(logits, losses))
+
+
 def correct_predictions(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Tensor:
     """Boolean [batch, pos-1]: was the argmax at position i the token at i - 1?"""
     return logits[:, 1:].argmax(-1) == targets(tokens)
