@@ -116,10 +116,7 @@ class PrevTokenModel(L.LightningModule):
         hp = self.hparams
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.build_optimizer(trainable)
-        total = max(self.total_steps(), hp.warmup_steps + 1)
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(hp.warmup_steps, 1), 1.0, max(hp.warmup_steps, 1))
-        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - hp.warmup_steps, hp.lr * hp.min_lr_ratio)
-        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], [hp.warmup_steps])
+        schedule = warmup_cosine(optimizer, hp.lr, hp.warmup_steps, self.total_steps(), hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -128,3 +125,12 @@ class PrevTokenModel(L.LightningModule):
     def total_steps(self) -> int:
         """Optimizer steps in the whole run: the length of the cosine decay."""
         return fast_path.total_steps(self)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int,
+                  min_lr_ratio: float) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over warmup_steps, then cosine decay to lr * min_lr_ratio at total_steps (one step a call)."""
+    total = max(total_steps, warmup_steps + 1)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup_steps, 1), 1.0, max(warmup_steps, 1))
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup_steps, lr * min_lr_ratio)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], [warmup_steps])

@@ -7,7 +7,7 @@ import torch
 from prevpos.data import validation_batch_size
 from prevpos.fast.timing import SpeedMeter
 from prevpos.loss import correct_predictions, previous_token_loss
-from prevpos.module import PrevTokenModel
+from prevpos.module import PrevTokenModel, warmup_cosine
 from prevpos.sequences import random_sequences, seeded_sequences
 from prevpos.transformer import build_transformer
 
@@ -25,10 +25,7 @@ class PlainTraining:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
         warmup = hp["warmup_steps"] if warmup_steps is None else warmup_steps
-        self.schedule = torch.optim.lr_scheduler.SequentialLR(self.optimizer, [
-            torch.optim.lr_scheduler.LinearLR(self.optimizer, 1 / max(warmup, 1), 1.0, max(warmup, 1)),
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(total_steps, warmup + 1) - warmup,
-                                                       lr * hp["min_lr_ratio"])], [warmup])
+        self.schedule = warmup_cosine(self.optimizer, lr, warmup, total_steps, hp["min_lr_ratio"])
         self.generator = torch.Generator(device).manual_seed(data_seed)
         self.n_ctx, self.d_vocab = hp["n_ctx"], hp["d_vocab"]
 
