@@ -4,10 +4,11 @@
                                                                      on a GPU, so the GIL is what they share)
 Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step);
 (c) as `bench` runs it; (c) with TensorBoard's pure-Python event checksums (before prevpos/fast/tensorboard_crc.py);
-(c) drawing figures only at step 0 and at the end; (c) with only the analyses that run every epoch early on
-(attention, OV, QK terms, explanation). Each run's line is printed as it finishes."""
+(c) with the analyses in a thread of the training process (before prevpos/analysis/worker.py); (c) drawing figures
+only at step 0 and at the end. Each run's line is printed as it finishes."""
 
 import argparse
+import os
 import statistics
 import tempfile
 from functools import partial
@@ -19,12 +20,11 @@ from tensorboard.summary.writer import record_writer
 from prevpos.fast import runs, tensorboard_crc
 from prevpos.module import PrevTokenModel
 
-DENSE = ("AttentionPatterns", "OVCircuit", "QKTermImportance", "Explanation")
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
 LOG = PrevTokenModel.log
-VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, pure-Python event checksums",
-            "c, figures at start and end only", "c, dense plugins only"]
+VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, analyses in a thread",
+            "c, pure-Python event checksums", "c, figures at start and end only"]
 
 
 def plugins_for(variant: str) -> list:
@@ -32,8 +32,6 @@ def plugins_for(variant: str) -> list:
     if variant == "c, figures at start and end only":
         for plugin in plugins:
             plugin.figure_every_n_epochs = 10**9
-    if variant == "c, dense plugins only":
-        plugins = [plugin for plugin in plugins if type(plugin).__name__ in DENSE]
     return plugins
 
 
@@ -68,12 +66,14 @@ def main() -> None:
                 runs.default_plugins = lambda: plugins_for(variant)
                 set_checksums(pure_python="pure-Python" in variant)
                 PrevTokenModel.log = log_with_bar if "progress bar" in variant else LOG
+                os.environ["PREVPOS_ANALYSIS"] = "thread" if "in a thread" in variant else "process"
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
                 finally:
                     runs.default_plugins = DEFAULT_PLUGINS
                     set_checksums(pure_python=False)
                     PrevTokenModel.log = LOG
+                    os.environ.pop("PREVPOS_ANALYSIS")
                 results[variant].append(result)
                 print(f"repeat {repeat + 1}: {variant:<38} {result['steps_per_s']:7.1f} steps/s  train "
                       f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s", flush=True)

@@ -4,13 +4,16 @@ import copy
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from transformer_lens import HookedTransformer
 
+from prevpos.analysis import worker
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, analysis_mode
 from prevpos.analysis.writer import FindingsWriter
@@ -23,25 +26,29 @@ _sessions: "weakref.WeakKeyDictionary[L.Trainer, AnalysisSession]" = weakref.Wea
 
 
 class AnalysisSession:
-    """Runs the plugins on a background thread, so training goes on while they analyse.
+    """Runs the plugins off the training thread, so training goes on while they analyse.
 
-    At each analysed step the training thread only copies the weights (once, however many plugins run); a
-    float32 copy of the model loads them on the analysis thread, which makes one run_with_cache on the probe for
-    all plugins of that step. Findings are written, and failures reported, back on the training thread, in
-    step order, as soon as they are ready (`collect`); `finish` waits for all of them.
-    Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s;
-    on this thread they cost none of it directly (torch's kernels release the GIL), though training steps ran
-    ~8% slower beside them and the figure worker (27.9 vs 30.2 steps/s, `python -m prevpos bench`).
+    At each analysed step the training thread only copies the weights (once, however many plugins run). A
+    background thread hands each job to the analysis process (prevpos/analysis/worker.py), which runs the plugin
+    on a float32 copy of the model with those weights, one run_with_cache on the probe for all plugins of that
+    step. A plugin the process cannot take (defined in a notebook or the running script, or not picklable), or
+    every plugin with PREVPOS_ANALYSIS=thread, analyses on that background thread instead. Findings are written,
+    and failures reported, back on the training thread, in step order, as soon as they are ready (`collect`);
+    `finish` waits for all of them.
+    Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s.
     """
 
     def __init__(self, trainer: L.Trainer, probe_tokens: torch.Tensor):
         self.probe_tokens = probe_tokens
         self.writer = FindingsWriter(trainer.loggers)
         self.reported: set[str] = set()
+        self.place = worker.analysis_place()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-analysis")
         self._jobs: deque[tuple["AnalysisPlugin", int, Future]] = deque()
         self._weights: tuple[int, dict] | None = None  # (step, state_dict copy): what the next jobs analyse
-        self._copy: HookedTransformer | None = None  # the model the analysis thread runs, never trained
+        self._copy: HookedTransformer | None = None  # the model the analyses run, never trained
+        self._client: worker.WorkerClient | None = None
+        self._local: set[int] = set()  # plugins that analyse on the thread
         self._run: ProbeRun | None = None
         self._run_weights: tuple[int, dict] | None = None
 
@@ -57,7 +64,21 @@ class AnalysisSession:
         future = self._thread.submit(self._analyze, plugin, self._weights, epoch, figures)
         self._jobs.append((plugin, step, future))
 
-    def _analyze(self, plugin: "AnalysisPlugin", weights: tuple[int, dict], epoch: int, figures: bool) -> Findings:
+    def _analyze(self, plugin: "AnalysisPlugin", weights: tuple[int, dict], epoch: int,
+                 figures: bool) -> tuple[Findings, dict | None]:
+        """(findings, the plugin's state if it changed elsewhere than on the trainer's copy of it)."""
+        if self.place == "process" and id(plugin) not in self._local:
+            try:
+                return self._analyze_in_process(plugin, weights, epoch, figures)
+            except worker.PluginNotShippable as why:
+                self._local.add(id(plugin))
+                rank_zero_warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
+                               f"its Python slows training on a GPU: {why} (define it in an importable module)")
+            except BrokenProcessPool as error:  # e.g. the OS killed the process: go on without it
+                if self._client is not None:
+                    worker.discard(self._client.pool)
+                self.place = "thread"
+                rank_zero_warn(f"the analysis process failed ({error}); analysing in a thread instead")
         run = self._probe_run(weights, epoch)
         device = run.tokens.device
         on_gpu = device.type == "cuda"
@@ -66,7 +87,17 @@ class AnalysisSession:
             findings = plugin.analyze_checked(run)
         if not figures:
             findings.figures.clear()
-        return findings
+        return findings, None
+
+    def _analyze_in_process(self, plugin: "AnalysisPlugin", weights: tuple[int, dict], epoch: int,
+                            figures: bool) -> tuple[Findings, dict]:
+        step, state = weights
+        on_gpu = self._copy.cfg.device.startswith("cuda")
+        with CUDA_CAPTURE_LOCK if on_gpu else nullcontext():  # copies from the GPU: not during a graph capture
+            if self._client is None:
+                self._client = worker.WorkerClient(self._copy, self.probe_tokens)
+            job = self._client.pack(plugin, step, epoch, figures, state)
+        return self._client.run(job)
 
     def _probe_run(self, weights: tuple[int, dict], epoch: int) -> ProbeRun:
         """One run_with_cache per analysed step, however many plugins ask (jobs run in order, one at a time)."""
@@ -82,10 +113,12 @@ class AnalysisSession:
         while self._jobs and (wait or self._jobs[0][2].done()):
             plugin, step, future = self._jobs.popleft()
             try:
-                findings = future.result()
+                findings, plugin_state = future.result()
             except Exception as error:
                 plugin.report_failure(error, step, self, raise_strict)
                 continue
+            if plugin_state:
+                plugin.load_state_dict(plugin_state)
             self.writer.write(findings, step)
 
     def finish(self, raise_strict: bool = True) -> None:
