@@ -47,9 +47,11 @@ FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings]
 
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory):
-    """One 3-epoch run with a healthy plugin and every kind of faulty one (figures drawn inline)."""
+    """One 3-epoch run with a healthy plugin and every kind of faulty one (figures drawn inline), analysing in the
+    analysis process as on a GPU: failures cross from there."""
     tmp_path = tmp_path_factory.mktemp("faults")
     os.environ["PREVPOS_RENDER"], previous = "inline", os.environ.get("PREVPOS_RENDER")
+    os.environ["PREVPOS_ANALYSIS"] = "process"
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -58,6 +60,7 @@ def faulty_run(tmp_path_factory):
             trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     finally:
         os.environ.pop("PREVPOS_RENDER") if previous is None else os.environ.update(PREVPOS_RENDER=previous)
+        os.environ.pop("PREVPOS_ANALYSIS")
     events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"scalars": 0, "images": 0,
                                                                                   "tensors": 0})
     events.Reload()
@@ -87,6 +90,8 @@ def test_each_faulty_plugin_is_reported_once(faulty_run):
         assert len(mine) == 1, (cls.__name__, warned)
         assert [e.step for e in events.Tensors(f"plugin_errors/{cls.__name__}/text_summary")] == [_first_step(cls)]
     assert "boom at step 3" in next(w for w in warned if "_RaisesAtStep3" in w)
+    text = events.Tensors("plugin_errors/_RaisesAtStep3/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert 'raise RuntimeError("boom at step 3")' in text  # the line in the plugin, from the analysis process
     assert "scalar faulty/nan is nan" in next(w for w in warned if "_NaNScalar" in w)
     assert "figure faulty/not_a_figure is a str" in next(w for w in warned if "_NotAFigure" in w)
     assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
@@ -96,7 +101,9 @@ def _first_step(cls) -> int:
     return 3 if cls is _RaisesAtStep3 else 0
 
 
-def test_strict_plugin_stops_the_run(tmp_path):
+@pytest.mark.parametrize("place", ["thread", "process"])
+def test_strict_plugin_stops_the_run(tmp_path, monkeypatch, place):
+    monkeypatch.setenv("PREVPOS_ANALYSIS", place)
     trainer = quiet_trainer(max_epochs=2, callbacks=[_RaisesAtStep3(strict=True)])
     with pytest.raises(RuntimeError, match="boom at step 3"):
         trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))

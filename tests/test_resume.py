@@ -90,7 +90,9 @@ def inline_render(monkeypatch):
     monkeypatch.setenv("PREVPOS_RENDER", "inline")
 
 
-def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, monkeypatch, inline_render):
+@pytest.mark.parametrize("place", ["thread", "process"])  # process: the plugin's state crosses from it
+def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, monkeypatch, inline_render, place):
+    monkeypatch.setenv("PREVPOS_ANALYSIS", place)
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
     main(["fit", *SMALL, CALLBACKS])

@@ -18,12 +18,12 @@ class AnalysisPlugin(Callback):
     """Subclass and implement `analyze(run) -> Findings`; the base does the rest.
 
     Runs before training (step 0, so every curve shows its start), every `every_n_epochs` epochs and at the
-    end of training; never in the sanity check; on global rank 0 only. analyze() runs in the analysis process
+    end of training; never in the sanity check; on global rank 0 only. analyze() runs off the training thread
     (AnalysisSession), on a float32 copy of the weights of that step, in eval mode with no grad and no autocast;
-    what it finds is logged at that step once it is done, and all of it before fit returns. The process keeps its
-    own copy of the plugin: state that should reach checkpoints goes through Callback.state_dict/load_state_dict,
-    which the trainer's copy receives after each analysis. Define plugins in an importable module: one defined in
-    a notebook or the running script analyses in a thread of the training process instead.
+    what it finds is logged at that step once it is done, and all of it before fit returns. On a GPU it runs in
+    the analysis process, which keeps its own copy of the plugin: state that should reach checkpoints goes through
+    Callback.state_dict/load_state_dict, which the trainer's copy receives after each analysis. Define plugins in
+    an importable module: one defined in a notebook or the running script analyses in a thread instead.
 
     The mechanism forms in the first ~100 steps, so the default schedule is dense there and sparse after: every
     epoch for the first `dense_epochs` epochs, then every `every_n_epochs`. Figures cost far more than scalars
@@ -62,7 +62,7 @@ class AnalysisPlugin(Callback):
         return findings
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero and analysis_place() == "process":
+        if stage == "fit" and trainer.is_global_zero and analysis_place(trainer.strategy.root_device) == "process":
             prestart_analysis_process()  # its imports take seconds: start them beside Lightning's own setup
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -4,7 +4,6 @@ import copy
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -29,10 +28,10 @@ class AnalysisSession:
     """Runs the plugins off the training thread, so training goes on while they analyse.
 
     At each analysed step the training thread only copies the weights (once, however many plugins run). A
-    background thread hands each job to the analysis process (prevpos/analysis/worker.py), which runs the plugin
-    on a float32 copy of the model with those weights, one run_with_cache on the probe for all plugins of that
-    step. A plugin the process cannot take (defined in a notebook or the running script, or not picklable), or
-    every plugin with PREVPOS_ANALYSIS=thread, analyses on that background thread instead. Findings are written,
+    background thread runs the plugins on a float32 copy of the model with those weights, one run_with_cache on
+    the probe for all plugins of that step. When training on a GPU that thread hands each job to the analysis
+    process instead (prevpos/analysis/worker.py, which says why and how to choose), except for a plugin the process
+    cannot take (defined in a notebook or the running script, or not picklable). Findings are written,
     and failures reported, back on the training thread, in step order, as soon as they are ready (`collect`);
     `finish` waits for all of them.
     Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s.
@@ -42,7 +41,7 @@ class AnalysisSession:
         self.probe_tokens = probe_tokens
         self.writer = FindingsWriter(trainer.loggers)
         self.reported: set[str] = set()
-        self.place = worker.analysis_place()
+        self.place = worker.analysis_place(trainer.strategy.root_device)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-analysis")
         self._jobs: deque[tuple["AnalysisPlugin", int, Future]] = deque()
         self._weights: tuple[int, dict] | None = None  # (step, state_dict copy): what the next jobs analyse
@@ -74,11 +73,9 @@ class AnalysisSession:
                 self._local.add(id(plugin))
                 rank_zero_warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
                                f"its Python slows training on a GPU: {why} (define it in an importable module)")
-            except BrokenProcessPool as error:  # e.g. the OS killed the process: go on without it
-                if self._client is not None:
-                    worker.discard(self._client.pool)
-                self.place = "thread"
-                rank_zero_warn(f"the analysis process failed ({error}); analysing in a thread instead")
+            except worker.AnalysisProcessDied as error:  # e.g. the OS killed it: go on without it (the next fit
+                self.place = "thread"                       # starts a new one)
+                rank_zero_warn(f"the analysis process ended ({error}); analysing in a thread instead")
         run = self._probe_run(weights, epoch)
         device = run.tokens.device
         on_gpu = device.type == "cuda"

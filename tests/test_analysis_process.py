@@ -1,0 +1,110 @@
+"""The analysis process (what a GPU fit uses; PREVPOS_ANALYSIS=process forces it here): plugins analyse there,
+their state comes back to the trainer's copy, a plugin it cannot take and a process that dies fall back to the
+analysis thread."""
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prevpos.analysis import AnalysisPlugin, Findings, worker
+from prevpos.fast.threads import CpuThreads
+from prevpos.module import PrevTokenModel
+from tests.conftest import build_data, quiet_trainer
+
+TRAINER_PID = os.getpid()
+
+
+class _WhereAndHowOften(AnalysisPlugin):
+    """Logs the pid it analyses in, and how many steps it has analysed (state that checkpoints keep)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps: list[int] = []
+
+    def analyze(self, run) -> Findings:
+        self.steps.append(run.step)
+        findings = Findings()
+        findings.text("where/pid", str(os.getpid()))
+        findings.scalar("where/calls", len(self.steps))
+        findings.scalar("where/probe_loss", run.loss)
+        return findings
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+
+
+class _DiesOutsideTheTrainer(_WhereAndHowOften):
+    """Kills the analysis process at step 5 (as the OS would); analyses normally in the training process."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.trainer_pid = os.getpid()  # travels with the plugin (the process imports this module afresh)
+
+    def analyze(self, run) -> Findings:
+        if run.step == 5 and os.getpid() != self.trainer_pid:
+            os._exit(1)
+        return super().analyze(run)
+
+
+@pytest.fixture()
+def in_process(monkeypatch):
+    monkeypatch.setenv("PREVPOS_ANALYSIS", "process")
+    monkeypatch.setenv("PREVPOS_RENDER", "inline")
+
+
+def fit(tmp_path: Path, *plugins: AnalysisPlugin) -> tuple[EventAccumulator, list[str]]:
+    """2 epochs x 5 steps (analyses at steps 0, 5, 10); the run's events and the warnings it gave."""
+    logger = TensorBoardLogger(tmp_path, name="run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=2, logger=logger, callbacks=[CpuThreads(), *plugins]).fit(PrevTokenModel(),
+                                                                                            build_data())
+    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return events, [str(w.message) for w in caught]
+
+
+def pids(events: EventAccumulator) -> list[int]:
+    return [int(e.tensor_proto.string_val[0]) for e in events.Tensors("where/pid/text_summary")]
+
+
+def test_plugins_analyse_in_the_analysis_process_and_their_state_comes_back(tmp_path, in_process):
+    plugin = _WhereAndHowOften()
+    events, warned = fit(tmp_path, plugin)
+    analysed_in = set(pids(events))
+    assert len(analysed_in) == 1 and TRAINER_PID not in analysed_in
+    assert [(e.step, e.value) for e in events.Scalars("where/calls")] == [(0, 1), (5, 2), (10, 3)]
+    assert plugin.steps == [0, 5, 10]  # the trainer's copy has the process's state, for checkpoints
+    losses = [e.value for e in events.Scalars("where/probe_loss")]
+    assert losses[0] > 4 and losses[-1] < losses[0]  # each step's own weights (ln 100 = 4.6 untrained)
+    assert not [w for w in warned if "analys" in w]
+
+    again, _ = fit(tmp_path / "again", _WhereAndHowOften())
+    assert set(pids(again)) == analysed_in  # one process for every fit in this Python process
+
+
+def test_a_plugin_the_process_cannot_take_analyses_in_a_thread(tmp_path, in_process):
+    class _Local(_WhereAndHowOften):  # a local class cannot be pickled, as one defined in a notebook cannot be imported
+        pass
+
+    events, warned = fit(tmp_path, _Local())
+    assert set(pids(events)) == {TRAINER_PID}
+    assert [e.step for e in events.Scalars("where/calls")] == [0, 5, 10]
+    assert [w for w in warned if w.startswith("plugin _Local analyses in a thread") and "cannot be pickled" in w]
+
+
+def test_training_goes_on_when_the_analysis_process_dies(tmp_path, in_process):
+    dead = worker.prestart().process
+    events, warned = fit(tmp_path, _DiesOutsideTheTrainer())
+    assert [w for w in warned if w.startswith("the analysis process ended (exit code 1)")], warned
+    # Step 5's job died with the process: analysed again, in the thread; nothing lost.
+    assert [e.step for e in events.Scalars("where/calls")] == [0, 5, 10]
+    assert pids(events)[0] == dead.pid and set(pids(events)[1:]) == {TRAINER_PID}
+    assert worker.prestart().process.pid != dead.pid  # the next fit gets a new process
