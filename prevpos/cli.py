@@ -134,6 +134,18 @@ commands:
 `python -m prevpos COMMAND --help` lists a command's options."""
 
 
+def prestart_analysis_process() -> None:
+    """On a machine with a GPU, start the analysis process before this one imports Lightning and TransformerLens:
+    it imports them too, and the two imports overlap instead of the analyses waiting seconds at the start of fit.
+    (A fit on the CPU, or with no plugins, leaves it idle: it holds no GPU memory until a first analysis.)"""
+    import torch
+
+    from prevpos.fast import analysis_process
+
+    if analysis_process.analysis_place("cuda") == "process" and torch.cuda.is_available():  # checks PREVPOS_ANALYSIS
+        analysis_process.prestart()
+
+
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
@@ -146,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             from prevpos.resume import expand_resume
 
             argv, from_command_line = expand_resume(argv), False
+        if argv[0] == "fit":
+            prestart_analysis_process()
         if argv[0] in EXTRA_COMMANDS:
             import importlib
 

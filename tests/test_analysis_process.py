@@ -10,7 +10,8 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from prevpos.analysis import AnalysisPlugin, Findings, worker
+from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.fast import analysis_process
 from prevpos.fast.threads import CpuThreads
 from prevpos.module import PrevTokenModel
 from tests.conftest import build_data, quiet_trainer
@@ -101,10 +102,10 @@ def test_a_plugin_the_process_cannot_take_analyses_in_a_thread(tmp_path, in_proc
 
 
 def test_training_goes_on_when_the_analysis_process_dies(tmp_path, in_process):
-    dead = worker.prestart().process
+    dead = analysis_process.prestart().process
     events, warned = fit(tmp_path, _DiesOutsideTheTrainer())
     assert [w for w in warned if w.startswith("the analysis process ended (exit code 1)")], warned
     # Step 5's job died with the process: analysed again, in the thread; nothing lost.
     assert [e.step for e in events.Scalars("where/calls")] == [0, 5, 10]
     assert pids(events)[0] == dead.pid and set(pids(events)[1:]) == {TRAINER_PID}
-    assert worker.prestart().process.pid != dead.pid  # the next fit gets a new process
+    assert analysis_process.prestart().process.pid != dead.pid  # the next fit gets a new process

@@ -98,6 +98,18 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, expected, worksp
     assert snapshot(workspace) == before  # no run's files touched, nothing created
 
 
+def test_a_bad_analysis_place_is_one_line_before_anything_runs(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("PREVPOS_ANALYSIS", "fork")
+    before = snapshot(workspace)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.strip().splitlines() == [err.strip()]
+    assert err.startswith("prevpos: error: PREVPOS_ANALYSIS=fork: must be one of process, thread")
+    assert snapshot(workspace) == before
+
+
 def test_every_case_is_distinct_and_there_are_at_least_20():
     assert len({case[0] for case in CASES}) == len(CASES) >= 20
 

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 from prevpos.analysis import render
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.writer import FindingsWriter
-from prevpos.fast.png import ScriptlessSpawnContext
+from prevpos.fast.spawn import ScriptlessSpawnContext
 from prevpos.figures import heatmap
 from prevpos.module import PrevTokenModel
 from prevpos_plugins.attention import AttentionPatterns

@@ -9,9 +9,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun
 from prevpos.analysis.session import AnalysisSession, session_for
-from prevpos.analysis.worker import analysis_place
-from prevpos.analysis.worker import prestart as prestart_analysis_process
 from prevpos.errors import ConfigError
+from prevpos.fast import analysis_process
 
 
 class AnalysisPlugin(Callback):
@@ -62,8 +61,9 @@ class AnalysisPlugin(Callback):
         return findings
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero and analysis_place(trainer.strategy.root_device) == "process":
-            prestart_analysis_process()  # its imports take seconds: start them beside Lightning's own setup
+        place = analysis_process.analysis_place(trainer.strategy.root_device.type)
+        if stage == "fit" and trainer.is_global_zero and place == "process":
+            analysis_process.prestart()  # its imports take seconds: start them now if `fit` has not
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before

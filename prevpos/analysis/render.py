@@ -13,7 +13,8 @@ from typing import Callable
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from prevpos.fast.png import ScriptlessSpawnContext, init_worker, render_png
+from prevpos.fast.png import init_worker, render_png
+from prevpos.fast.spawn import ScriptlessSpawnContext
 
 RENDER_MODES = ("process", "thread", "inline")
 

@@ -12,10 +12,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from transformer_lens import HookedTransformer
 
-from prevpos.analysis import worker
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.analysis.worker import PluginNotShippable, WorkerClient
 from prevpos.analysis.writer import FindingsWriter
+from prevpos.fast.analysis_process import AnalysisProcessDied, analysis_place
 from prevpos.fast.step import CUDA_CAPTURE_LOCK
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class AnalysisSession:
     At each analysed step the training thread only copies the weights (once, however many plugins run). A
     background thread runs the plugins on a float32 copy of the model with those weights, one run_with_cache on
     the probe for all plugins of that step. When training on a GPU that thread hands each job to the analysis
-    process instead (prevpos/analysis/worker.py, which says why and how to choose), except for a plugin the process
+    process instead (prevpos/fast/analysis_process.py says why, and how to choose), except for a plugin the process
     cannot take (defined in a notebook or the running script, or not picklable). Findings are written,
     and failures reported, back on the training thread, in step order, as soon as they are ready (`collect`);
     `finish` waits for all of them.
@@ -41,12 +42,12 @@ class AnalysisSession:
         self.probe_tokens = probe_tokens
         self.writer = FindingsWriter(trainer.loggers)
         self.reported: set[str] = set()
-        self.place = worker.analysis_place(trainer.strategy.root_device)
+        self.place = analysis_place(trainer.strategy.root_device.type)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="prevpos-analysis")
         self._jobs: deque[tuple["AnalysisPlugin", int, Future]] = deque()
         self._weights: tuple[int, dict] | None = None  # (step, state_dict copy): what the next jobs analyse
         self._copy: HookedTransformer | None = None  # the model the analyses run, never trained
-        self._client: worker.WorkerClient | None = None
+        self._client: WorkerClient | None = None
         self._local: set[int] = set()  # plugins that analyse on the thread
         self._run: ProbeRun | None = None
         self._run_weights: tuple[int, dict] | None = None
@@ -69,11 +70,11 @@ class AnalysisSession:
         if self.place == "process" and id(plugin) not in self._local:
             try:
                 return self._analyze_in_process(plugin, weights, epoch, figures)
-            except worker.PluginNotShippable as why:
+            except PluginNotShippable as why:
                 self._local.add(id(plugin))
                 rank_zero_warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
                                f"its Python slows training on a GPU: {why} (define it in an importable module)")
-            except worker.AnalysisProcessDied as error:  # e.g. the OS killed it: go on without it (the next fit
+            except AnalysisProcessDied as error:  # e.g. the OS killed it: go on without it (the next fit
                 self.place = "thread"                       # starts a new one)
                 rank_zero_warn(f"the analysis process ended ({error}); analysing in a thread instead")
         run = self._probe_run(weights, epoch)
@@ -92,7 +93,7 @@ class AnalysisSession:
         on_gpu = self._copy.cfg.device.startswith("cuda")
         with CUDA_CAPTURE_LOCK if on_gpu else nullcontext():  # copies from the GPU: not during a graph capture
             if self._client is None:
-                self._client = worker.WorkerClient(self._copy, self.probe_tokens)
+                self._client = WorkerClient(self._copy, self.probe_tokens)
             job = self._client.pack(plugin, step, epoch, figures, state)
         return self._client.run(job)
 

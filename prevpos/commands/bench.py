@@ -70,6 +70,10 @@ def describe(device: torch.device) -> str:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     device = pick_device(args.device)
+    from prevpos.fast import analysis_process
+
+    if "c" in args.runs and analysis_process.analysis_place(device.type) == "process":
+        analysis_process.prestart()  # as `fit` does: its imports overlap the next ones instead of delaying (c)
     from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
 
     runs = {key: [] for key in args.runs if key in RUNS}

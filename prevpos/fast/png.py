@@ -7,9 +7,6 @@ the figures queued up and were drawn at the end. On an H100 (`bench`) (c)/(b) tr
 
 import io
 import os
-import sys
-import types
-from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Callable
 
 import numpy as np
@@ -35,29 +32,3 @@ def init_worker() -> None:
     under other load here. One thread in case a render function pulls in torch."""
     os.nice(10)
     os.environ["OMP_NUM_THREADS"] = "1"
-
-
-class ScriptlessProcess(SpawnProcess):
-    """A spawned process that does not import the running script.
-
-    A spawned process imports the parent's `__main__` script, to find functions defined there. Figure workers need
-    only this module and the figure functions' modules, and a script's top-level imports (torch, Lightning,
-    TransformerLens) cost each worker seconds of CPU to start and ~1.2 s of garbage collection to exit, which the
-    end of fit waits for (2-core CPU); an unguarded script would even train again in every worker.
-    `python -m prevpos` and notebooks have no script to import: nothing changes there. While a worker starts (a few
-    ms, once per worker) other threads see an empty `__main__` module.
-    """
-
-    def start(self) -> None:
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__ or __spec__: nothing for spawn to import
-        try:
-            super().start()
-        finally:
-            sys.modules["__main__"] = main
-
-
-class ScriptlessSpawnContext(SpawnContext):
-    """multiprocessing's spawn context, with ScriptlessProcess: what the figure process pool starts its workers in."""
-
-    Process = ScriptlessProcess
