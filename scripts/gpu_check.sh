@@ -38,7 +38,7 @@ bench() { local name=$1; shift; log "bench $name: $*"
 
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the latest changes moved
   log "tests (CUDA)"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
   log "OV eigenvalues of one head's circuit (the OV plugin's copy_eigen), on the GPU and on the host CPU"
   python3 -c "
 import time, torch

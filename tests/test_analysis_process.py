@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -30,6 +31,7 @@ class _WhereAndHowOften(AnalysisPlugin):
         self.steps.append(run.step)
         findings = Findings()
         findings.text("where/pid", str(os.getpid()))
+        findings.text("where/device", str(run.tokens.device))
         findings.scalar("where/calls", len(self.steps))
         findings.scalar("where/probe_loss", run.loss)
         return findings
@@ -60,20 +62,25 @@ def in_process(monkeypatch):
     monkeypatch.setenv("PREVPOS_RENDER", "inline")
 
 
-def fit(tmp_path: Path, *plugins: AnalysisPlugin) -> tuple[EventAccumulator, list[str]]:
+def fit(tmp_path: Path, *plugins: AnalysisPlugin, accelerator: str = "cpu") -> tuple[EventAccumulator, list[str]]:
     """2 epochs x 5 steps (analyses at steps 0, 5, 10); the run's events and the warnings it gave."""
     logger = TensorBoardLogger(tmp_path, name="run")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        quiet_trainer(max_epochs=2, logger=logger, callbacks=[CpuThreads(), *plugins]).fit(PrevTokenModel(),
-                                                                                            build_data())
+        trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[CpuThreads(), *plugins],
+                                accelerator=accelerator)
+        trainer.fit(PrevTokenModel(), build_data())
     events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     return events, [str(w.message) for w in caught]
 
 
+def texts(events: EventAccumulator, tag: str) -> list[str]:
+    return [e.tensor_proto.string_val[0].decode() for e in events.Tensors(f"{tag}/text_summary")]
+
+
 def pids(events: EventAccumulator) -> list[int]:
-    return [int(e.tensor_proto.string_val[0]) for e in events.Tensors("where/pid/text_summary")]
+    return [int(text) for text in texts(events, "where/pid")]
 
 
 def test_plugins_analyse_in_the_analysis_process_and_their_state_comes_back(tmp_path, in_process):
@@ -109,3 +116,13 @@ def test_training_goes_on_when_the_analysis_process_dies(tmp_path, in_process):
     assert [e.step for e in events.Scalars("where/calls")] == [0, 5, 10]
     assert pids(events)[0] == dead.pid and set(pids(events)[1:]) == {TRAINER_PID}
     assert analysis_process.prestart().process.pid != dead.pid  # the next fit gets a new process
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_plugins_analyse_in_the_process_on_the_gpu(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREVPOS_ANALYSIS", raising=False)  # the default place on a GPU
+    monkeypatch.setenv("PREVPOS_RENDER", "inline")
+    plugin = _WhereAndHowOften()
+    events, _ = fit(tmp_path, plugin, accelerator="cuda")
+    assert TRAINER_PID not in pids(events) and set(texts(events, "where/device")) == {"cuda:0"}
+    assert plugin.steps == [0, 5, 10]
