@@ -18,7 +18,7 @@ import torch
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
-from prevpos.fast import runs, tensorboard_crc
+from prevpos.fast import analysis_process, runs, tensorboard_crc
 from prevpos.module import PrevTokenModel
 
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
@@ -59,6 +59,7 @@ def main() -> None:
     bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=10, batch_size=args.batch_size, lr=3e-3,
                                     warmup_steps=20, target=0.99, steps_per_call=10, precision="32-true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    analysis_process.prestart()  # as `fit` and `bench` do on a GPU: its imports overlap the (b) runs
     results = {variant: [] for variant in VARIANTS}
     runs.PrevTokenData = partial(DATA, probe_size=args.probe_size)
     with tempfile.TemporaryDirectory(prefix="prevpos-plugins-ab-") as scratch:

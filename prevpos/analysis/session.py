@@ -73,9 +73,9 @@ class AnalysisSession:
             except PluginNotShippable as why:
                 self._local.add(id(plugin))
                 rank_zero_warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
-                               f"its Python slows training on a GPU: {why} (define it in an importable module)")
-            except AnalysisProcessDied as error:  # e.g. the OS killed it: go on without it (the next fit
-                self.place = "thread"                       # starts a new one)
+                               f"its Python slows training on a GPU: {why}")
+            except AnalysisProcessDied as error:  # e.g. the OS killed it; the next fit starts a new one
+                self.place = "thread"
                 rank_zero_warn(f"the analysis process ended ({error}); analysing in a thread instead")
         run = self._probe_run(weights, epoch)
         device = run.tokens.device

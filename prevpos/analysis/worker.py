@@ -40,7 +40,8 @@ class WorkerClient:
             try:
                 plugin_bytes = pickle.dumps(plugin)
             except Exception as error:
-                raise PluginNotShippable(f"it cannot be pickled ({error!r})") from None
+                raise PluginNotShippable(f"it cannot be pickled ({error!r}; define it at the top level of a "
+                                         "module, with picklable attributes)") from None
         step_weights = pickle.dumps({k: v.cpu() for k, v in weights.items()}) if self._step != step else None
         return (_analyze, id(plugin), plugin_bytes, step, epoch, figures, step_weights)
 
@@ -75,7 +76,8 @@ def _analyze(key: int, plugin_bytes: bytes | None, step: int, epoch: int, figure
         try:
             _state["plugins"][key] = pickle.loads(plugin_bytes)
         except Exception as error:
-            raise PluginNotShippable(f"the analysis process cannot import it ({error!r})") from None
+            raise PluginNotShippable(f"the analysis process cannot import it ({error!r}; install its package or put "
+                                     "its folder on PYTHONPATH)") from None
     run, plugin = _state["run"], _state["plugins"][key]
     on_gpu = run.tokens.device.type == "cuda"
     with torch.cuda.device(run.tokens.device) if on_gpu else nullcontext(), analysis_mode(model):
