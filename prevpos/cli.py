@@ -51,7 +51,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from prevpos.checkpoints import SPECIAL_CKPT_PATHS, AtomicCheckpointIO, check_fits, read_checkpoint
+    from prevpos.checkpoints import SPECIAL_CKPT_PATHS, BackgroundCheckpointIO, check_fits, read_checkpoint
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.fast.threads import CpuThreads
@@ -99,7 +99,7 @@ def build_cli(args: list[str] | None, run: bool = True):
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+                trainer.strategy.checkpoint_io = BackgroundCheckpointIO()
             return trainer
 
         def _check_ckpt_path(self):

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -166,6 +167,25 @@ def test_checkpoint_is_written_beside_its_target_and_renamed(tmp_path, monkeypat
     AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "ckpts" / "last.ckpt")
     (source, target), = renames
     assert source.parent == target.parent == tmp_path / "ckpts" and target.name == "last.ckpt"
+
+
+def test_fit_writes_checkpoints_off_the_training_thread_all_before_it_returns(tmp_path, monkeypatch):
+    writers = []
+    real_save = AtomicCheckpointIO.save_checkpoint
+
+    def recorded(self, checkpoint, path, storage_options=None):
+        time.sleep(0.2)  # a slow disk: fit must still wait for every write
+        real_save(self, checkpoint, path, storage_options)
+        writers.append((threading.current_thread() is threading.main_thread(), Path(path).name))
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recorded)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--trainer.callbacks=[]"])
+    assert writers and not any(on_main for on_main, _ in writers)
+    last_best = [name for _, name in writers if name.startswith("best")][-1]
+    assert sorted(p.name for p in (RUN / "checkpoints").iterdir()) == [last_best, "last.ckpt"]  # older best removed
+    last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 8 and last["epoch"] == 1
 
 
 @pytest.mark.slow
