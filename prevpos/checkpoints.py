@@ -45,8 +45,8 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
     ModelCheckpoint writes twice an epoch (the best and last.ckpt), each fsynced. Measured on the 2-core CPU
     (`python scripts/checkpoint_cost.py`: its hooks timed over 30 epochs at batch 8, 2 runs each): 14.7-16.2 ms an
     epoch in the training loop when written there, 8.5-9.0 ms in the background (what is left is Lightning
-    gathering the state). A fit
-    that ends or fails waits for the writes (Strategy.teardown); a killed one keeps the last complete file.
+    gathering the state). A fit that ends or fails waits for the writes (Strategy.teardown); a killed one keeps the
+    last complete file.
     Removals queue behind the writes: Lightning's AsyncCheckpointIO removes at once, so on a slow disk an old best
     checkpoint removed before its write had landed came back and stayed (tests/test_resume.py).
     """

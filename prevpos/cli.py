@@ -1,5 +1,6 @@
 """`python -m prevpos fit|validate|test|analyze|report|bench`: LightningCLI for training, small parsers for the rest."""
 
+import os
 import re
 import sys
 import warnings
@@ -137,12 +138,14 @@ commands:
 def prestart_analysis_process() -> None:
     """On a machine with a GPU, start the analysis process before this one imports Lightning and TransformerLens:
     it imports them too, and the two imports overlap instead of the analyses waiting seconds at the start of fit.
-    (A fit on the CPU, or with no plugins, leaves it idle: it holds no GPU memory until a first analysis.)"""
+    (A fit on the CPU, or with no plugins, leaves it idle: it holds no GPU memory until a first analysis.) Not in
+    the processes Lightning launches for the other ranks of a multi-GPU fit: only global rank 0 analyses."""
     import torch
 
     from prevpos.fast import analysis_process
 
-    if analysis_process.analysis_place("cuda") == "process" and torch.cuda.is_available():  # checks PREVPOS_ANALYSIS
+    rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if analysis_process.analysis_place("cuda") == "process" and rank_zero and torch.cuda.is_available():
         analysis_process.prestart()
 
 

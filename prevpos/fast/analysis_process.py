@@ -14,6 +14,7 @@ without importing the running script, and daemonic: the interpreter's exit ends 
 """
 
 import os
+import signal
 import threading
 import traceback
 
@@ -85,6 +86,7 @@ def prestart() -> AnalysisProcess:
 
 def _serve(connection) -> None:
     """The process's loop: import the analysis stack, then run each call sent, in order, and send back its result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process; this one ends with it
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import prevpos.analysis.worker  # noqa: F401  (torch, TransformerLens, the plugins' stack: before the first call)
 

@@ -7,6 +7,7 @@ the figures queued up and were drawn at the end. On an H100 (`bench`) (c)/(b) tr
 
 import io
 import os
+import signal
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,8 @@ def render_png(render: Callable, data: dict) -> bytes:
 
 def init_worker() -> None:
     """Lower priority, so a busy machine slows the figures before training; not 19, which starved them outright
-    under other load here. One thread in case a render function pulls in torch."""
+    under other load here. One thread in case a render function pulls in torch. Ctrl-C is for the training process
+    (it reaches the whole process group: each worker printed a KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(10)
     os.environ["OMP_NUM_THREADS"] = "1"
