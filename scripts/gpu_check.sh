@@ -4,9 +4,9 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh: the fast-path tests on the GPU; the OV eigenvalues on GPU and CPU; runs a-c at
-#   batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; a fit of gpu.yaml 10x as
-#   long, for stability (~7 min on an H100).
+#   RERUN=1 bash scripts/gpu_check.sh: the fast-path and analysis-process tests on the GPU; the OV eigenvalues on GPU
+#   and CPU; runs a-c at batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; a fit
+#   of gpu.yaml 10x as long, for stability (~7 min on an H100).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -38,7 +38,8 @@ bench() { local name=$1; shift; log "bench $name: $*"
 
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the latest changes moved
   log "tests (CUDA)"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 | tail -3 | tee -a "$OUT/log.txt"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 \
+    | tail -3 | tee -a "$OUT/log.txt"
   log "OV eigenvalues of one head's circuit (the OV plugin's copy_eigen), on the GPU and on the host CPU"
   python3 -c "
 import time, torch
