@@ -26,6 +26,7 @@ def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
         assert m["time_to_target_s"] is None  # 20 steps cannot reach 0.99
     assert report["ratios"]["b/a steps_per_s"] == pytest.approx(b["steps_per_s"] / a["steps_per_s"])
     assert "needs a CUDA GPU" in report["skipped"]["d"]
+    assert report["analysis_place"] == "thread"  # where (c) would analyse: on a CPU, a thread
     printed = capsys.readouterr().out
     assert "(a) plain PyTorch loop" in printed and "(b) fit, no plugins" in printed and "b/a steps_per_s" in printed
 

@@ -72,7 +72,8 @@ def main(argv: list[str]) -> None:
     device = pick_device(args.device)
     from prevpos.fast import analysis_process
 
-    if "c" in args.runs and analysis_process.analysis_place(device.type) == "process":
+    analysis_place = analysis_process.analysis_place(device.type)
+    if "c" in args.runs and analysis_place == "process":
         analysis_process.prestart()  # as `fit` does: its imports overlap the next ones instead of delaying (c)
     from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
 
@@ -87,7 +88,8 @@ def main(argv: list[str]) -> None:
                 print(f"[bench] repeat {repeat + 1}/{args.repeats}: ({key}) {RUNS[key]} ...", file=sys.stderr, flush=True)
                 runs[key].append(run_one(key, args, device, os.path.join(scratch, f"{key}{repeat}")))
     medians = {key: {m: _median([r[m] for r in results]) for m in METRICS} for key, results in runs.items()}
-    report = {"device": describe(device), "torch": torch.__version__, "args": vars(args), "runs": runs,
+    report = {"device": describe(device), "torch": torch.__version__, "analysis_place": analysis_place,
+              "args": vars(args), "runs": runs,
               "median": medians, "ratios": ratios(medians), "skipped": skipped}
     print(table(report))
     with open(args.out, "w") as out:
@@ -112,8 +114,9 @@ def ratios(medians: dict) -> dict:
 
 def table(report: dict) -> str:
     args = report["args"]
+    place = f"  (c): analyses in a {report['analysis_place']}" if "c" in report["median"] else ""
     lines = [f"device: {report['device']}  torch {report['torch']}  batch {args['batch_size']}  lr {args['lr']}  "
-             f"{args['steps']} steps  medians of {args['repeats']}",
+             f"{args['steps']} steps  medians of {args['repeats']}{place}",
              f"{'run':<26}{'steps/s':>9}{'to ' + str(args['target']) + ' (s)':>13}{'(steps)':>9}{'train (s)':>11}"
              f"{'end (s)':>9}{'peak MiB':>10}{'val acc':>9}"]
     for key, m in report["median"].items():
