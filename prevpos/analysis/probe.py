@@ -1,6 +1,6 @@
 """One forward pass with cache on the fixed probe batch, shared by every plugin at a given step."""
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -70,3 +70,14 @@ def analysis_mode(model: HookedTransformer):
             yield
     finally:
         model.train(was_training)
+
+
+def analyze_on(plugin, run: ProbeRun, figures: bool):
+    """plugin.analyze_checked(run) in analysis_mode with run's device current; its figures dropped unless `figures`.
+    What an analysed step does for each plugin, in the analysis thread or the analysis process."""
+    device = run.tokens.device
+    with torch.cuda.device(device) if device.type == "cuda" else nullcontext(), analysis_mode(run.model):
+        findings = plugin.analyze_checked(run)
+    if not figures:
+        findings.figures.clear()
+    return findings

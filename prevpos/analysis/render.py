@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from prevpos.fast.png import init_worker, render_png
-from prevpos.fast.spawn import ScriptlessSpawnContext
+from prevpos.fast.spawn import ScriptlessSpawnContext, from_running_script
 
 RENDER_MODES = ("process", "thread", "inline")
 
@@ -96,7 +96,7 @@ class BackgroundRenderer:
     @staticmethod
     def _picklable(render: Callable, data: dict) -> bool:
         """Can a worker get render and data? Not a function of the running script: workers do not import it."""
-        if getattr(render, "__module__", None) == "__main__":
+        if from_running_script(render):
             return False
         try:
             pickle.dumps((render, data))

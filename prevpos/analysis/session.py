@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformer_lens import HookedTransformer
 
 from prevpos.analysis.findings import Findings
-from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.analysis.probe import ProbeRun, analyze_on
 from prevpos.analysis.worker import PluginNotShippable, WorkerClient
 from prevpos.analysis.writer import FindingsWriter
 from prevpos.fast.analysis_process import AnalysisProcessDied, analysis_place
@@ -77,25 +77,21 @@ class AnalysisSession:
             except AnalysisProcessDied as error:  # e.g. the OS killed it; the next fit starts a new one
                 self.place = "thread"
                 rank_zero_warn(f"the analysis process ended ({error}); analysing in a thread instead")
-        run = self._probe_run(weights, epoch)
-        device = run.tokens.device
-        on_gpu = device.type == "cuda"
-        with CUDA_CAPTURE_LOCK if on_gpu else nullcontext(), torch.cuda.device(device) if on_gpu else nullcontext(), \
-                analysis_mode(run.model):
-            findings = plugin.analyze_checked(run)
-        if not figures:
-            findings.figures.clear()
-        return findings, None
+        with self._no_graph_capture():  # GPU launches from this thread would invalidate a capture
+            return analyze_on(plugin, self._probe_run(weights, epoch), figures), None
 
     def _analyze_in_process(self, plugin: "AnalysisPlugin", weights: tuple[int, dict], epoch: int,
                             figures: bool) -> tuple[Findings, dict]:
         step, state = weights
-        on_gpu = self._copy.cfg.device.startswith("cuda")
-        with CUDA_CAPTURE_LOCK if on_gpu else nullcontext():  # copies from the GPU: not during a graph capture
+        with self._no_graph_capture():  # copies from the GPU: not during a graph capture
             if self._client is None:
                 self._client = WorkerClient(self._copy, self.probe_tokens)
             job = self._client.pack(plugin, step, epoch, figures, state)
         return self._client.run(job)
+
+    def _no_graph_capture(self):
+        """Held while this thread uses the GPU: the fast path holds it while it records a CUDA graph."""
+        return CUDA_CAPTURE_LOCK if self._copy.cfg.device.startswith("cuda") else nullcontext()
 
     def _probe_run(self, weights: tuple[int, dict], epoch: int) -> ProbeRun:
         """One run_with_cache per analysed step, however many plugins ask (jobs run in order, one at a time)."""

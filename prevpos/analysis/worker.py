@@ -3,13 +3,13 @@ analysis thread has to it."""
 
 import pickle
 import sys
-from contextlib import nullcontext
 
 import torch
 from transformer_lens import HookedTransformer
 
-from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.analysis.probe import ProbeRun, analyze_on
 from prevpos.fast.analysis_process import prestart
+from prevpos.fast.spawn import from_running_script
 
 
 class PluginNotShippable(Exception):
@@ -35,7 +35,7 @@ class WorkerClient:
     def pack(self, plugin, step: int, epoch: int, figures: bool, weights: dict) -> tuple:
         plugin_bytes = None
         if id(plugin) not in self._plugins:
-            if type(plugin).__module__ == "__main__":
+            if from_running_script(type(plugin)):
                 raise PluginNotShippable("it is defined in the running script or notebook (define it in a module)")
             try:
                 plugin_bytes = pickle.dumps(plugin)
@@ -78,10 +78,5 @@ def _analyze(key: int, plugin_bytes: bytes | None, step: int, epoch: int, figure
         except Exception as error:
             raise PluginNotShippable(f"the analysis process cannot import it ({error!r}; install its package or put "
                                      "its folder on PYTHONPATH)") from None
-    run, plugin = _state["run"], _state["plugins"][key]
-    on_gpu = run.tokens.device.type == "cuda"
-    with torch.cuda.device(run.tokens.device) if on_gpu else nullcontext(), analysis_mode(model):
-        findings = plugin.analyze_checked(run)
-    if not figures:
-        findings.figures.clear()
-    return findings, plugin.state_dict()
+    plugin = _state["plugins"][key]
+    return analyze_on(plugin, _state["run"], figures), plugin.state_dict()

@@ -29,3 +29,8 @@ class ScriptlessSpawnContext(SpawnContext):
     """multiprocessing's spawn context, with ScriptlessProcess: what prevpos starts its workers in."""
 
     Process = ScriptlessProcess
+
+
+def from_running_script(thing) -> bool:
+    """Is this function or class defined in the running script (or a notebook)? A ScriptlessProcess cannot get it."""
+    return getattr(thing, "__module__", None) == "__main__"
