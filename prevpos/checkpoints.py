@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from prevpos.errors import ConfigError
@@ -64,6 +65,26 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
                 self._error = error
 
         self._executor.submit(remove)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt is rewritten at every checkpoint epoch, as `save_last` promises.
+
+    Lightning (2.6) writes last.ckpt only at a step that also wrote a top-k checkpoint. With fit's `monitor:
+    val/acc`, last.ckpt stopped following the run as soon as val/acc stopped improving (it plateaus near 1.0):
+    `fit --resume` went back to the best epoch and replayed the rest, and a finished run's last.ckpt was not its
+    final model (tests/test_resume.py).
+    """
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        if self.save_last:  # Lightning writes last.ckpt right after this only if this step counts as saved
+            self._last_global_step_saved = trainer.global_step
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: runs checkpointed before this class resume with their checkpoint state.
+        return ModelCheckpoint.__qualname__ + super().state_key.removeprefix(type(self).__qualname__)
 
 
 def read_checkpoint(path) -> dict:

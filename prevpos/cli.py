@@ -49,10 +49,10 @@ DEFAULT_CALLBACKS = [{"class_path": path} for path in BUILTIN_PLUGINS]
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from prevpos.checkpoints import SPECIAL_CKPT_PATHS, BackgroundCheckpointIO, check_fits, read_checkpoint
+    from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, BackgroundCheckpointIO, RunCheckpoint, check_fits,
+                                     read_checkpoint)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.fast.threads import CpuThreads
@@ -81,7 +81,7 @@ def build_cli(args: list[str] | None, run: bool = True):
             parser.link_arguments("model.n_ctx", "data.n_ctx")
             parser.link_arguments("model.d_vocab", "data.d_vocab")
             parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
             parser.set_defaults({f"checkpoint.{key}": value for key, value in CHECKPOINT_DEFAULTS.items()})
 
         def _parse_ckpt_path(self):

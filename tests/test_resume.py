@@ -188,6 +188,19 @@ def test_fit_writes_checkpoints_off_the_training_thread_all_before_it_returns(tm
     assert last["global_step"] == 8 and last["epoch"] == 1
 
 
+def test_last_checkpoint_follows_every_epoch_when_val_acc_stops_improving(tmp_path, monkeypatch):
+    """At lr 1e-12 val/acc never beats epoch 0, so only epoch 0 writes a best checkpoint; last.ckpt must still
+    follow the run (Lightning 2.6 alone left it at epoch 0, and --resume would have replayed every later epoch)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=3", "--model.lr=1e-12", "--trainer.callbacks=[]"])
+    names = sorted(p.name for p in (RUN / "checkpoints").iterdir())
+    assert names == ["best-epoch=0-step=4.ckpt", "last.ckpt"]
+    last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    state, = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint{")]  # old runs' key, kept
+    assert state["best_model_path"].endswith("best-epoch=0-step=4.ckpt") and state["last_model_path"].endswith("last.ckpt")
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_continues_the_curve(tmp_path):
     """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""

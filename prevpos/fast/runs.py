@@ -5,10 +5,10 @@ from argparse import Namespace
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from prevpos.checkpoints import BackgroundCheckpointIO
+from prevpos.checkpoints import BackgroundCheckpointIO, RunCheckpoint
 from prevpos.cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
@@ -55,7 +55,7 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     plugins = default_plugins() if kind == "c" else []
     # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
     callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
-                 ModelCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
+                 RunCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
         logger=TensorBoardLogger(scratch, name="bench"),
