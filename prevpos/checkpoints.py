@@ -1,13 +1,14 @@
 """Checkpoint files: written atomically, and checked before a command loads one (one readable line if unusable)."""
 
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from prevpos.errors import ConfigError
 
@@ -27,59 +28,62 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        try:
-            with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        with _atomic_file(path) as file:
+            torch.save(checkpoint, file)
+
+    def copy_checkpoint(self, source, path) -> None:
+        """`path` becomes a copy of the checkpoint file `source` (a copy, not a link: the two stay independent)."""
+        with _atomic_file(path) as file, open(source, "rb") as original:
+            shutil.copyfileobj(original, file)
 
 
-class BackgroundCheckpointIO(AsyncCheckpointIO):
-    """AtomicCheckpointIO on Lightning's checkpoint thread: the training thread only copies the tensors.
-
-    ModelCheckpoint writes twice an epoch (the best and last.ckpt), each fsynced. Measured on the 2-core CPU
-    (`python scripts/checkpoint_cost.py`: its hooks timed over 30 epochs at batch 8, 2 runs each): 14.7-16.2 ms an
-    epoch in the training loop when written there, 8.5-9.0 ms in the background (what is left is Lightning
-    gathering the state). A fit that ends or fails waits for the writes (Strategy.teardown); a killed one keeps the
-    last complete file.
-    Removals queue behind the writes: Lightning's AsyncCheckpointIO removes at once, so on a slow disk an old best
-    checkpoint removed before its write had landed came back and stayed (tests/test_resume.py).
-    """
-
-    def __init__(self):
-        super().__init__(AtomicCheckpointIO())
-
-    def remove_checkpoint(self, path) -> None:
-        self._ensure_setup()
-
-        def remove() -> None:
-            try:
-                self.checkpoint_io.remove_checkpoint(path)
-            except BaseException as error:  # raised at the next save or at teardown, as a failed write is
-                self._error = error
-
-        self._executor.submit(remove)
+@contextmanager
+def _atomic_file(path):
+    """A file open for writing beside `path`; flushed, fsynced and renamed over `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose last.ckpt is rewritten at every checkpoint epoch, as `save_last` promises.
+    """ModelCheckpoint whose last.ckpt is rewritten at every checkpoint epoch, as `save_last` promises, and copied
+    from the best checkpoint when both are written at the same step.
 
     Lightning (2.6) writes last.ckpt only at a step that also wrote a top-k checkpoint. With fit's `monitor:
     val/acc`, last.ckpt stopped following the run as soon as val/acc stopped improving (it plateaus near 1.0):
     `fit --resume` went back to the best epoch and replayed the rest, and a finished run's last.ckpt was not its
     final model (tests/test_resume.py).
+    At a step that improves the best, Lightning serialises the same state twice; the second is a file copy here.
     """
+
+    _written: tuple[int, str, str] | None = None  # (step, file, the last.ckpt path that file's state names)
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
         super()._save_topk_checkpoint(trainer, monitor_candidates)
         if self.save_last:  # Lightning writes last.ckpt right after this only if this step counts as saved
             self._last_global_step_saved = trainer.global_step
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        step, source, names_last = self._written or (None, None, None)
+        io = trainer.strategy.checkpoint_io
+        if (step == trainer.global_step and filepath == self.last_model_path == names_last
+                and isinstance(io, AtomicCheckpointIO) and _is_local_file_protocol(filepath)):
+            # Same step and same checkpoint state (this callback's included): its bytes are those of `source`.
+            if trainer.is_global_zero:
+                io.copy_checkpoint(source, filepath)
+            trainer.strategy.barrier("RunCheckpoint.copy")
+            self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+            return
+        super()._save_checkpoint(trainer, filepath)
+        self._written = (trainer.global_step, filepath, self.last_model_path)
 
     @property
     def state_key(self) -> str:

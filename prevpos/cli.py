@@ -51,7 +51,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, BackgroundCheckpointIO, RunCheckpoint, check_fits,
+    from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, AtomicCheckpointIO, RunCheckpoint, check_fits,
                                      read_checkpoint)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
@@ -100,7 +100,7 @@ def build_cli(args: list[str] | None, run: bool = True):
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-                trainer.strategy.checkpoint_io = BackgroundCheckpointIO()
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer
 
         def _check_ckpt_path(self):

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from prevpos.checkpoints import BackgroundCheckpointIO, RunCheckpoint
+from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from prevpos.cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
@@ -62,7 +62,7 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
         log_every_n_steps=1 if fast else TRAINER_DEFAULTS["log_every_n_steps"],  # fast: 1 Lightning step = K steps
         gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
         precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=scratch, plugins=[BackgroundCheckpointIO()])  # fit's checkpoints
+        num_sanity_val_steps=0, default_root_dir=scratch, plugins=[AtomicCheckpointIO()])  # fit's checkpoints
     trainer.fit(module, data)
     return {"train_s": timer.time_elapsed("train"), "val_acc": float(trainer.callback_metrics["val/acc"]),
             "steps": trainer.global_step}
