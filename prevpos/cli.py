@@ -39,8 +39,9 @@ TRAINER_DEFAULTS = {
 GUARD = {"check_every_n_steps": TRAINER_DEFAULTS["log_every_n_steps"]}
 
 # Its own config section (`--checkpoint.every_n_epochs 2`, `--checkpoint.every_n_train_steps 100`), so replacing
-# trainer.callbacks never drops it: last.ckpt every epoch is what `fit --resume RUN_DIR` continues from.
-CHECKPOINT_DEFAULTS = {"save_last": True, "every_n_epochs": 1, "save_top_k": 1, "monitor": "val/acc", "mode": "max",
+# trainer.callbacks never drops it: last.ckpt every epoch is what `fit --resume RUN_DIR` continues from. No
+# every_n_epochs here: unset, Lightning checkpoints every epoch unless another trigger is given (it refuses two).
+CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 1, "monitor": "val/acc", "mode": "max",
                        "filename": "best-{epoch}-{step}"}
 
 DEFAULT_CALLBACKS = [{"class_path": path} for path in BUILTIN_PLUGINS]

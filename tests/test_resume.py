@@ -214,6 +214,14 @@ def test_last_checkpoint_follows_every_epoch_when_val_acc_stops_improving(tmp_pa
     assert state["best_model_path"].endswith("best-epoch=0-step=4.ckpt") and state["last_model_path"].endswith("last.ckpt")
 
 
+def test_checkpoints_every_n_train_steps_alone_replaces_the_epoch_default(tmp_path, monkeypatch):
+    """The README's `--checkpoint.every_n_train_steps N` (Lightning refuses it beside an every_n_epochs)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=3", "--trainer.callbacks=[]"])
+    last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 6  # steps 3 and 6, not the epoch end at 8
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_continues_the_curve(tmp_path):
     """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""
