@@ -129,8 +129,11 @@ class PrevTokenModel(L.LightningModule):
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int,
                   min_lr_ratio: float) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up over warmup_steps, then cosine decay to lr * min_lr_ratio at total_steps (one step a call)."""
+    """Linear warm-up over warmup_steps, cosine decay to lr * min_lr_ratio at total_steps (one step a call), then
+    lr * min_lr_ratio. The hold matters when `fit --resume` extends a run: the checkpoint restores this run's
+    schedule, and a cosine stepped past its end climbs back to the peak lr (it is periodic)."""
     total = max(total_steps, warmup_steps + 1)
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / max(warmup_steps, 1), 1.0, max(warmup_steps, 1))
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup_steps, lr * min_lr_ratio)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], [warmup_steps])
+    hold = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: min_lr_ratio)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay, hold], [warmup_steps, total])

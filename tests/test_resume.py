@@ -222,6 +222,18 @@ def test_checkpoints_every_n_train_steps_alone_replaces_the_epoch_default(tmp_pa
     assert last["global_step"] == 6  # steps 3 and 6, not the epoch end at 8
 
 
+def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(tmp_path, monkeypatch):
+    """The checkpoint restores the first run's schedule (cosine over 8 steps); past its end the cosine alone would
+    climb back towards the peak lr (at step 16 it was at 3/4 of the way up)."""
+    monkeypatch.chdir(tmp_path)
+    schedule = ["--model.lr=3e-3", "--model.warmup_steps=2", "--model.min_lr_ratio=0.1", "--trainer.callbacks=[]"]
+    main(["fit", *SMALL, "--trainer.max_epochs=2", *schedule])
+    main(["fit", "--resume", str(RUN), "--trainer.max_epochs=4"])
+    last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 16
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4)
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_continues_the_curve(tmp_path):
     """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""
