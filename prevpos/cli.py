@@ -60,6 +60,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
     from prevpos.module import PrevTokenModel
+    from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
     from prevpos.resume import ResumableSaveConfig, check_run_dir
 
@@ -99,9 +100,12 @@ def build_cli(args: list[str] | None, run: bool = True):
                 raise (as_config_error(error) or error) from None
 
         def instantiate_trainer(self, **kwargs):
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            configured = list(config["trainer"].get("callbacks") or [])  # Lightning extends that very list
             trainer = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            calm_default_progress_bar(trainer, configured)
             return trainer
 
         def _check_ckpt_path(self):

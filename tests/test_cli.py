@@ -40,6 +40,20 @@ def test_saved_config_reruns_the_run(in_tmp, capsys):
     assert rerun["data"]["steps_per_epoch"] == 2
 
 
+@pytest.mark.parametrize(("args", "bar", "redraws"), [
+    ([], "RichProgressBar", 10),  # Lightning's default bar, redrawn 10 times a second instead of 100
+    (["--trainer.callbacks+=RichProgressBar"], "RichProgressBar", 100),  # a bar the user chose is kept as given
+    (["--trainer.callbacks+=TQDMProgressBar"], "TQDMProgressBar", 1),
+    (["--trainer.enable_progress_bar=false"], None, None),
+])
+def test_default_progress_bar_redraws_ten_times_a_second(args, bar, redraws):
+    trainer = build_cli(args, run=False).trainer
+    chosen = trainer.progress_bar_callback
+    assert type(chosen).__name__ == bar if bar else chosen is None
+    assert getattr(chosen, "refresh_rate", None) == redraws
+    assert sum(type(c).__name__.endswith("ProgressBar") for c in trainer.callbacks) == (1 if bar else 0)
+
+
 def test_top_level_help_lists_every_command(capsys):
     main(["--help"])
     out = capsys.readouterr().out
