@@ -4,6 +4,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from weakref import proxy
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -81,6 +82,9 @@ class RunCheckpoint(ModelCheckpoint):
                 io.copy_checkpoint(source, filepath)
             trainer.strategy.barrier("RunCheckpoint.copy")
             self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+            if trainer.is_global_zero:  # as Lightning's save does (e.g. a logger that uploads checkpoints)
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
             return
         super()._save_checkpoint(trainer, filepath)
         self._written = (trainer.global_step, filepath, self.last_model_path)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.analysis import AnalysisPlugin, Findings
@@ -184,8 +185,11 @@ def test_an_epoch_that_improves_the_best_serialises_once_and_copies_it_to_last(t
 
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", saved)
     monkeypatch.setattr(AtomicCheckpointIO, "copy_checkpoint", copied)
+    told = []  # loggers hear of every checkpoint file, copied or not (a logger may upload them)
+    monkeypatch.setattr(TensorBoardLogger, "after_save_checkpoint", lambda self, callback: told.append(callback))
     monkeypatch.chdir(tmp_path)
     main(["fit", *SMALL, "--trainer.callbacks=[]"])
+    assert len(told) == len(written)
     best_steps = [step for how, step, name in written if name.startswith("best")]
     assert best_steps[:2] == [4, 8]  # val/acc improved in epochs 0 and 1 (the premise of this test)
     # Epoch 0: last.ckpt's own state names itself, which the best's file does not yet; then one torch.save a step.
