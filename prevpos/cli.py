@@ -132,7 +132,7 @@ Train a transformer without positional embeddings to output the previous token, 
 commands:
   fit        train (no options: the default experiment; --config experiments/NAME.yaml for others)
   validate   evaluate a checkpoint on the held-out set (--ckpt_path FILE)
-  test       same as validate
+  test       the same on a second held-out set, never used to pick a checkpoint (--ckpt_path FILE)
   analyze    run every analysis plugin once on a saved model (--weights FILE --out DIR)
   report     write RUN_DIR/report.html from a finished run
   bench      measure training speed and plugin cost on this machine

@@ -47,8 +47,9 @@ class PrevTokenData(L.LightningDataModule):
     Args:
         batch_size: Sequences per training step (per device).
         steps_per_epoch: Training steps per epoch; analysis plugins run at each epoch end.
-        val_size: Size of the fixed held-out validation set.
-        seed: Seeds the training stream (offset per distributed rank) and, with +1, the validation set.
+        val_size: Size of the fixed held-out validation set (and of the test set).
+        seed: Seeds the training stream (offset per distributed rank), with +1 the validation set, with +2 the
+            test set.
         n_tokens: Ordinary tokens are drawn from [0, n_tokens); default d_vocab - 1 (every token but BOS).
         notebook_generator: Draw tokens from [0, d_vocab) like the public tutorial (BOS can appear mid-sequence;
             a much harder task).
@@ -109,8 +110,15 @@ class PrevTokenData(L.LightningDataModule):
         return DeviceBatches(self)
 
     def val_dataloader(self) -> "HeldOut":
-        held_out = seeded_sequences(self.val_size, self.n_ctx, self.d_vocab, self.n_tokens, self.seed + 1, self.bos)
-        return HeldOut(held_out.split(validation_batch_size(self.batch_size)))
+        return self.held_out(self.seed + 1)
+
+    def test_dataloader(self) -> "HeldOut":
+        """A second held-out set, never seen by validation (which picks the best checkpoint)."""
+        return self.held_out(self.seed + 2)
+
+    def held_out(self, seed: int) -> "HeldOut":
+        sequences = seeded_sequences(self.val_size, self.n_ctx, self.d_vocab, self.n_tokens, seed, self.bos)
+        return HeldOut(sequences.split(validation_batch_size(self.batch_size)))
 
     def probe_tokens(self) -> torch.Tensor:
         return probe_tokens(self.probe_size, self.n_ctx, self.d_vocab, self.n_tokens, self.probe_seed,

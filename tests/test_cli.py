@@ -31,6 +31,21 @@ def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_tmp):
+    small = ["--data.batch_size=64", "--data.val_size=512", "--trainer.enable_progress_bar=false"]
+    main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=25", "--trainer.callbacks=[]", *small])
+    runs = in_tmp / "lightning_logs" / "default"
+    checkpoint = str(runs / "version_0" / "checkpoints" / "last.ckpt")
+    main(["validate", "--ckpt_path", checkpoint, *small])
+    main(["test", "--ckpt_path", checkpoint, *small])
+    validated, tested = scalars(runs / "version_1"), scalars(runs / "version_2")
+    assert {"test/loss", "test/acc"} | {f"test/acc_pos{i}" for i in range(1, 10)} <= set(tested)
+    # The fit's own last validation, re-run from the checkpoint, and a different set from the same distribution.
+    assert validated["val/acc"][-1].value == pytest.approx(scalars(runs / "version_0")["val/acc"][-1].value)
+    assert 0.1 < tested["test/acc"][-1].value < 1 and tested["test/acc"][-1].value != validated["val/acc"][-1].value
+    assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
+
+
 def test_saved_config_reruns_the_run(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
     saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"

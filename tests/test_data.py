@@ -29,6 +29,14 @@ def test_validation_set_is_fixed_and_probe_does_not_touch_global_rng():
     assert torch.equal(torch.rand(1), expected)
 
 
+def test_test_set_is_fixed_and_not_the_validation_set():
+    data = PrevTokenData(val_size=100, batch_size=16)
+    validation, test = torch.cat(list(data.val_dataloader())), torch.cat(list(data.test_dataloader()))
+    assert test.shape == validation.shape and torch.equal(test, torch.cat(list(data.test_dataloader())))
+    shared = {tuple(row) for row in validation.tolist()} & {tuple(row) for row in test.tolist()}
+    assert not shared  # 9 random tokens of 100: a repeat between two sets of 100 would be a seeding bug
+
+
 class _FakeTrainer:
     def __init__(self, rank: int):
         self.global_rank = rank
