@@ -12,7 +12,6 @@ import time
 
 import lightning as L
 import torch
-
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
