@@ -5,8 +5,8 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh: the fast-path and analysis-process tests on the GPU; the OV eigenvalues on GPU
-#   and CPU; runs a-c at batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; a fit
-#   of gpu.yaml 10x as long, for stability (~7 min on an H100).
+#   and CPU; runs a-c at batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; gpu.yaml
+#   on a terminal with the bar at 10 and 100 redraws a second; a fit of gpu.yaml 10x as long, for stability (~8 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -62,6 +62,10 @@ for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(cir
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
   bench b4096_gpu_yaml --runs ab --batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY --repeats 2
+  log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
+  BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
+  [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
+  timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
   LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
   [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
