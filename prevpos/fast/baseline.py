@@ -4,11 +4,11 @@ import inspect
 
 import torch
 
-from prevpos.data import validation_batch_size
+from prevpos.data import PrevTokenData
 from prevpos.fast.timing import SpeedMeter
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.module import PrevTokenModel, warmup_cosine
-from prevpos.sequences import random_sequences, seeded_sequences
+from prevpos.sequences import random_sequences
 from prevpos.transformer import build_transformer
 
 
@@ -39,9 +39,9 @@ class PlainTraining:
         self.schedule.step()
 
     def held_out(self, size: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
-        """The fixed validation set, as fit's datamodule makes it, in validation batches."""
-        return seeded_sequences(size, self.n_ctx, self.d_vocab, self.d_vocab - 1, seed).to(self.device).split(
-            validation_batch_size(batch_size))
+        """The fixed validation set, made by fit's datamodule, in its validation batches, on this device."""
+        data = PrevTokenData(batch_size=batch_size, val_size=size, n_ctx=self.n_ctx, d_vocab=self.d_vocab)
+        return tuple(batch.to(self.device) for batch in data.held_out(seed))
 
 
 def plain_loop(device: torch.device, steps: int, steps_per_epoch: int, batch_size: int, lr: float,
