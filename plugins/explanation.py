@@ -75,5 +75,5 @@ class Explanation(AnalysisPlugin):
                         title="layer 1 attention predicted by the algorithm", x_labels=run.pos_labels,
                         y_labels=run.pos_labels, xlabel="source position", ylabel="destination position",
                         colorbar_label="attention")
-        findings.text("explanation/algorithm_params", f"    {params}")
+        findings.text("explanation/algorithm_params", params.table())
         return findings

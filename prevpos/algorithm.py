@@ -13,7 +13,7 @@ query and key are BOS, the same ordinary token, or different ordinary tokens. No
 used: if these 16 numbers recover the model's loss, the explanation is complete.
 """
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -57,6 +57,16 @@ class AlgorithmParams:
     direct: PairScores  # W_E W_QK1 W_Eᵀ: layer 1's token-to-token term
     composition: PairScores  # (W_E W_OV0) W_QK1 (W_E W_OV0)ᵀ: layer 1's term between layer-0 outputs
     copy_gain: float  # W_E W_OV1 W_U: diagonal minus off-diagonal mean (how much attending to v raises v)
+
+    def table(self) -> str:
+        """The 16 numbers as a Markdown table, which TensorBoard's text tab renders."""
+        rows = [("layer 0: W_E W_QK0 W_Eᵀ", self.layer0), ("layer 1 direct: W_E W_QK1 W_Eᵀ", self.direct),
+                ("layer 1 composition: (W_E W_OV0) W_QK1 (W_E W_OV0)ᵀ", self.composition)]
+        lines = ["| attention score, query · key | BOS · BOS | BOS · token | token · BOS | same token | other token |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | " + " | ".join(f"{value:.3f}" for value in astuple(scores)) + " |"
+                  for name, scores in rows]
+        return "\n".join(lines) + f"\n\nlayer 1 copy gain (W_E W_OV1 W_U, diagonal minus the rest): {self.copy_gain:.3f}"
 
 
 def read_params(model: HookedTransformer) -> AlgorithmParams:

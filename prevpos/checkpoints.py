@@ -66,6 +66,17 @@ class RunCheckpoint(ModelCheckpoint):
     """
 
     _written: tuple[int, str, str] | None = None  # (step, file, the last.ckpt path that file's state names)
+    _fitting = True
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # runs before Lightning restores this callback's state
+        self._fitting = stage == "fit"
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # validate and test write no checkpoints, so the fit's bookkeeping is of no use to them; Lightning also
+        # warned there that the directory had changed (they log to a directory of their own).
+        if self._fitting:
+            super().load_state_dict(state_dict)
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
         super()._save_topk_checkpoint(trainer, monitor_candidates)

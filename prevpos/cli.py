@@ -3,9 +3,9 @@
 import os
 import re
 import sys
-import warnings
 
 from prevpos.errors import ConfigError, DivergenceError
+from prevpos.quiet import quiet_library_noise
 
 EXTRA_COMMANDS = {
     "analyze": "prevpos.commands.analyze",
@@ -56,6 +56,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                                      read_checkpoint)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
+    from prevpos.evaluation import log_beside_the_run
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
@@ -117,6 +118,10 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         before_fit = before_validate = before_test = _check_ckpt_path
 
+        def before_instantiate_classes(self):
+            if self.subcommand in ("validate", "test"):
+                log_beside_the_run(self.config[self.subcommand], self.subcommand)
+
     always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads()]  # not removable from YAML
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet_library_noise()
     try:
         if any(arg == "--resume" or arg.startswith("--resume=") for arg in argv):
             from prevpos.resume import expand_resume

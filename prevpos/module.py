@@ -72,6 +72,10 @@ class PrevTokenModel(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             fast_path.check_setup(self)
+        # One training batch (all BOS: the count does not depend on the tokens): Lightning's model summary runs it
+        # to report the forward's FLOPs and shapes; without it, it printed 0 FLOPs.
+        batch_size = getattr(self.trainer.datamodule, "batch_size", 1)
+        self.example_input_array = torch.full((batch_size, self.hparams.n_ctx), self.hparams.d_vocab - 1)
 
     def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.fast is not None:

@@ -1,9 +1,12 @@
 """The command line: a real short fit, help, print_config, and every experiment file."""
 
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.cli import build_cli, main
@@ -31,14 +34,46 @@ def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def test_model_summary_counts_the_flops_of_one_training_batch(in_tmp):
+    batch, n_ctx, d_model, d_head, d_vocab, n_layers = 4, 10, 128, 128, 101, 2
+    cli = build_cli([f"--data.batch_size={batch}", "--data.val_size=64", "--trainer.max_epochs=1", "--data.steps_per_epoch=1",
+                     "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    summary = ModelSummary(cli.model)
+    tokens = batch * n_ctx
+    # Per layer: the Q, K, V and O projections and the two [dest, src] products; then the unembedding.
+    per_layer = 4 * 2 * tokens * d_model * d_head + 2 * 2 * batch * n_ctx * n_ctx * d_head
+    assert summary.total_flops == n_layers * per_layer + 2 * tokens * d_model * d_vocab  # Lightning printed 0
+    assert summary.in_sizes[0] == [batch, n_ctx] and summary.out_sizes[0] == [batch, n_ctx, d_vocab]
+
+
 def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_tmp):
     small = ["--data.batch_size=64", "--data.val_size=512", "--trainer.enable_progress_bar=false"]
-    main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=25", "--trainer.callbacks=[]", *small])
     runs = in_tmp / "lightning_logs" / "default"
     checkpoint = str(runs / "version_0" / "checkpoints" / "last.ckpt")
-    main(["validate", "--ckpt_path", checkpoint, *small])
-    main(["test", "--ckpt_path", checkpoint, *small])
-    validated, tested = scalars(runs / "version_1"), scalars(runs / "version_2")
+    lightning_lines = []
+    handler = logging.Handler()
+    handler.emit = lightning_lines.append
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=25", "--trainer.callbacks=[]", *small])
+            main(["validate", "--ckpt_path", checkpoint, *small])
+            main(["test", "--ckpt_path", checkpoint, *small])
+            main(["test", "--ckpt_path", checkpoint, *small])
+    finally:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
+    # None of Lightning's lines that tell a user nothing: its advert, torch's LeafSpec deprecation, and (validate,
+    # test) "The dirpath has changed". Its other lines still come through.
+    said = [record.getMessage() for record in lightning_lines] + [str(w.message) for w in caught]
+    assert any(line.startswith("Restoring states from the checkpoint") for line in said)
+    assert not [line for line in said if "Tip" in line or "LeafSpec" in line or "dirpath has changed" in line]
+    # Logged beside the run they evaluate, each in a version of its own; no new run next to it.
+    assert [p.name for p in runs.iterdir()] == ["version_0"]
+    validated, tested = scalars(runs / "version_0" / "validate" / "version_0"), scalars(runs / "version_0" / "test" / "version_0")
+    assert scalars(runs / "version_0" / "test" / "version_1")["test/acc"][-1].value == tested["test/acc"][-1].value
+    assert (runs / "version_0" / "test" / "version_1" / "config.yaml").is_file()
     assert {"test/loss", "test/acc"} | {f"test/acc_pos{i}" for i in range(1, 10)} <= set(tested)
     # The fit's own last validation, re-run from the checkpoint, and a different set from the same distribution.
     assert validated["val/acc"][-1].value == pytest.approx(scalars(runs / "version_0")["val/acc"][-1].value)

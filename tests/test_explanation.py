@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prevpos.algorithm import PairScores, algorithm_logits, algorithm_patterns, read_params
+from prevpos.algorithm import AlgorithmParams, PairScores, algorithm_logits, algorithm_patterns, read_params
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
 from prevpos.sequences import probe_tokens
@@ -30,6 +30,15 @@ def test_pair_scores_read_and_look_up_each_kind_of_pair():
     assert table[2, 1] == 7.0 and table[3, 1] == 5.0
 
 
+def test_algorithm_params_read_as_a_table_of_their_16_numbers():
+    pairs = [PairScores(*(10 * row + column for column in range(5))) for row in range(3)]
+    table = AlgorithmParams(*pairs, copy_gain=12.3456).table().splitlines()
+    assert table[0].split(" | ")[1:] == ["BOS · BOS", "BOS · token", "token · BOS", "same token", "other token |"]
+    assert [line.split(" | ")[1:] for line in table[2:5]] == [
+        [f"{10 * row + column:.3f}" for column in range(4)] + [f"{10 * row + 4:.3f} |"] for row in range(3)]
+    assert table[-1].endswith("12.346")
+
+
 @pytest.fixture(scope="module")
 def trained(trained_module):
     model = trained_module.model
@@ -37,6 +46,7 @@ def trained(trained_module):
         run = ProbeRun(model, PROBE)
         findings = Explanation(strict=True).analyze(run)
         params = read_params(model)
+        assert findings.texts["explanation/algorithm_params"] == params.table()
         layer0, _ = algorithm_patterns(params, PROBE, 100)
         algorithm_acc = (algorithm_logits(params, PROBE, 101)[:, 1:].argmax(-1) == PROBE[:, :-1]).float().mean()
         bos_weight = run.cache["pattern", 0][:, 0, :, 0].mean(0)

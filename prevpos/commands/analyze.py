@@ -1,6 +1,7 @@
 """`python -m prevpos analyze --weights FILE --out DIR`: every analysis plugin once on a saved model (never overwrites)."""
 
 import inspect
+import textwrap
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> None:
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_findings(findings, out, step, {"analyze": settings, "model": hparams})
     for tag, text in findings.texts.items():
-        print(f"{tag}: {' '.join(text.split())[:160]}")
+        print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
           f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figures as "
           f"{out}/<tag>.png, TensorBoard events to {out / 'tensorboard'}")

@@ -1,0 +1,29 @@
+"""Where `validate` and `test` log: beside the run whose checkpoint they evaluate."""
+
+from pathlib import Path
+
+from prevpos.checkpoints import SPECIAL_CKPT_PATHS
+
+
+def run_dir_of(ckpt_path) -> Path | None:
+    """RUN_DIR if `ckpt_path` is RUN_DIR/checkpoints/FILE of a `fit` (its config.yaml beside checkpoints/)."""
+    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
+        return None
+    folder = Path(ckpt_path).parent
+    return folder.parent if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file() else None
+
+
+def log_beside_the_run(config, subcommand: str) -> None:
+    """Point a validate/test config's TensorBoardLogger at RUN_DIR/<subcommand>/version_N.
+
+    Lightning's default, a new version_N next to the run, reads as another training run: to TensorBoard, to
+    `report` on several runs, and to the numbering of the next fit. Only when the checkpoint is a run's and the
+    logger is a TensorBoardLogger with no version chosen; any other logger setting is kept as given.
+    """
+    run_dir = run_dir_of(config.get("ckpt_path"))
+    logger = config.get("trainer", {}).get("logger")
+    if run_dir is None or not str(getattr(logger, "class_path", "")).endswith(".TensorBoardLogger"):
+        return
+    init = logger.init_args
+    if init.get("version") is None:
+        init.save_dir, init.name = str(run_dir), subcommand

@@ -1,0 +1,20 @@
+"""Library lines printed at every command that tell a prevpos user nothing they can act on."""
+
+import logging
+import warnings
+
+ADVERT = "💡 Tip:"  # Lightning 2.6 advertises its cloud logger at every Trainer construction
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(ADVERT)
+
+
+def quiet_library_noise() -> None:
+    """Silence what the libraries print that is neither our problem nor the user's (idempotent)."""
+    # TransformerLens 3.9 and its dependencies warn on import and at every HookedTransformer construction.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Lightning 2.6 builds torch's deprecated LeafSpec for every set of dataloaders: a line pointing into Lightning.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
