@@ -63,7 +63,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.module import PrevTokenModel
     from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
-    from prevpos.resume import ResumableSaveConfig, check_run_dir
+    from prevpos.resume import ResumableSaveConfig, check_run_dir, expect_own_checkpoints
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
 
@@ -113,6 +113,7 @@ def build_cli(args: list[str] | None, run: bool = True):
             path = self.config[self.subcommand].get("ckpt_path")
             if self.subcommand == "fit":
                 check_run_dir(self.trainer, path)
+                expect_own_checkpoints(path)
             if path is not None and path not in SPECIAL_CKPT_PATHS:
                 check_fits(read_checkpoint(path), self.model, path)
 

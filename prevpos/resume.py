@@ -1,11 +1,13 @@
 """`fit --resume RUN_DIR`: continue a run from its last checkpoint, in its own TensorBoard run directory."""
 
+import re
+import warnings
 from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
-from prevpos.checkpoints import read_checkpoint
+from prevpos.checkpoints import SPECIAL_CKPT_PATHS, read_checkpoint
 from prevpos.errors import ConfigError
 
 
@@ -72,6 +74,14 @@ def check_run_dir(trainer, ckpt_path) -> None:
     if ckpt_path is None and log_dir is not None and Path(log_dir, "config.yaml").is_file():
         raise ConfigError(f"{log_dir} already holds a run (config.yaml): continue it with `python -m prevpos fit "
                           f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
+
+
+def expect_own_checkpoints(ckpt_path) -> None:
+    """A fit from RUN_DIR/checkpoints/FILE that writes on into that folder is a resume: Lightning's warning that the
+    folder "exists and is not empty" read as a threat to the very files it resumes from."""
+    if ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS:
+        folder = re.escape(str(Path(ckpt_path).parent))
+        warnings.filterwarnings("ignore", message=f"Checkpoint directory {folder} exists and is not empty")
 
 
 class ResumableSaveConfig(SaveConfigCallback):

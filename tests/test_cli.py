@@ -91,7 +91,7 @@ def test_saved_config_reruns_the_run(in_tmp, capsys):
 
 
 @pytest.mark.parametrize(("args", "bar", "redraws"), [
-    ([], "RichProgressBar", 10),  # Lightning's default bar, redrawn 10 times a second instead of 100
+    ([], "RunProgressBar", 10),  # Lightning's default Rich bar, redrawn 10 times a second instead of 100
     (["--trainer.callbacks+=RichProgressBar"], "RichProgressBar", 100),  # a bar the user chose is kept as given
     (["--trainer.callbacks+=TQDMProgressBar"], "TQDMProgressBar", 1),
     (["--trainer.enable_progress_bar=false"], None, None),
@@ -102,6 +102,12 @@ def test_default_progress_bar_redraws_ten_times_a_second(args, bar, redraws):
     assert type(chosen).__name__ == bar if bar else chosen is None
     assert getattr(chosen, "refresh_rate", None) == redraws
     assert sum(type(c).__name__.endswith("ProgressBar") for c in trainer.callbacks) == (1 if bar else 0)
+
+
+def test_default_progress_bar_names_the_run_version_as_an_integer(in_tmp):
+    cli = build_cli(["--trainer.logger.init_args.version=7"], run=False)
+    metrics = cli.trainer.progress_bar_callback.get_metrics(cli.trainer, cli.model)
+    assert metrics == {"version": "7"}  # Lightning's key v_num, drawn as "v_num: 7.000"
 
 
 def test_top_level_help_lists_every_command(capsys):
