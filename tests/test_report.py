@@ -135,6 +135,18 @@ def test_report_on_an_analyze_directory(tmp_path, run_dir):
     assert (out / "attention" / "mean_pattern" / "L1H0.png").read_bytes() in embedded_pngs(html)
 
 
+def test_report_shows_the_test_set_results_logged_beside_the_run(tmp_path, run_dir):
+    run = shutil.copytree(run_dir, tmp_path / "version_0")
+    for _ in range(2):  # two evaluations of the same checkpoint: one value, the later one's
+        main(["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--data.val_size=512",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    tested = final_scalars(run / "test" / "version_1")["test/acc"]
+    main(["report", str(run)])
+    html = (run / "report.html").read_text()
+    row = re.search(r'<tr><td>test/acc</td><td class="num">([^<]*)</td>', html)
+    assert row and float(row.group(1)) == pytest.approx(tested[-1][1], rel=1e-5)
+
+
 def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
     png = embedded_pngs(report)[1]
     runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("a", 0.9), ("b", 0.7)]]

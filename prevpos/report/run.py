@@ -63,10 +63,25 @@ def _read_events(path: Path) -> RunRecord:
     if not run.scalars:
         raise ConfigError(f"{path}: its TensorBoard events hold no scalars yet: the run is half-written "
                           "(stopped or still in its first steps)")
+    _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
     if not (path / "checkpoints" / "last.ckpt").is_file():
         run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
     return run
+
+
+def _add_test_results(path: Path, run: RunRecord) -> None:
+    """The test/* scalars of `prevpos test` on this run's checkpoints (logged in RUN_DIR/test/version_N); where
+    two evaluated the same step, the later one's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    versions = [p for p in (path / "test").glob("version_*") if p.name.removeprefix("version_").isdigit()]
+    for version in sorted(versions, key=lambda p: int(p.name.removeprefix("version_"))):
+        events = EventAccumulator(str(version), size_guidance={"scalars": 0})
+        events.Reload()
+        for tag in (t for t in events.Tags()["scalars"] if t.startswith("test/")):
+            by_step = dict(run.scalars.get(tag, [])) | {e.step: e.value for e in events.Scalars(tag)}
+            run.scalars[tag] = sorted(by_step.items())
 
 
 def _read_analyze(path: Path) -> RunRecord:
