@@ -181,6 +181,37 @@ data: {batch_size: 32, steps_per_epoch: 3, val_size: 64, probe_size: 64}
     assert [e.step for e in loss] == [0, 3] and 0 < loss[-1].value < 6  # chance is ln(100) = 4.6
 
 
+def readme_plugin() -> str:
+    """The code block the README calls "a complete plugin"."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    return readme.split("This is a complete plugin:")[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_plugin_runs_as_the_readme_says(tmp_path, in_tmp, monkeypatch, capsys):
+    """Saved as plugins/entropy.py, it logs its scalars and figures by its short name, and `--help` shows its Args."""
+    import prevpos_plugins
+    from prevpos.cli import main
+
+    (tmp_path / "entropy.py").write_text(readme_plugin())
+    monkeypatch.setattr(prevpos_plugins, "__path__", [*prevpos_plugins.__path__, str(tmp_path)])
+    monkeypatch.setenv("PREVPOS_RENDER", "thread")
+    try:
+        main(["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3", "--data.batch_size=32", "--data.val_size=64",
+              "--data.probe_size=64", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+              "--trainer.callbacks+=AttentionEntropy"])
+        with pytest.raises(SystemExit):
+            main(["fit", "--trainer.callbacks.help", "AttentionEntropy"])
+    finally:
+        sys.modules.pop("prevpos_plugins.entropy", None)  # so later discover_plugins() calls do not find it
+        gc.collect()
+    assert "First destination position to average over" in capsys.readouterr().out
+    logged = events(in_tmp / "lightning_logs" / "default" / "version_0")
+    for layer in (0, 1):
+        entropy = logged.Scalars(f"entropy/L{layer}H0")
+        assert [e.step for e in entropy] == [0, 3] and all(0 < e.value <= np.log(10) for e in entropy)
+        assert logged.Images(f"entropy/by_position/L{layer}H0")
+
+
 def test_the_mechanism_on_the_trained_model(trained_module, capsys):
     """The tutorial's findings (../shared/SCIENCE.md), asserted only where the science predicts a direction."""
     model = trained_module.model
