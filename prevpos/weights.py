@@ -13,11 +13,12 @@ from prevpos.errors import ConfigError
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
 
 
-def load_weights(path: Path) -> tuple[HookedTransformer, dict, int]:
+def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     """(model, its PrevTokenModel settings, training step) from FILE, or ConfigError saying why not.
 
     weights_only=True: a file from elsewhere cannot run code while loading.
     """
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file")
     try:

@@ -111,3 +111,19 @@ def test_a_bad_weights_file_is_one_clear_line(content, message, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and err.startswith("prevpos: error:") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_readme_python_block_runs_on_a_fit_checkpoint(fit_checkpoint, in_tmp):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("### From Python")[1].split("```python\n", 1)[1].split("```", 1)[0]
+    ckpt = in_tmp / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(fit_checkpoint.read_bytes())
+    names = {}
+    exec(compile(block, "README.md", "exec"), names)
+    assert names["step"] == 3 and names["settings"]["n_ctx"] == 10
+    assert names["layer1_pattern"].shape == (10, 10)
+    assert torch.allclose(names["layer1_pattern"].sum(-1), torch.ones(10))  # each destination's weights sum to 1
+    assert 0 <= names["findings"].scalars["attention/prev_token_score/L1H0"] <= 1
+    with Image.open(in_tmp / "mean_pattern_L1.png") as png:
+        assert png.format == "PNG" and min(png.size) > 100
