@@ -2,6 +2,7 @@
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
@@ -116,6 +117,14 @@ class PrevTokenModel(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_held_out("test")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            # validate/test: log at the step the fit logged this checkpoint's validation, not at step 0, so that the
+            # point sits on the run's curve in TensorBoard (Lightning counts steps there one behind global_step).
+            stepped = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+            if "_batches_that_stepped" in stepped:
+                self.trainer.fit_loop.epoch_loop._batches_that_stepped = max(stepped["_batches_that_stepped"] - 1, 0)
 
     def log_held_out(self, split: str) -> None:
         # Logged once per validation rather than per batch (11 self.log calls of ~0.5 ms each per batch before);

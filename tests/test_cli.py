@@ -76,7 +76,9 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     assert (runs / "version_0" / "test" / "version_1" / "config.yaml").is_file()
     assert {"test/loss", "test/acc"} | {f"test/acc_pos{i}" for i in range(1, 10)} <= set(tested)
     # The fit's own last validation, re-run from the checkpoint, and a different set from the same distribution.
-    assert validated["val/acc"][-1].value == pytest.approx(scalars(runs / "version_0")["val/acc"][-1].value)
+    fitted = scalars(runs / "version_0")["val/acc"][-1]
+    assert validated["val/acc"][-1].value == pytest.approx(fitted.value)
+    assert validated["val/acc"][-1].step == tested["test/acc"][-1].step == fitted.step  # on the run's curve, not at 0
     assert 0.1 < tested["test/acc"][-1].value < 1 and tested["test/acc"][-1].value != validated["val/acc"][-1].value
     assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
 
