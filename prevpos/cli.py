@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+from pathlib import Path
 
 from prevpos.errors import ConfigError, DivergenceError
 from prevpos.quiet import quiet_library_noise
@@ -51,6 +52,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.utilities import rank_zero_info
 
     from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, AtomicCheckpointIO, RunCheckpoint, check_fits,
                                      read_checkpoint)
@@ -117,7 +119,19 @@ def build_cli(args: list[str] | None, run: bool = True):
             if path is not None and path not in SPECIAL_CKPT_PATHS:
                 check_fits(read_checkpoint(path), self.model, path)
 
-        before_fit = before_validate = before_test = _check_ckpt_path
+        before_validate = before_test = _check_ckpt_path
+
+        def before_fit(self):
+            self._check_ckpt_path()
+            if self.trainer.log_dir is not None:  # the point of the tool is to watch a run as it trains
+                logs = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.log_dir).parent
+                rank_zero_info(f"prevpos: logging to {self.trainer.log_dir}; "
+                               f"watch it with `tensorboard --logdir {logs}`")
+
+        def after_fit(self):
+            if self.trainer.log_dir is not None and Path(self.trainer.log_dir, "config.yaml").is_file():
+                rank_zero_info("prevpos: the run's story in one page: "
+                               f"`python -m prevpos report {self.trainer.log_dir}`")
 
         def before_instantiate_classes(self):
             if self.subcommand in ("validate", "test"):

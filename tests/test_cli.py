@@ -36,8 +36,9 @@ def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
 
 def test_model_summary_counts_the_flops_of_one_training_batch(in_tmp):
     batch, n_ctx, d_model, d_head, d_vocab, n_layers = 4, 10, 128, 128, 101, 2
-    cli = build_cli([f"--data.batch_size={batch}", "--data.val_size=64", "--trainer.max_epochs=1", "--data.steps_per_epoch=1",
-                     "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"], run=False)
+    cli = build_cli([f"--data.batch_size={batch}", "--data.val_size=64", "--trainer.max_epochs=1",
+                     "--data.steps_per_epoch=1", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"],
+                    run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     summary = ModelSummary(cli.model)
     tokens = batch * n_ctx
@@ -68,10 +69,15 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     # test) "The dirpath has changed". Its other lines still come through.
     said = [record.getMessage() for record in lightning_lines] + [str(w.message) for w in caught]
     assert any(line.startswith("Restoring states from the checkpoint") for line in said)
+    # fit says where it logs as it starts (to watch it train), and how to read the finished run
+    run = Path("lightning_logs", "default", "version_0")
+    assert f"prevpos: logging to {run}; watch it with `tensorboard --logdir lightning_logs`" in said
+    assert f"prevpos: the run's story in one page: `python -m prevpos report {run}`" in said
     assert not [line for line in said if "Tip" in line or "LeafSpec" in line or "dirpath has changed" in line]
     # Logged beside the run they evaluate, each in a version of its own; no new run next to it.
     assert [p.name for p in runs.iterdir()] == ["version_0"]
-    validated, tested = scalars(runs / "version_0" / "validate" / "version_0"), scalars(runs / "version_0" / "test" / "version_0")
+    validated = scalars(runs / "version_0" / "validate" / "version_0")
+    tested = scalars(runs / "version_0" / "test" / "version_0")
     assert scalars(runs / "version_0" / "test" / "version_1")["test/acc"][-1].value == tested["test/acc"][-1].value
     assert (runs / "version_0" / "test" / "version_1" / "config.yaml").is_file()
     assert {"test/loss", "test/acc"} | {f"test/acc_pos{i}" for i in range(1, 10)} <= set(tested)

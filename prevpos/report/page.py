@@ -9,7 +9,8 @@ from prevpos.report.snapshots import KEY_FIGURES, acc_at, snapshot_steps
 from prevpos.report.story import claims
 from prevpos.report.timeline import png_bytes, timeline_figure
 
-DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos", "epoch", "hp_metric")  # long per-position lists: folded away
+# Long per-position lists: folded away.
+DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos", "epoch", "hp_metric")
 
 
 def build_report(run: RunRecord) -> str:

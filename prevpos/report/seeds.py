@@ -10,8 +10,9 @@ from prevpos.report.run import RunRecord
 from prevpos.report.story import TERMS
 from prevpos.report.timeline import png_bytes
 
-COLUMNS = ["val/acc", "val/loss", "test/acc", "probe/acc", "attention/bos_score/L0H*", "attention/prev_token_score/L{last}H*",
-           "ov/copy_top1/L{last}H*", *(f"qk_terms/zero_ablation_loss/{t}*" for t in TERMS),
+COLUMNS = ["val/acc", "val/loss", "test/acc", "probe/acc", "attention/bos_score/L0H*",
+           "attention/prev_token_score/L{last}H*", "ov/copy_top1/L{last}H*",
+           *(f"qk_terms/zero_ablation_loss/{t}*" for t in TERMS),
            "explanation/restricted_recovered", "explanation/excluded_recovered", "explanation/algorithm_recovered",
            "adversarial/repeated_pairs/loss", "adversarial/no_bos/loss", "length/acc_len*"]
 
