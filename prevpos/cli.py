@@ -58,7 +58,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                                      read_checkpoint)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
-    from prevpos.evaluation import log_beside_the_run
+    from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
@@ -135,6 +135,7 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def before_instantiate_classes(self):
             if self.subcommand in ("validate", "test"):
+                require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
                 log_beside_the_run(self.config[self.subcommand], self.subcommand)
 
     always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads()]  # not removable from YAML
