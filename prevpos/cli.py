@@ -14,6 +14,8 @@ EXTRA_COMMANDS = {
     "bench": "prevpos.commands.bench",
 }
 
+COMMANDS = ("fit", "validate", "test", *EXTRA_COMMANDS)  # not Lightning's `predict`: there is nothing to predict
+
 BUILTIN_PLUGINS = [
     "prevpos_plugins.attention.AttentionPatterns",
     "prevpos_plugins.ov_circuit.OVCircuit",
@@ -81,6 +83,10 @@ def build_cli(args: list[str] | None, run: bool = True):
             sys.exit(2)
 
     class PrevposCLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict:
+            return {name: hooks for name, hooks in LightningCLI.subcommands().items() if name in COMMANDS}
+
         def add_arguments_to_parser(self, parser):
             # The sequence shape is the model's; the data follows it.
             parser.link_arguments("model.n_ctx", "data.n_ctx")
@@ -142,6 +148,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,
+        parser_kwargs={"prog": "python -m prevpos"},
         save_config_callback=ResumableSaveConfig, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
 
@@ -183,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     quiet_library_noise()
     try:
+        if argv[0] not in COMMANDS and not argv[0].startswith("-"):  # LightningCLI's message lists only its own
+            raise ConfigError(f"unknown command {argv[0]!r}: use one of {', '.join(COMMANDS)} "
+                              "(`python -m prevpos --help` says what each does)")
         if any(arg == "--resume" or arg.startswith("--resume=") for arg in argv):
             from prevpos.resume import expand_resume
 

@@ -49,6 +49,8 @@ CASES = [
      "--ckpt_path other_model.ckpt: its weights do not fit this model (model.embed.W_E (101, 64) vs (101, 128))"),
     ("validate_no_checkpoint", ["validate"], "validate --ckpt_path: pass a checkpoint file of a fit"),
     ("test_best_in_a_new_process", ["test", "--ckpt_path", "best"], "test --ckpt_path best: pass a checkpoint file"),
+    ("command_unknown", ["fitt"], "unknown command 'fitt': use one of fit, validate, test, analyze, report, bench"),
+    ("command_predict", ["predict"], "unknown command 'predict'"),
     ("resume_missing_dir", ["fit", "--resume", "lightning_logs/default/version_9"], "version_9/config.yaml does not exist"),
     ("resume_with_config", ["fit", "--resume", str(RUN), "--config", "x.yaml"], "drop --config"),
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
