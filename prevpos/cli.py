@@ -34,7 +34,8 @@ TRAINER_DEFAULTS = {
     "gradient_clip_val": 1.0,  # with the cosine decay, keeps 10x-longer runs from the lr-1e-2 style collapse
     "precision": "32-true",  # bf16-mixed measured slower for this tiny model (README)
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-               "init_args": {"save_dir": "lightning_logs", "name": "default"}},
+               # No hp_metric: the dashboard writes a HPARAMS table of its own (prevpos/dashboard.py).
+               "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False}},
 }
 
 # The loss check reads the loss on the host, a GPU sync: every log_every_n_steps steps, not every step (the

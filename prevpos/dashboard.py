@@ -1,8 +1,10 @@
-"""The mechanism dashboard: a TensorBoard Custom Scalars layout, read top to bottom in the order things form."""
+"""The mechanism dashboard: a TensorBoard Custom Scalars layout, read top to bottom in the order things form, and
+an HPARAMS table of the runs' settings against their final scores."""
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 
 # {panel: {chart: ["Multiline", [tag regexes]]}}. TensorBoard matches each regex from the tag's start (re.match),
 # so `$` keeps e.g. val/acc from also drawing val/acc_pos1.
@@ -40,8 +42,26 @@ LAYOUT = {
 }
 
 
+# The HPARAMS tab's columns: TensorBoard shows each run's last logged value of these tags (none is written here).
+TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_decay_score/L0H0", "attention/prev_token_score/L1H0",
+                "ov/copy_top1/L1H0", "explanation/algorithm_recovered", "length/acc_len20"]
+TABLE_DATA = ("batch_size", "steps_per_epoch", "seed", "n_tokens", "bos", "batches_per_step")
+TABLE_TRAINER = ("max_epochs", "precision", "gradient_clip_val")
+
+
+def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+    """The settings that change a run, named as on the command line, as TensorBoard's HPARAMS values."""
+    settings = {f"model.{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")}
+    settings |= {f"data.{k}": getattr(trainer.datamodule, k) for k in TABLE_DATA if hasattr(trainer.datamodule, k)}
+    settings |= {f"trainer.{k}": getattr(trainer, k) for k in TABLE_TRAINER}
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+
+
 class MechanismDashboard(Callback):
-    """Writes the dashboard layout (TensorBoard's "Custom Scalars" tab) into each TensorBoard log at fit start."""
+    """Writes the dashboard layout (TensorBoard's "Custom Scalars" tab) and the HPARAMS table into each TensorBoard
+    log at fit start. The table replaces Lightning's, whose one column, hp_metric, was -1 for every run; a logger
+    that asks for Lightning's (default_hp_metric: true, the default of a TensorBoardLogger you configure) keeps it.
+    """
 
     def __init__(self):
         self._written: set[int] = set()
@@ -53,4 +73,7 @@ class MechanismDashboard(Callback):
             writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
             if writer is not None and id(writer) not in self._written:  # one layout per writer, or TB merges twins
                 writer.add_custom_scalars(LAYOUT)
+                if not logger._default_hp_metric:
+                    for summary in hparams(run_settings(trainer, pl_module), dict.fromkeys(TABLE_SCORES, 0)):
+                        writer._get_file_writer().add_summary(summary)
                 self._written.add(id(writer))

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from prevpos.cli import build_cli, main
 
@@ -32,6 +33,15 @@ def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
     assert len(val_acc) == 4 and val_acc[-1] > 0.5  # chance is 0.01; 100 steps at lr 3e-3 reach ~0.9
     assert logged["val/loss"][-1].value < logged["val/loss"][0].value
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "checkpoints").glob("*.ckpt"))
+    # TensorBoard's HPARAMS table: the run's settings, and the scores it reads off the run's own scalars
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    table = HParamsPluginData.FromString(events.SummaryMetadata("_hparams_/experiment").plugin_data.content)
+    session = HParamsPluginData.FromString(events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    assert {"val/acc", "attention/prev_token_score/L1H0"} <= {m.name.tag for m in table.experiment.metric_infos}
+    assert session.session_start_info.hparams["model.lr"].number_value == 3e-3
+    assert session.session_start_info.hparams["data.steps_per_epoch"].number_value == 25
+    assert "hp_metric" not in logged  # Lightning's placeholder column, -1 in every run
 
 
 def test_model_summary_counts_the_flops_of_one_training_batch(in_tmp):
