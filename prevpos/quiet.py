@@ -2,6 +2,7 @@
 
 import logging
 import warnings
+from contextlib import contextmanager
 
 ADVERT = "💡 Tip:"  # Lightning 2.6 advertises its cloud logger at every Trainer construction
 
@@ -18,3 +19,15 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
+
+
+@contextmanager
+def lightning_info_off():
+    """Lightning's info lines ("GPU available: ...", "`Trainer.fit` stopped: ...") off within the block."""
+    lightning = logging.getLogger("lightning.pytorch")
+    level = lightning.level
+    lightning.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lightning.setLevel(level)

@@ -1,6 +1,7 @@
 """`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -16,7 +17,15 @@ def run_bench(tmp_path, *args: str) -> dict:
 
 
 def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
-    report = run_bench(tmp_path, "--runs", "abd")
+    lightning_lines = []
+    handler = logging.Handler()
+    handler.emit = lightning_lines.append
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
+    try:
+        report = run_bench(tmp_path, "--runs", "abd")
+    finally:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
+    assert not lightning_lines  # "GPU available: ...": four lines per fit between the bench's own
     a, b = report["median"]["a"], report["median"]["b"]
     # Same init, batches, loss, clip and schedule: the same held-out accuracy after 20 steps (above chance 0.01).
     assert 0.02 < a["val_acc"] < 0.9 and a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)
@@ -29,6 +38,7 @@ def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
     assert report["analysis_place"] == "thread"  # where (c) would analyse: on a CPU, a thread
     printed = capsys.readouterr().out
     assert "(a) plain PyTorch loop" in printed and "(b) fit, no plugins" in printed and "b/a steps_per_s" in printed
+    assert "Moving model to device" not in printed  # TransformerLens's print in (a)
 
 
 @pytest.mark.slow

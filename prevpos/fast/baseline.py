@@ -20,7 +20,8 @@ class PlainTraining:
                  init_seed: int | None = None, data_seed: int = 0):
         hp = {name: p.default for name, p in inspect.signature(PrevTokenModel.__init__).parameters.items()}
         self.device = device
-        self.model = build_transformer(seed=hp["init_seed"] if init_seed is None else init_seed).to(device)
+        self.model = build_transformer(seed=hp["init_seed"] if init_seed is None else init_seed)
+        self.model.to(device, print_details=False)  # TransformerLens prints "Moving model to device" otherwise
         self.model.cfg.device = str(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])

@@ -17,6 +17,7 @@ from prevpos.fast.timing import SpeedCallback, SpeedMeter, now, peak_memory_mib,
 from prevpos.fast.training import FastStep
 from prevpos.guards import StopOnDivergence
 from prevpos.module import PrevTokenModel
+from prevpos.quiet import lightning_info_off
 
 
 def run_one(kind: str, args: Namespace, device: torch.device, scratch: str) -> dict:
@@ -56,13 +57,14 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
     callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
                  RunCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
-    trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
-        logger=TensorBoardLogger(scratch, name="bench"),
-        log_every_n_steps=1 if fast else TRAINER_DEFAULTS["log_every_n_steps"],  # fast: 1 Lightning step = K steps
-        gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
-        precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=scratch, plugins=[AtomicCheckpointIO()])  # fit's checkpoints
-    trainer.fit(module, data)
+    with lightning_info_off():  # its four lines per fit ("GPU available", ...) would bury the table
+        trainer = L.Trainer(
+            accelerator=device.type, devices=1, max_epochs=args.steps // args.steps_per_epoch, callbacks=callbacks,
+            logger=TensorBoardLogger(scratch, name="bench"),
+            log_every_n_steps=1 if fast else TRAINER_DEFAULTS["log_every_n_steps"],  # fast: 1 Lightning step = K steps
+            gradient_clip_val=None if fast else TRAINER_DEFAULTS["gradient_clip_val"],
+            precision="32-true" if fast else args.precision, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, default_root_dir=scratch, plugins=[AtomicCheckpointIO()])  # fit's checkpoints
+        trainer.fit(module, data)
     return {"train_s": timer.time_elapsed("train"), "val_acc": float(trainer.callback_metrics["val/acc"]),
             "steps": trainer.global_step}
