@@ -68,7 +68,7 @@ def test_raw_state_dict_with_the_notebook_probe_reproduces_the_tutorials_sample(
     torch.save(model.state_dict(), tmp_path / "model.pth")  # the public tutorial's format: W_pos and b_* as zeros
     out = tmp_path / "analysis"
     analyze("--weights", tmp_path / "model.pth", "--out", out, "--probe_size", 256, "--probe_seed", 42,
-            "--notebook_probe", "true", "--plugins", "[OVCircuit]")
+            "--notebook_probe", "true", "--plugins", "OVCircuit")
     torch.manual_seed(42)
     tokens = torch.randint(0, model.cfg.d_vocab, (256, model.cfg.n_ctx))  # the tutorial's literal expression
     tokens[:, 0] = model.cfg.d_vocab - 1

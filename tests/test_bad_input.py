@@ -56,6 +56,8 @@ CASES = [
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
     ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
     ("analyze_wrong_shape", ["analyze", "--weights", "other_state_dict.pt", "--out", "analysis"], "does not fit the model"),
+    ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
+                                "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
     ("report_empty_dir", ["report", "empty"], "has no TensorBoard events"),
 ]
 

@@ -33,8 +33,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--probe_seed", type=int, default=probe["probe_seed"].default, help="Seed of the probe batch.")
     parser.add_argument("--notebook_probe", type=bool, default=False,
                         help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
-    parser.add_argument("--plugins", type=list[str] | None, default=None,
-                        help="Short names of the plugins to run (default: every discovered plugin).")
+    parser.add_argument("--plugins", type=str, nargs="+", default=None, metavar="NAME",
+                        help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy (default: "
+                             "every discovered plugin).")
     return parser
 
 
