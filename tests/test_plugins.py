@@ -3,6 +3,7 @@ mechanism on a trained model."""
 
 import gc
 import io
+import json
 import sys
 import threading
 import warnings
@@ -201,6 +202,8 @@ def test_the_readme_plugin_runs_as_the_readme_says(tmp_path, in_tmp, monkeypatch
               "--trainer.callbacks+=AttentionEntropy"])
         with pytest.raises(SystemExit):
             main(["fit", "--trainer.callbacks.help", "AttentionEntropy"])
+        main(["analyze", "--weights", "lightning_logs/default/version_0/checkpoints/last.ckpt", "--out", "try1",
+              "--plugins", "AttentionEntropy", "--probe_size", "64"])  # the fit's probe
     finally:
         sys.modules.pop("prevpos_plugins.entropy", None)  # so later discover_plugins() calls do not find it
         gc.collect()
@@ -210,6 +213,9 @@ def test_the_readme_plugin_runs_as_the_readme_says(tmp_path, in_tmp, monkeypatch
         entropy = logged.Scalars(f"entropy/L{layer}H0")
         assert [e.step for e in entropy] == [0, 3] and all(0 < e.value <= np.log(10) for e in entropy)
         assert logged.Images(f"entropy/by_position/L{layer}H0")
+    analyzed = json.loads((in_tmp / "try1" / "metrics.json").read_text())
+    assert analyzed["entropy/L1H0"] == pytest.approx(entropy[-1].value, rel=1e-6)  # the same weights, the same probe
+    assert (in_tmp / "try1" / "entropy" / "by_position" / "L1H0.png").is_file()
 
 
 def test_the_mechanism_on_the_trained_model(trained_module, capsys):
