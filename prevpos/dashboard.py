@@ -44,7 +44,7 @@ LAYOUT = {
 
 # The HPARAMS tab's columns: TensorBoard shows each run's last logged value of these tags (none is written here).
 TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_decay_score/L0H0", "attention/prev_token_score/L1H0",
-                "ov/copy_top1/L1H0", "explanation/algorithm_recovered", "length/acc_len20"]
+                "ov/copy_top1/L1H0", "explanation/algorithm_recovered"]  # not length/*: its tags follow n_ctx
 TABLE_DATA = ("batch_size", "steps_per_epoch", "seed", "n_tokens", "bos", "batches_per_step")
 TABLE_TRAINER = ("max_epochs", "precision", "gradient_clip_val")
 
