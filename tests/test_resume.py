@@ -227,6 +227,14 @@ def test_checkpoints_every_n_train_steps_alone_replaces_the_epoch_default(tmp_pa
     assert last["global_step"] == 6  # steps 3 and 6, not the epoch end at 8
 
 
+def test_every_epoch_kept_as_the_readme_says(tmp_path, monkeypatch):
+    """The README's way to keep a checkpoint of every epoch (to analyse the model mid-transition)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.callbacks=[]", "--checkpoint.save_top_k=-1", "--checkpoint.filename={epoch}-{step}"])
+    kept = {p.name: torch.load(p, weights_only=False)["global_step"] for p in (RUN / "checkpoints").iterdir()}
+    assert kept == {"epoch=0-step=4.ckpt": 4, "epoch=1-step=8.ckpt": 8, "epoch=2-step=12.ckpt": 12, "last.ckpt": 12}
+
+
 def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(tmp_path, monkeypatch):
     """The checkpoint restores the first run's schedule (cosine over 8 steps); past its end the cosine alone would
     climb back towards the peak lr (at step 16 it was at 3/4 of the way up)."""
