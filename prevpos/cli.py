@@ -55,6 +55,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_info
 
     from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, AtomicCheckpointIO, RunCheckpoint, check_fits,
@@ -130,13 +131,12 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def before_fit(self):
             self._check_ckpt_path()
-            if self.trainer.log_dir is not None:  # the point of the tool is to watch a run as it trains
-                logs = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.log_dir).parent
+            if isinstance(self.trainer.logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains
                 rank_zero_info(f"prevpos: logging to {self.trainer.log_dir}; "
-                               f"watch it with `tensorboard --logdir {logs}`")
+                               f"watch it with `tensorboard --logdir {Path(self.trainer.logger.root_dir).parent}`")
 
         def after_fit(self):
-            if self.trainer.log_dir is not None and Path(self.trainer.log_dir, "config.yaml").is_file():
+            if isinstance(self.trainer.logger, TensorBoardLogger):
                 rank_zero_info("prevpos: the run's story in one page: "
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 

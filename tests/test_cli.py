@@ -99,6 +99,20 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
 
 
+def test_fit_without_a_tensorboard_logger_does_not_point_at_tensorboard(in_tmp):
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lines.append
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
+    try:
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.logger=false"] + SHORT_FIT[3:])
+    finally:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
+    said = [line.getMessage() for line in lines]
+    assert any(line.startswith("`Trainer.fit` stopped") for line in said)
+    assert not [line for line in said if line.startswith("prevpos:")]  # it said "tensorboard --logdir /" before
+
+
 def test_saved_config_reruns_the_run(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
     saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"
