@@ -105,7 +105,8 @@ def test_fit_without_a_tensorboard_logger_does_not_point_at_tensorboard(in_tmp):
     handler.emit = lines.append
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
     try:
-        main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.logger=false"] + SHORT_FIT[3:])
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.logger=false",
+                              *SHORT_FIT[3:]])
     finally:
         logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
     said = [line.getMessage() for line in lines]
