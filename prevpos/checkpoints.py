@@ -17,6 +17,11 @@ from prevpos.errors import ConfigError
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
+def names_a_file(ckpt_path) -> bool:
+    """Is this --ckpt_path a file, rather than none or one of the names Lightning resolves itself?"""
+    return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file beside the target, fsync, then rename over it.
 

@@ -58,8 +58,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_info
 
-    from prevpos.checkpoints import (SPECIAL_CKPT_PATHS, AtomicCheckpointIO, RunCheckpoint, check_fits,
-                                     read_checkpoint)
+    from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
@@ -100,7 +99,7 @@ def build_cli(args: list[str] | None, run: bool = True):
         def _parse_ckpt_path(self):
             # Lightning reads the checkpoint's hyperparameters here first: a missing or corrupt file fails as one line.
             path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-            if path is not None and path not in SPECIAL_CKPT_PATHS:
+            if names_a_file(path):
                 read_checkpoint(path)
             super()._parse_ckpt_path()
 
@@ -124,7 +123,7 @@ def build_cli(args: list[str] | None, run: bool = True):
             if self.subcommand == "fit":
                 check_run_dir(self.trainer, path)
                 expect_own_checkpoints(path)
-            if path is not None and path not in SPECIAL_CKPT_PATHS:
+            if names_a_file(path):
                 check_fits(read_checkpoint(path), self.model, path)
 
         before_validate = before_test = _check_ckpt_path

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from prevpos.checkpoints import SPECIAL_CKPT_PATHS
+from prevpos.checkpoints import names_a_file
 from prevpos.errors import ConfigError
 
 
@@ -17,7 +17,7 @@ def require_checkpoint_file(ckpt_path, subcommand: str) -> None:
 
 def run_dir_of(ckpt_path) -> Path | None:
     """RUN_DIR if `ckpt_path` is RUN_DIR/checkpoints/FILE of a `fit` (its config.yaml beside checkpoints/)."""
-    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
+    if not names_a_file(ckpt_path):
         return None
     folder = Path(ckpt_path).parent
     return folder.parent if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file() else None

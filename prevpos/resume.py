@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
-from prevpos.checkpoints import SPECIAL_CKPT_PATHS, read_checkpoint
+from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
 
 
@@ -79,7 +79,7 @@ def check_run_dir(trainer, ckpt_path) -> None:
 def expect_own_checkpoints(ckpt_path) -> None:
     """A fit from RUN_DIR/checkpoints/FILE that writes on into that folder is a resume: Lightning's warning that the
     folder "exists and is not empty" read as a threat to the very files it resumes from."""
-    if ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS:
+    if names_a_file(ckpt_path):
         folder = re.escape(str(Path(ckpt_path).parent))
         warnings.filterwarnings("ignore", message=f"Checkpoint directory {folder} exists and is not empty")
 
