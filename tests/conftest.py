@@ -1,6 +1,8 @@
 """Shared fixtures: CPU only, small sizes, and one trained default-shape model per test session."""
 
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +21,20 @@ def quiet_trainer(**overrides) -> L.Trainer:
                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
+
+
+@contextmanager
+def lightning_info_lines():
+    """The messages Lightning's info lines ("GPU available: ...") carry within the block, as they reach its handler."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
 
 
 def build_data(**overrides) -> PrevTokenData:

@@ -1,12 +1,12 @@
 """`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
 
 import json
-import logging
 
 import pytest
 import torch
 
 from prevpos.cli import main
+from tests.conftest import lightning_info_lines
 
 
 def run_bench(tmp_path, *args: str) -> dict:
@@ -17,14 +17,8 @@ def run_bench(tmp_path, *args: str) -> dict:
 
 
 def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
-    lightning_lines = []
-    handler = logging.Handler()
-    handler.emit = lightning_lines.append
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
-    try:
+    with lightning_info_lines() as lightning_lines:
         report = run_bench(tmp_path, "--runs", "abd")
-    finally:
-        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
     assert not lightning_lines  # "GPU available: ...": four lines per fit between the bench's own
     a, b = report["median"]["a"], report["median"]["b"]
     # Same init, batches, loss, clip and schedule: the same held-out accuracy after 20 steps (above chance 0.01).

@@ -1,6 +1,5 @@
 """The command line: a real short fit, help, print_config, and every experiment file."""
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from prevpos.cli import build_cli, main
+from tests.conftest import lightning_info_lines
 
 EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.yaml"))
 SHORT_FIT = ["fit", "--trainer.max_epochs=4", "--data.steps_per_epoch=25", "--data.val_size=512",
@@ -62,22 +62,15 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     small = ["--data.batch_size=64", "--data.val_size=512", "--trainer.enable_progress_bar=false"]
     runs = in_tmp / "lightning_logs" / "default"
     checkpoint = str(runs / "version_0" / "checkpoints" / "last.ckpt")
-    lightning_lines = []
-    handler = logging.Handler()
-    handler.emit = lightning_lines.append
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=25", "--trainer.callbacks=[]", *small])
-            main(["validate", "--ckpt_path", checkpoint, *small])
-            main(["test", "--ckpt_path", checkpoint, *small])
-            main(["test", "--ckpt_path", checkpoint, *small])
-    finally:
-        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
+    with lightning_info_lines() as lightning_lines, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=25", "--trainer.callbacks=[]", *small])
+        main(["validate", "--ckpt_path", checkpoint, *small])
+        main(["test", "--ckpt_path", checkpoint, *small])
+        main(["test", "--ckpt_path", checkpoint, *small])
     # None of Lightning's lines that tell a user nothing: its advert, torch's LeafSpec deprecation, and (validate,
     # test) "The dirpath has changed". Its other lines still come through.
-    said = [record.getMessage() for record in lightning_lines] + [str(w.message) for w in caught]
+    said = lightning_lines + [str(w.message) for w in caught]
     assert any(line.startswith("Restoring states from the checkpoint") for line in said)
     # fit says where it logs as it starts (to watch it train), and how to read the finished run
     run = Path("lightning_logs", "default", "version_0")
@@ -100,16 +93,9 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
 
 
 def test_fit_without_a_tensorboard_logger_does_not_point_at_tensorboard(in_tmp):
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lines.append
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(handler)
-    try:
+    with lightning_info_lines() as said:
         main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.logger=false",
                               *SHORT_FIT[3:]])
-    finally:
-        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(handler)
-    said = [line.getMessage() for line in lines]
     assert any(line.startswith("`Trainer.fit` stopped") for line in said)
     assert not [line for line in said if line.startswith("prevpos:")]  # it said "tensorboard --logdir /" before
 
