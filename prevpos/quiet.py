@@ -18,6 +18,11 @@ def quiet_library_noise() -> None:
     # Lightning 2.6 builds torch's deprecated LeafSpec for every set of dataloaders: a line pointing into Lightning.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Lightning warns when an epoch has fewer steps than log_every_n_steps, as if training scalars would be lost, but
+    # it logs every log_every_n_steps global steps across epochs: short epochs (plugins analysing every step or two)
+    # lose nothing.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
+                            r"interval")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 

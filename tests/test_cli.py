@@ -100,6 +100,15 @@ def test_fit_without_a_tensorboard_logger_does_not_point_at_tensorboard(in_tmp):
     assert not [line for line in said if line.startswith("prevpos:")]  # it said "tensorboard --logdir /" before
 
 
+def test_epochs_shorter_than_the_logging_interval_log_training_scalars_without_a_warning(in_tmp):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=5", "--data.steps_per_epoch=2"] + SHORT_FIT[3:])
+    # Lightning warned that 2 batches an epoch is "smaller than the logging interval" (5): logs are by global step.
+    assert not [w for w in caught if "logging interval" in str(w.message)]
+    assert [e.step for e in scalars(in_tmp / "lightning_logs" / "default" / "version_0")["train/loss"]] == [4, 9]
+
+
 def test_saved_config_reruns_the_run(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
     saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"
