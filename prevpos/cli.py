@@ -135,7 +135,8 @@ def build_cli(args: list[str] | None, run: bool = True):
                                f"watch it with `tensorboard --logdir {Path(self.trainer.logger.root_dir).parent}`")
 
         def after_fit(self):
-            if isinstance(self.trainer.logger, TensorBoardLogger):
+            # Not after a fit that trained no step (max_epochs 0): its events hold nothing to report.
+            if isinstance(self.trainer.logger, TensorBoardLogger) and self.trainer.global_step > 0:
                 rank_zero_info("prevpos: the run's story in one page: "
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 

@@ -109,6 +109,13 @@ def test_epochs_shorter_than_the_logging_interval_log_training_scalars_without_a
     assert [e.step for e in scalars(in_tmp / "lightning_logs" / "default" / "version_0")["train/loss"]] == [4, 9]
 
 
+def test_a_fit_of_no_steps_does_not_offer_a_report(in_tmp):
+    with lightning_info_lines() as said:
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=0"] + SHORT_FIT[2:])
+    assert any(line.startswith("prevpos: logging to") for line in said)
+    assert not [line for line in said if "prevpos report" in line]  # `report` would say the run holds no scalars
+
+
 def test_saved_config_reruns_the_run(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
     saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"

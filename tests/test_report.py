@@ -159,6 +159,25 @@ def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
     assert mean == pytest.approx(0.8) and std == pytest.approx(0.1414, abs=1e-3)
 
 
+def test_a_run_that_cannot_be_read_is_skipped_from_the_table_of_several(tmp_path, report, capsys):
+    png = embedded_pngs(report)[1]
+    runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("a", 0.9), ("b", 0.7)]]
+    died = tmp_path / "died"  # a fit that stopped before its first scalar
+    died.mkdir()
+    (died / "events.out.tfevents.1.x.0").write_bytes(b"")
+    main(["report", *map(str, runs), str(died)])  # one such run made the whole table fail
+    html = (tmp_path / "report.html").read_text()
+    assert re.search(r'<tr><td>probe/acc</td><td class="num">0.9</td><td class="num">0.7</td><td class="num">0.8</td>',
+                     html)
+    err = capsys.readouterr().err
+    assert f"prevpos: report: skipped {died}: its TensorBoard events hold no scalars yet" in err and err.count("\n") == 1
+    assert f"skipped {died}" in html
+    with pytest.raises(SystemExit) as exit_info:  # none readable: the first one's error, in one line
+        main(["report", str(died), str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "hold no scalars yet" in err and err.count("\n") == 1
+
+
 def test_snapshots_are_before_during_and_after_the_val_acc_rise():
     accs = [0.01, 0.02, 0.2, 0.5, 0.85, 0.97, 0.99]
     run = RunRecord(Path("."), "run", scalars={"val/acc": [(25 * (i + 1) - 1, a) for i, a in enumerate(accs)]})

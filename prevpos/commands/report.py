@@ -35,14 +35,29 @@ def main(argv: list[str]) -> None:
     from prevpos.report.run import read_run
     from prevpos.report.seeds import build_summary
 
-    runs = [read_run(path) for path in args.run_dirs]
-    if len(runs) == 1:
+    if len(args.run_dirs) == 1:
         out = args.out or args.run_dirs[0] / "report.html"
-        text = build_report(runs[0])
+        text = build_report(read_run(args.run_dirs[0]))
     else:
         out = args.out or Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
-        text = build_summary(runs)
+        text = build_summary(*readable_runs(args.run_dirs, read_run))
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
     write_report(out, text)
     print(f"wrote {out}")
+
+
+def readable_runs(paths: list[Path], read_run) -> tuple[list, list[str]]:
+    """The runs among several that can be read, and a line for each that cannot (one run that died at its start
+    must not cost the table of the other nineteen); the first error if none can be read."""
+    runs, errors = [], []
+    for path in paths:
+        try:
+            runs.append(read_run(path))
+        except ConfigError as error:
+            errors.append(error)
+    if not runs:
+        raise errors[0]
+    for error in errors:
+        print(f"prevpos: report: skipped {error}", file=sys.stderr)
+    return runs, [str(error) for error in errors]

@@ -55,7 +55,8 @@ def _curves(runs: list[RunRecord]) -> Figure:
     return fig
 
 
-def build_summary(runs: list[RunRecord]) -> str:
+def build_summary(runs: list[RunRecord], skipped: list[str] = ()) -> str:
+    """The page across runs; `skipped`: a line for each run directory given that could not be read."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     tags, rows = values_table(runs)
     stats = spread(rows) if rows else {}
@@ -78,4 +79,5 @@ def build_summary(runs: list[RunRecord]) -> str:
     ]
     for run in runs:
         sections += [f'<p class="note">{esc(run.path.name)}: {esc(n)}</p>' for n in run.notes]
+    sections += [f'<p class="note">skipped {esc(reason)}</p>' for reason in skipped]
     return page(f"prevpos report across {len(runs)} runs", sections)
