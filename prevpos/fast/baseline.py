@@ -8,6 +8,7 @@ from prevpos.data import PrevTokenData
 from prevpos.fast.timing import SpeedMeter
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.module import PrevTokenModel, warmup_cosine
+from prevpos.optimizer import adamw
 from prevpos.sequences import random_sequences
 from prevpos.transformer import build_transformer
 
@@ -24,7 +25,7 @@ class PlainTraining:
         self.model.to(device, print_details=False)  # TransformerLens prints "Moving model to device" otherwise
         self.model.cfg.device = str(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=hp["weight_decay"], betas=hp["betas"])
+        self.optimizer = adamw(self.params, lr, hp["weight_decay"], hp["betas"])
         warmup = hp["warmup_steps"] if warmup_steps is None else warmup_steps
         self.schedule = warmup_cosine(self.optimizer, lr, warmup, total_steps, hp["min_lr_ratio"])
         self.generator = torch.Generator(device).manual_seed(data_seed)

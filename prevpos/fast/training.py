@@ -7,6 +7,7 @@ import torch
 
 from prevpos.errors import ConfigError
 from prevpos.fast.step import TrainStep
+from prevpos.optimizer import adamw
 
 
 @dataclass
@@ -47,10 +48,12 @@ def uses_graph(module: L.LightningModule) -> bool:
 
 
 def optimizer(module: L.LightningModule, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW as the normal path builds it; fused and capturable (a few kernels inside the graph) on a GPU."""
+    """AdamW as the normal path builds it; capturable (its state on the GPU, inside the graph) for the graph."""
     hp = module.hparams
-    extra = {"fused": True, "capturable": True} if uses_graph(module) else {}
-    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas, **extra)
+    # Not fused under a GradScaler (16-mixed on a GPU): a fused step unscales the gradients itself, after Lightning
+    # would clip them, and Lightning refuses to clip for it.
+    scaled = getattr(module.trainer.precision_plugin, "scaler", None) is not None
+    return adamw(params, hp.lr, hp.weight_decay, hp.betas, capturable=uses_graph(module), fused=not scaled)
 
 
 def total_steps(module: L.LightningModule) -> int:

@@ -1,0 +1,51 @@
+"""The optimizer every path builds: torch's fused AdamW where it can be, the same update as the default."""
+
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from prevpos.fast.baseline import PlainTraining
+from prevpos.loss import previous_token_loss
+from prevpos.module import PrevTokenModel
+from prevpos.optimizer import adamw
+from prevpos.sequences import random_sequences
+from prevpos.transformer import build_transformer
+from tests.conftest import build_data, quiet_trainer
+
+
+def trained(fused: bool, steps: int = 30) -> torch.optim.AdamW:
+    model = build_transformer(seed=0)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], 1e-2, 0.0, (0.9, 0.999), fused=fused)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        tokens = random_sequences(32, 10, 101, 100, generator)
+        loss = previous_token_loss(model(tokens), tokens)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return optimizer
+
+
+def test_fused_adamw_makes_the_default_update_up_to_rounding():
+    fused, default = trained(fused=True), trained(fused=False)
+    assert fused.param_groups[0]["fused"] and not default.param_groups[0]["fused"]
+    initial = trained(fused=True, steps=0).param_groups[0]["params"]
+    for a, b, before in zip(fused.param_groups[0]["params"], default.param_groups[0]["params"], initial):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert (a - before).abs().max() > 1e-3  # it trained
+
+
+def test_fit_and_the_plain_loop_use_the_fused_optimizer_on_cpu():
+    module = PrevTokenModel()
+    quiet_trainer(max_epochs=1).fit(module, build_data(steps_per_epoch=2))
+    assert module.optimizers().optimizer.param_groups[0]["fused"]
+    assert PlainTraining(torch.device("cpu"), 1e-3, 10).optimizer.param_groups[0]["fused"]
+
+
+def test_a_grad_scaler_with_clipping_gets_the_unfused_optimizer():
+    """16-mixed on a GPU: Lightning unscales, then clips, then steps; a fused step would unscale itself, and
+    Lightning refuses to clip for it ("does not allow for gradient clipping"). The CPU stands in for the GPU."""
+    module = PrevTokenModel()
+    amp = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    trainer = quiet_trainer(max_epochs=1, gradient_clip_val=1.0, plugins=[amp])
+    trainer.fit(module, build_data(steps_per_epoch=2))
+    assert trainer.global_step == 2 and not module.optimizers().optimizer.param_groups[0]["fused"]
