@@ -23,6 +23,10 @@ def quiet_library_noise() -> None:
     # lose nothing.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
                             r"interval")
+    # DDP, each rank at its first backward: W_Q/W_K/W_V's gradients ([n_heads, d_model, d_head]) come out in another
+    # layout than DDP's buckets (at n_heads 1, only the size-1 dimension's stride differs). Nothing to act on: DDP
+    # copies gradients into its buckets anyway (gradient_as_bucket_view is off).
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 

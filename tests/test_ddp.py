@@ -40,6 +40,7 @@ def test_ddp_two_cpu_processes(tmp_path):
             f"{__name__}._RankRecorder]"]
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Grad strides do not match bucket view strides" not in result.stderr  # 3 lines per rank, harmless
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     steps = sorted(ranks[0]["seen"], key=int)
