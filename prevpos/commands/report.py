@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report
     from prevpos.report.page import build_report
-    from prevpos.report.run import read_run
+    from prevpos.report.run import read_run, read_runs
     from prevpos.report.seeds import build_summary
 
     if len(args.run_dirs) == 1:
@@ -40,24 +40,11 @@ def main(argv: list[str]) -> None:
         text = build_report(read_run(args.run_dirs[0]))
     else:
         out = args.out or Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
-        text = build_summary(*readable_runs(args.run_dirs, read_run))
+        runs, unreadable = read_runs(args.run_dirs)
+        for error in unreadable:  # one run that died at its start must not cost the table of the other nineteen
+            print(f"prevpos: report: skipped {error}", file=sys.stderr)
+        text = build_summary(runs, [str(error) for error in unreadable])
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
     write_report(out, text)
     print(f"wrote {out}")
-
-
-def readable_runs(paths: list[Path], read_run) -> tuple[list, list[str]]:
-    """The runs among several that can be read, and a line for each that cannot (one run that died at its start
-    must not cost the table of the other nineteen); the first error if none can be read."""
-    runs, errors = [], []
-    for path in paths:
-        try:
-            runs.append(read_run(path))
-        except ConfigError as error:
-            errors.append(error)
-    if not runs:
-        raise errors[0]
-    for error in errors:
-        print(f"prevpos: report: skipped {error}", file=sys.stderr)
-    return runs, [str(error) for error in errors]

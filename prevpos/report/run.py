@@ -45,6 +45,19 @@ def read_run(path: str | Path) -> RunRecord:
                       f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
 
 
+def read_runs(paths: list[Path]) -> tuple[list[RunRecord], list[ConfigError]]:
+    """The runs among several that can be read, and why each other one cannot; the first error if none can."""
+    runs, unreadable = [], []
+    for path in paths:
+        try:
+            runs.append(read_run(path))
+        except ConfigError as error:
+            unreadable.append(error)
+    if not runs:
+        raise unreadable[0]
+    return runs, unreadable
+
+
 def _read_events(path: Path) -> RunRecord:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,6 +1,7 @@
 """A report across several runs (e.g. seeds): each mechanism score's spread, and whether the same algorithm formed."""
 
 import statistics
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
@@ -55,7 +56,7 @@ def _curves(runs: list[RunRecord]) -> Figure:
     return fig
 
 
-def build_summary(runs: list[RunRecord], skipped: list[str] = ()) -> str:
+def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     """The page across runs; `skipped`: a line for each run directory given that could not be read."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     tags, rows = values_table(runs)
