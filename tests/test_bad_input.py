@@ -41,7 +41,7 @@ CASES = [
     ("plugin_bad_value", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.every_n_epochs=0"],
      "AttentionPatterns.every_n_epochs=0: must be at least 1"),
     ("plugin_unknown_option", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.nope=0"],
-     "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, strict)"),
+     "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict)"),
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),

@@ -73,6 +73,27 @@ def test_figure_data_is_stored_as_numpy_even_when_nested():
     assert findings.figures["t"].draw().axes
 
 
+def test_default_schedule_logs_figures_through_the_transition_and_sparsely_after(tmp_path, monkeypatch):
+    """Scalars at every epoch of the dense phase (12), then every 10; figures every 2 epochs in the dense phase
+    (with 10 steps an epoch: steps 20, 40, ..., 120, the frames of the transition, which forms at ~30-90), then
+    every 10; both at the start and at the end."""
+    monkeypatch.setenv("PREVPOS_RENDER", "thread")
+
+    class _Norm(AnalysisPlugin):
+        def analyze(self, run: ProbeRun) -> Findings:
+            findings = Findings()
+            findings.scalar("norm/W_E", run.model.W_E.norm())
+            findings.figure("norm/by_token", heatmap_grid, matrices={"W_E": run.model.W_E[:8, :8]}, title="W_E")
+            return findings
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = quiet_trainer(max_epochs=23, logger=logger, callbacks=[_Norm(strict=True)])
+    trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=1, batch_size=8))
+    logged = events(Path(logger.log_dir))
+    assert [e.step for e in logged.Scalars("norm/W_E")] == [*range(13), 20, 23]
+    assert [e.step for e in logged.Images("norm/by_token")] == [0, 2, 4, 6, 8, 10, 12, 20, 23]
+
+
 def test_a_failing_plugin_is_reported_once_and_training_goes_on(tmp_path):
     class _Broken(AnalysisPlugin):
         def analyze(self, run: ProbeRun) -> Findings:

@@ -26,25 +26,29 @@ class AnalysisPlugin(Callback):
 
     The mechanism forms in the first ~100 steps, so the default schedule is dense there and sparse after: every
     epoch for the first `dense_epochs` epochs, then every `every_n_epochs`. Figures cost far more than scalars
-    (drawing one takes ~0.05-0.1 s of CPU, most analyses take ms), so they are logged only every
-    `figure_every_n_epochs` epochs, at step 0 and at the end of training.
+    (drawing one takes ~0.05-0.3 s of CPU, most analyses take ms), so they are logged every
+    `dense_figure_every_n_epochs` epochs in the dense phase (frames of the transition: steps 20, 40, ..., 120 by
+    default), every `figure_every_n_epochs` after it, at step 0 and at the end of training.
 
     Args:
         every_n_epochs: After the dense phase, run (and log scalars) every N training epochs.
         dense_epochs: Run after every one of the first N epochs (0: follow every_n_epochs from the start).
-        figure_every_n_epochs: Log figures every N epochs (when the plugin runs then), at step 0 and at the end.
+        figure_every_n_epochs: After the dense phase, log figures every N epochs (when the plugin runs then).
+        dense_figure_every_n_epochs: In the dense phase, log figures every N epochs.
         strict: Re-raise a failure of this plugin instead of reporting it and going on.
     """
 
     def __init__(self, every_n_epochs: int = 10, dense_epochs: int = 12, figure_every_n_epochs: int = 10,
-                 strict: bool = False):
+                 dense_figure_every_n_epochs: int = 2, strict: bool = False):
         for name, value, least in [("every_n_epochs", every_n_epochs, 1), ("dense_epochs", dense_epochs, 0),
-                                   ("figure_every_n_epochs", figure_every_n_epochs, 1)]:
+                                   ("figure_every_n_epochs", figure_every_n_epochs, 1),
+                                   ("dense_figure_every_n_epochs", dense_figure_every_n_epochs, 1)]:
             if value < least:
                 raise ConfigError(f"{type(self).__name__}.{name}={value}: must be at least {least}")
         self.every_n_epochs = every_n_epochs
         self.dense_epochs = dense_epochs
         self.figure_every_n_epochs = figure_every_n_epochs
+        self.dense_figure_every_n_epochs = dense_figure_every_n_epochs
         self.strict = strict
         self._last_step: int | None = None
         self._skip_noted = False
@@ -69,13 +73,13 @@ class AnalysisPlugin(Callback):
         # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before
         # writing it, and `fit --resume` has TensorBoard drop that step's old events.
         if self._scheduled(trainer.current_epoch):
-            self._analyze_now(trainer, pl_module, figures=trainer.current_epoch % self.figure_every_n_epochs == 0)
+            self._analyze_now(trainer, pl_module, figures=self._figures_at(trainer.current_epoch))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epochs_done = trainer.current_epoch + 1
         last = epochs_done == trainer.max_epochs
         if self._scheduled(epochs_done) or last:
-            self._analyze_now(trainer, pl_module, figures=epochs_done % self.figure_every_n_epochs == 0 or last)
+            self._analyze_now(trainer, pl_module, figures=self._figures_at(epochs_done) or last)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -84,6 +88,10 @@ class AnalysisPlugin(Callback):
 
     def _scheduled(self, epochs_done: int) -> bool:
         return epochs_done <= self.dense_epochs or epochs_done % self.every_n_epochs == 0
+
+    def _figures_at(self, epochs_done: int) -> bool:
+        dense = epochs_done <= self.dense_epochs and epochs_done % self.dense_figure_every_n_epochs == 0
+        return dense or epochs_done % self.figure_every_n_epochs == 0
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_step != trainer.global_step:  # the final state, if the run stopped off schedule
