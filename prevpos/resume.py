@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
@@ -85,7 +86,14 @@ def expect_own_checkpoints(ckpt_path) -> None:
 
 
 class ResumableSaveConfig(SaveConfigCallback):
-    """Save config.yaml as Lightning does; a resumed run records its own invocation as config.resume{N}.yaml."""
+    """Save config.yaml as Lightning does; a resumed run records its own invocation as config.resume{N}.yaml. After
+    Ctrl-C (Lightning stops gracefully and exits with 1), say how to go on."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        run_dir = trainer.log_dir
+        if isinstance(exception, KeyboardInterrupt) and run_dir and Path(run_dir, "checkpoints", "last.ckpt").is_file():
+            rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; `python -m prevpos fit --resume {run_dir}` "
+                           "goes on from checkpoints/last.ckpt (the last epoch's end)")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir

@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prevpos.analysis import AnalysisPlugin, Findings
 from prevpos.checkpoints import AtomicCheckpointIO
 from prevpos.cli import main
+from tests.conftest import lightning_info_lines
 
 RUN = Path("lightning_logs/default/version_0")
 SMALL = ["--trainer.max_epochs=3", "--data.steps_per_epoch=4", "--data.batch_size=32", "--data.val_size=128",
@@ -127,6 +128,34 @@ def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, m
     assert [v for _, v in resumed_curves["counting/calls"]] == [1, 2, 3, 4]
     image_tag = "attention/mean_pattern/L1H0"
     assert [e.step for e in resumed.Images(image_tag)] == [e.step for e in straight.Images(image_tag)] == [0, 4, 8, 12]
+
+
+class _CtrlC(Callback):
+    """Ctrl-C in the middle of epoch 2 (step 6), once per test."""
+
+    armed = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if _CtrlC.armed and trainer.global_step == 6:
+            _CtrlC.armed = False
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path, monkeypatch, inline_render):
+    monkeypatch.chdir(tmp_path)
+    _CtrlC.armed = True
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT while it shuts down, and leaves it so
+    try:
+        with lightning_info_lines() as said, pytest.raises(SystemExit) as exit_info:
+            main(["fit", *SMALL, f"--trainer.callbacks=[{__name__}._CtrlC]"])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert exit_info.value.code == 1  # Lightning's graceful shutdown
+    assert f"prevpos: stopped at step 6; `python -m prevpos fit --resume {RUN}` goes on from checkpoints/last.ckpt " \
+           "(the last epoch's end)" in said
+    assert torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    main(["fit", "--resume", str(RUN)])  # the command it printed
+    assert torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
 
 
 def test_new_run_into_an_existing_run_dir_is_refused_untouched(tmp_path, monkeypatch, capsys, inline_render):
