@@ -5,7 +5,7 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh: the fast-path and analysis-process tests on the GPU; the OV eigenvalues on GPU
-#   and CPU; runs a-c at batch 256; variants of (c) (scripts/plugins_ab.py); runs a-b with gpu.yaml's recipe; gpu.yaml
+#   and CPU; runs a-c at batch 256; variants of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures, ...); runs a-b with gpu.yaml's recipe; gpu.yaml
 #   on a terminal with the bar at 10 and 100 redraws a second; a fit of gpu.yaml 10x as long, for stability (~8 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
@@ -56,7 +56,7 @@ for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(cir
 " 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
-  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats $R 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")

@@ -3,10 +3,10 @@
     python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
                                                                      on a GPU, so the GIL is what they share)
 Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step);
-(c) as `bench` runs it on a GPU (analyses in the analysis process, forced on a CPU too); (c) with the analyses in a
+(b) with torch's default (unfused) AdamW (before docs/speed.md change 11); (c) as `bench` runs it on a GPU (analyses in the analysis process, forced on a CPU too); (c) with the analyses in a
 thread of the training process (before prevpos/analysis/worker.py); (c) with TensorBoard's pure-Python event
-checksums (before prevpos/fast/tensorboard_crc.py); (c) drawing figures only at step 0 and at the end. Each run's
-line is printed as it finishes."""
+checksums (before prevpos/fast/tensorboard_crc.py); (c) drawing figures every 10 epochs in the dense phase too
+(before change 12); (c) drawing figures only at step 0 and at the end. Each run's line is printed as it finishes."""
 
 import argparse
 import os
@@ -19,20 +19,24 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
 from prevpos.fast import analysis_process, runs, tensorboard_crc
+from prevpos.fast import training as fast_path
 from prevpos.module import PrevTokenModel
 
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
 LOG = PrevTokenModel.log
-VARIANTS = ["b", "b, train metrics on the progress bar", "c", "c, analyses in a thread",
-            "c, pure-Python event checksums", "c, figures at start and end only"]
+ADAMW = fast_path.adamw
+VARIANTS = ["b", "b, train metrics on the progress bar", "b, unfused AdamW", "c", "c, analyses in a thread",
+            "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
 
 
 def plugins_for(variant: str) -> list:
     plugins = DEFAULT_PLUGINS()
-    if variant == "c, figures at start and end only":
-        for plugin in plugins:
-            plugin.figure_every_n_epochs = 10**9
+    for plugin in plugins:
+        if variant == "c, figures at start and end only":
+            plugin.figure_every_n_epochs = plugin.dense_figure_every_n_epochs = 10**9
+        elif variant == "c, figures every 10 epochs":
+            plugin.dense_figure_every_n_epochs = plugin.figure_every_n_epochs
     return plugins
 
 
@@ -68,6 +72,7 @@ def main() -> None:
                 runs.default_plugins = lambda: plugins_for(variant)
                 set_checksums(pure_python="pure-Python" in variant)
                 PrevTokenModel.log = log_with_bar if "progress bar" in variant else LOG
+                fast_path.adamw = partial(ADAMW, fused=False) if "unfused" in variant else ADAMW
                 os.environ["PREVPOS_ANALYSIS"] = "thread" if "in a thread" in variant else "process"
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
@@ -75,6 +80,7 @@ def main() -> None:
                     runs.default_plugins = DEFAULT_PLUGINS
                     set_checksums(pure_python=False)
                     PrevTokenModel.log = LOG
+                    fast_path.adamw = ADAMW
                     os.environ.pop("PREVPOS_ANALYSIS")
                 results[variant].append(result)
                 print(f"repeat {repeat + 1}: {variant:<38} {result['steps_per_s']:7.1f} steps/s  train "
