@@ -91,7 +91,8 @@ class ResumableSaveConfig(SaveConfigCallback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         run_dir = trainer.log_dir
-        if isinstance(exception, KeyboardInterrupt) and run_dir and Path(run_dir, "checkpoints", "last.ckpt").is_file():
+        resumable = run_dir is not None and Path(run_dir, "checkpoints", "last.ckpt").is_file()
+        if isinstance(exception, KeyboardInterrupt) and resumable:
             rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; `python -m prevpos fit --resume {run_dir}` "
                            "goes on from checkpoints/last.ckpt (the last epoch's end)")
 

@@ -5,8 +5,9 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh: the fast-path and analysis-process tests on the GPU; the OV eigenvalues on GPU
-#   and CPU; runs a-c at batch 256; variants of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures, ...); runs a-b with gpu.yaml's recipe; gpu.yaml
-#   on a terminal with the bar at 10 and 100 redraws a second; a fit of gpu.yaml 10x as long, for stability (~8 min).
+#   and CPU; runs a-c at batch 256; variants of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures,
+#   ...); runs a-b with gpu.yaml's recipe; gpu.yaml on a terminal with the bar at 10 and 100 redraws a second; a fit
+#   of gpu.yaml 10x as long, for stability (~8 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \

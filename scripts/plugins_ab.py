@@ -2,11 +2,12 @@
     python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~4 min on an H100)
     python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
                                                                      on a GPU, so the GIL is what they share)
-Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step);
-(b) with torch's default (unfused) AdamW (before docs/speed.md change 11); (c) as `bench` runs it on a GPU (analyses in the analysis process, forced on a CPU too); (c) with the analyses in a
-thread of the training process (before prevpos/analysis/worker.py); (c) with TensorBoard's pure-Python event
-checksums (before prevpos/fast/tensorboard_crc.py); (c) drawing figures every 10 epochs in the dense phase too
-(before change 12); (c) drawing figures only at step 0 and at the end. Each run's line is printed as it finishes."""
+Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step); (b)
+with torch's default (unfused) AdamW (before docs/speed.md change 11); (c) as `bench` runs it on a GPU (analyses in
+the analysis process, forced on a CPU too); (c) with the analyses in a thread of the training process (before
+prevpos/analysis/worker.py); (c) with TensorBoard's pure-Python event checksums (before
+prevpos/fast/tensorboard_crc.py); (c) drawing figures every 10 epochs in the dense phase too (before change 12); (c)
+drawing figures only at step 0 and at the end. Each run's line is printed as it finishes."""
 
 import argparse
 import os
