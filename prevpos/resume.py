@@ -93,8 +93,9 @@ class ResumableSaveConfig(SaveConfigCallback):
         run_dir = trainer.log_dir
         resumable = run_dir is not None and Path(run_dir, "checkpoints", "last.ckpt").is_file()
         if isinstance(exception, KeyboardInterrupt) and resumable:
-            rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; `python -m prevpos fit --resume {run_dir}` "
-                           "goes on from checkpoints/last.ckpt (the last epoch's end)")
+            rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; "
+                           f"`python -m prevpos fit --resume {run_dir}` goes on from checkpoints/last.ckpt (the last "
+                           "epoch's end)")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir
