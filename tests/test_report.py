@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from prevpos.cli import main
 from prevpos.report.html import MARKER
+from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord
 from prevpos.report.snapshots import snapshot_steps
 from prevpos.report.story import loss
@@ -177,6 +178,26 @@ def test_a_run_that_cannot_be_read_is_skipped_from_the_table_of_several(tmp_path
         main(["report", str(died), str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "hold no scalars yet" in err and err.count("\n") == 1
+
+
+def test_the_transition_is_shown_frame_by_frame(report):
+    png = embedded_pngs(report)[1]
+    accs = [0.01, 0.02, 0.2, 0.5, 0.85, 0.97, 0.99]
+    frames = {tag: [(step, png) for step in range(0, 200, 25)]
+              for tag in ("attention/mean_pattern/L1H0", "attention/mean_pattern/L0H0")}
+    run = RunRecord(Path("."), "run", images=frames,
+                    scalars={"val/acc": [(25 * (i + 1) - 1, a) for i, a in enumerate(accs)],
+                             "attention/prev_token_score/L1H0": [(0, 0.2)]})
+    section = build_report(run).split('id="frames"')[1].split("<h2")[0]
+    # Layer 1 only (the head that learns to look back), from before the rise (step 50) to after it (150).
+    assert "attention/mean_pattern/L1H0" in section and "L0H0" not in section
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", section)
+    assert captions == ["step 50, val acc 0.020", "step 75, val acc 0.200", "step 100, val acc 0.500",
+                        "step 125, val acc 0.850", "step 150, val acc 0.970"]
+    assert len(embedded_pngs(section)) == 5
+    flat = RunRecord(Path("."), "run", images=frames, scalars={"val/acc": [(24, 0.99), (49, 0.99)],
+                                                               "attention/prev_token_score/L1H0": [(0, 0.2)]})
+    assert 'id="frames"' not in build_report(flat)  # no transition to show
 
 
 def test_snapshots_are_before_during_and_after_the_val_acc_rise():

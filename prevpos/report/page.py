@@ -11,11 +11,14 @@ from prevpos.report.timeline import png_bytes, timeline_figure
 
 # Long per-position lists: folded away.
 DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos", "epoch", "hp_metric")
+# Where the head that learns to look back looks, at each step of the transition.
+TRANSITION_FRAMES = "attention/mean_pattern/L{last}H*"
 
 
 def build_report(run: RunRecord) -> str:
     timeline = png_bytes(timeline_figure(run)) if run.kind == "run" else None
-    sections = [_overview(run), _timeline(run, timeline), _story(run, timeline), _snapshots(run), _all_figures(run)]
+    sections = [_overview(run), _timeline(run, timeline), _story(run, timeline), _snapshots(run), _frames(run),
+                _all_figures(run)]
     return page(f"prevpos report: {run.path}", sections)
 
 
@@ -80,14 +83,37 @@ def _snapshots(run: RunRecord) -> str:
     if run.kind != "run" or not tags:
         return ""
     steps = snapshot_steps(run, [s for s, _ in run.images[tags[0]]])
-    header = ["figure"] + [f"{name}: step {s}" + ("" if acc_at(run, s) is None else f", val acc {acc_at(run, s):.3f}")
-                           for name, s in steps.items()]
+    header = ["figure"] + [f"{name}: {_step_caption(run, s)}" for name, s in steps.items()]
     rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
         f"<td>{img(png, f'{tag} @ {s}', 260) if (png := run.image_at(tag, s)) else ''}</td>" for s in steps.values())
                    + "</tr>" for tag in tags)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     return (f'<h2 id="snapshots">Key figures before, during and after the transition</h2>'
             f"<p>Steps chosen from val accuracy.</p><table><tr>{head}</tr>{rows}</table>")
+
+
+def _frames(run: RunRecord) -> str:
+    """The last layer's mean attention at every step drawn from just before the transition to just after it: the
+    previous-token diagonal forming, frame by frame (the plugins draw figures every 2 epochs while it forms)."""
+    tags = matching(run, TRANSITION_FRAMES, images=True) if run.kind == "run" else []
+    if not tags:
+        return ""
+    steps = snapshot_steps(run, [s for s, _ in run.images[tags[0]]])
+    if "before" not in steps:  # no transition in this run (it never learned, or had learned before its first figure)
+        return ""
+    frames = [s for s, _ in run.images[tags[0]] if steps["before"] <= s <= steps["after"]]
+    if len(frames) < 3:
+        return ""
+    rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
+        f"<td>{img(run.image_at(tag, s), _step_caption(run, s), 180)}</td>" for s in frames)
+                   + "</tr>" for tag in tags)
+    return (f'<h2 id="frames">The transition, frame by frame</h2><p>Every figure step from {frames[0]} to '
+            f"{frames[-1]}.</p><table>{rows}</table>")
+
+
+def _step_caption(run: RunRecord, step: int) -> str:
+    acc = acc_at(run, step)
+    return f"step {step}" + ("" if acc is None else f", val acc {acc:.3f}")
 
 
 def _all_figures(run: RunRecord) -> str:
