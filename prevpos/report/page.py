@@ -105,7 +105,7 @@ def _frames(run: RunRecord) -> str:
     if len(frames) < 3:
         return ""
     rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
-        f"<td>{img(run.image_at(tag, s), _step_caption(run, s), 180)}</td>" for s in frames)
+        f"<td>{img(png, _step_caption(run, s), 180) if (png := run.image_at(tag, s)) else ''}</td>" for s in frames)
                    + "</tr>" for tag in tags)
     return (f'<h2 id="frames">The transition, frame by frame</h2><p>Every figure step from {frames[0]} to '
             f"{frames[-1]}.</p><table>{rows}</table>")
