@@ -12,6 +12,11 @@ from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
 
 
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint `fit --resume RUN_DIR` continues from (RunCheckpoint rewrites it at every epoch)."""
+    return Path(run_dir, "checkpoints", "last.ckpt")
+
+
 def expand_resume(argv: list[str]) -> list[str]:
     """Rewrite `fit --resume RUN_DIR [overrides]` into the run's own config, logger version and last checkpoint.
 
@@ -26,7 +31,7 @@ def expand_resume(argv: list[str]) -> list[str]:
     if any(arg == "--config" or arg.startswith("--config=") for arg in rest):
         raise ConfigError("--resume RUN_DIR reads RUN_DIR/config.yaml itself: drop --config (other options still "
                           "override it, e.g. --trainer.max_epochs 48)")
-    config, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    config, last = run_dir / "config.yaml", last_checkpoint(run_dir)
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
@@ -91,7 +96,7 @@ class ResumableSaveConfig(SaveConfigCallback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         run_dir = trainer.log_dir
-        resumable = run_dir is not None and Path(run_dir, "checkpoints", "last.ckpt").is_file()
+        resumable = run_dir is not None and last_checkpoint(run_dir).is_file()
         if isinstance(exception, KeyboardInterrupt) and resumable:
             rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; "
                            f"`python -m prevpos fit --resume {run_dir}` goes on from checkpoints/last.ckpt (the last "
