@@ -84,9 +84,7 @@ def _snapshots(run: RunRecord) -> str:
         return ""
     steps = snapshot_steps(run, [s for s, _ in run.images[tags[0]]])
     header = ["figure"] + [f"{name}: {_step_caption(run, s)}" for name, s in steps.items()]
-    rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
-        f"<td>{img(png, f'{tag} @ {s}', 260) if (png := run.image_at(tag, s)) else ''}</td>" for s in steps.values())
-                   + "</tr>" for tag in tags)
+    rows = _image_rows(run, tags, list(steps.values()), lambda tag, s: f"{tag} @ {s}", 260)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     return (f'<h2 id="snapshots">Key figures before, during and after the transition</h2>'
             f"<p>Steps chosen from val accuracy.</p><table><tr>{head}</tr>{rows}</table>")
@@ -104,11 +102,16 @@ def _frames(run: RunRecord) -> str:
     frames = [s for s, _ in run.images[tags[0]] if steps["before"] <= s <= steps["after"]]
     if len(frames) < 3:
         return ""
-    rows = "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
-        f"<td>{img(png, _step_caption(run, s), 180) if (png := run.image_at(tag, s)) else ''}</td>" for s in frames)
-                   + "</tr>" for tag in tags)
+    rows = _image_rows(run, tags, frames, lambda tag, s: _step_caption(run, s), 180)
     return (f'<h2 id="frames">The transition, frame by frame</h2><p>Every figure step from {frames[0]} to '
             f"{frames[-1]}.</p><table>{rows}</table>")
+
+
+def _image_rows(run: RunRecord, tags: list[str], steps: list[int], caption, width: int) -> str:
+    """A table row per tag: its image at each step (an empty cell where it has none), captioned caption(tag, step)."""
+    return "".join("<tr><td>" + esc(tag) + "</td>" + "".join(
+        f"<td>{img(png, caption(tag, s), width) if (png := run.image_at(tag, s)) else ''}</td>" for s in steps)
+                   + "</tr>" for tag in tags)
 
 
 def _step_caption(run: RunRecord, step: int) -> str:
