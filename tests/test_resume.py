@@ -35,14 +35,15 @@ class _CrashOnce(Callback):
     """Dies in the middle of epoch `epoch`, once per test (the resumed run reads the same config)."""
 
     armed = False
+    error: type[BaseException] = _SimulatedCrash
 
     def __init__(self, epoch: int = 2, batch: int = 2):
         self.epoch, self.batch = epoch, batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if _CrashOnce.armed and trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            _CrashOnce.armed = False
-            raise _SimulatedCrash
+        if type(self).armed and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            type(self).armed = False
+            raise self.error
 
 
 class _CountingPlugin(AnalysisPlugin):
@@ -130,15 +131,14 @@ def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, m
     assert [e.step for e in resumed.Images(image_tag)] == [e.step for e in straight.Images(image_tag)] == [0, 4, 8, 12]
 
 
-class _CtrlC(Callback):
-    """Ctrl-C in the middle of epoch 2 (step 6), once per test."""
+class _CtrlC(_CrashOnce):
+    """Ctrl-C in the middle of the second epoch (step 6 of SMALL's 4-step epochs), once per test."""
 
     armed = False
+    error = KeyboardInterrupt
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if _CtrlC.armed and trainer.global_step == 6:
-            _CtrlC.armed = False
-            raise KeyboardInterrupt
+    def __init__(self):
+        super().__init__(epoch=1, batch=2)
 
 
 def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path, monkeypatch, inline_render):
