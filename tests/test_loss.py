@@ -37,3 +37,35 @@ def test_accuracy_counts_positions_from_one():
     logits = one_hot_logits(tokens, 5, 1.0)
     logits[0, 2, 3] = 5.0  # wrong at position 2 only
     assert correct_predictions(logits, tokens).tolist() == [[True, False, True]]
+
+
+def test_held_out_metrics_match_torchmetrics_over_unequal_batches():
+    """HeldOutMetrics' one update per batch gives what the 11 torchmetrics objects it replaced gave: a weighted mean
+    loss, MulticlassAccuracy (micro), and a mean per position; NaN stays NaN; reset starts over."""
+    from torchmetrics import MeanMetric
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from prevpos.metrics import HeldOutMetrics
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(size, 6, 7, generator=generator) * 3, torch.randint(0, 7, (size, 6), generator=generator))
+               for size in (5, 3, 8)]
+    metrics, loss, accuracy = HeldOutMetrics(n_ctx=6), MeanMetric(), MulticlassAccuracy(7, average="micro")
+    by_position = [MeanMetric() for _ in range(5)]
+    for logits, tokens in batches:
+        metrics.update(logits, tokens)
+        loss.update(previous_token_loss(logits, tokens), weight=tokens.shape[0])
+        accuracy.update(logits[:, 1:].argmax(-1), tokens[:, :-1])
+        for pos, mean in enumerate(by_position):
+            mean.update(correct_predictions(logits, tokens)[:, pos].float())
+    scores = metrics.compute()
+    assert list(scores) == ["loss", "acc", "acc_pos1", "acc_pos2", "acc_pos3", "acc_pos4", "acc_pos5"]
+    assert math.isclose(scores["loss"].item(), loss.compute().item(), rel_tol=1e-6)
+    assert 0.05 < scores["acc"].item() < 0.95 and scores["acc"].item() == accuracy.compute().item()
+    for pos, mean in enumerate(by_position, start=1):
+        assert math.isclose(scores[f"acc_pos{pos}"].item(), mean.compute().item(), rel_tol=1e-6)
+
+    metrics.reset()
+    logits, tokens = batches[0]
+    metrics.update(torch.full_like(logits, float("nan")), tokens)
+    assert math.isnan(metrics.compute()["loss"].item())
