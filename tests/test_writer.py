@@ -1,10 +1,12 @@
 """Figures drawn off the training thread still land in TensorBoard, at the right steps, before the run ends."""
 
 import gc
+import multiprocessing
 import io
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +141,56 @@ def test_figure_workers_do_not_import_the_running_script(tmp_path):
     # "top level ran" once: no worker ran the script; "process": the pool never broke, so "eye" came from a worker
     assert result.stdout.splitlines() == ["top level ran", "wrote eye 7", "wrote script 8", "process"]
     assert "could not be drawn" not in result.stderr and "Warning" not in result.stderr
+
+
+class RecordedEvents:
+    """A summary writer that keeps (tag, step) of what it is given."""
+
+    def __init__(self):
+        self.written = []
+
+    def _get_file_writer(self):
+        return self
+
+    def add_summary(self, summary, step):
+        self.written.append((summary.value[0].tag, step))
+
+    def flush(self):
+        pass
+
+
+def kill_figure_workers(renderer: render.BackgroundRenderer) -> None:
+    """Kill the figure processes (as the OS does when memory runs out) and wait until their pool knows."""
+    for process in multiprocessing.active_children():
+        process.kill()
+        process.join()
+    deadline = time.monotonic() + 30
+    while not renderer._process._broken:  # set by the pool's manager thread once it sees a worker gone
+        assert time.monotonic() < deadline, "the pool never noticed its workers were gone"
+        time.sleep(0.05)
+
+
+def test_figure_workers_that_die_hand_drawing_to_a_thread():
+    """Workers killed between figures, or while drawing one: every figure is still written, and the rest are drawn in
+    a thread, not on the training thread. Killed while idle, no figure's future reports the broken pool; the next
+    figure found it and was drawn on the calling thread, and so was every figure after it."""
+    events = RecordedEvents()
+    renderer = render.BackgroundRenderer(events)
+    with pytest.warns(UserWarning, match="figure worker process failed"):
+        renderer.submit("before", heatmap, {"matrix": np.eye(3)}, 1)
+        while not events.written:  # drawn by a worker, which is then idle
+            time.sleep(0.05)
+        kill_figure_workers(renderer)
+        renderer.submit("after", heatmap, {"matrix": np.eye(3)}, 2)
+        renderer.submit("later", heatmap, {"matrix": np.eye(3)}, 3)
+        renderer.finish()
+    assert renderer.mode == "thread"
+    assert sorted(events.written, key=lambda written: written[1]) == [("before", 1), ("after", 2), ("later", 3)]
+
+    events = RecordedEvents()
+    renderer = render.BackgroundRenderer(events)
+    with pytest.warns(UserWarning, match="figure worker process failed"):
+        renderer.submit("drawing", heatmap, {"matrix": np.eye(3)}, 4)  # the worker is still starting: in flight
+        kill_figure_workers(renderer)
+        renderer.finish()
+    assert renderer.mode == "thread" and events.written == [("drawing", 4)]

@@ -77,7 +77,11 @@ class BackgroundRenderer:
                 self._draw_here(*item)
 
     def _start(self, tag: str, render: Callable, data: dict, step: int) -> None:
-        future = self._executor(render, data).submit(render_png, render, data)
+        try:
+            future = self._executor(render, data).submit(render_png, render, data)
+        except BrokenProcessPool as error:  # a worker died while none drew: no figure's future said so
+            self._use_a_thread(error)
+            future = self._executor(render, data).submit(render_png, render, data)
         future.add_done_callback(partial(self._done, tag, render, data, step))
 
     def _executor(self, render: Callable, data: dict):
@@ -106,10 +110,8 @@ class BackgroundRenderer:
 
     def _done(self, tag: str, render: Callable, data: dict, step: int, future: Future) -> None:
         error = future.exception()
-        if isinstance(error, BrokenProcessPool):
-            if self.mode == "process":  # e.g. a worker the OS killed
-                self.mode = "thread"
-                rank_zero_warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
+        if isinstance(error, BrokenProcessPool):  # e.g. a worker the OS killed while it drew
+            self._use_a_thread(error)
             try:
                 return self._start(tag, render, data, step)
             except RuntimeError as retry_error:  # e.g. the interpreter is already shutting down
@@ -125,6 +127,11 @@ class BackgroundRenderer:
                 self._in_flight -= 1
                 self._idle.notify_all()
             self._feed()
+
+    def _use_a_thread(self, error: BrokenProcessPool) -> None:
+        if self.mode == "process":
+            self.mode = "thread"
+            rank_zero_warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
 
     def _draw_here(self, tag: str, render: Callable, data: dict, step: int) -> None:
         try:
