@@ -72,7 +72,9 @@ class AlgorithmParams:
 def read_params(model: HookedTransformer) -> AlgorithmParams:
     """The 16 numbers, from a 2-layer attention-only model with one head per layer (head 0 of each)."""
     W_E, W_U = model.W_E, model.W_U
-    embed = FactoredMatrix(W_E, torch.eye(W_E.shape[1], device=W_E.device))
+    # dtype: the default dtype is process-wide, and a bf16-true or 16-true fit changes it while it steps, beside
+    # the analysis thread.
+    embed = FactoredMatrix(W_E, torch.eye(W_E.shape[1], dtype=W_E.dtype, device=W_E.device))
     scale0, scale1 = model.blocks[0].attn.attn_scale, model.blocks[1].attn.attn_scale
     values0 = embed @ model.OV[0, 0]
     copy = (embed @ model.OV[1, 0] @ W_U).AB[:-1, :-1]

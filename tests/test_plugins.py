@@ -24,6 +24,7 @@ from prevpos.figures import heatmap_grid
 from prevpos.module import PrevTokenModel
 from prevpos.registry import discover_plugins
 from prevpos.sequences import probe_tokens
+from prevpos.transformer import build_transformer
 from tests.conftest import build_data, quiet_trainer
 
 PLUGINS = discover_plugins()
@@ -62,6 +63,26 @@ def test_plugin_logs_its_scalars_and_images_to_tensorboard(name, tmp_path, monke
     image = logged.Images(sorted(expected.figures)[0])[-1]
     png = Image.open(io.BytesIO(image.encoded_image_string))
     assert png.format == "PNG" and png.size == (image.width, image.height) and min(png.size) > 100
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_numbers_do_not_depend_on_the_default_dtype(name):
+    """torch's default dtype is process-wide, and a bf16-true or 16-true fit sets it while it steps, beside the
+    analysis thread. Every analysis must give its float32 numbers then too: the explanation's algorithm made a
+    float32 identity and failed ("expected m1 and m2 to have the same dtype") at every step of such a run."""
+    model = build_transformer(seed=0)
+    plugin = PLUGINS[name]()
+    with analysis_mode(model):
+        expected = plugin.analyze(ProbeRun(model, probe_tokens(64, 10, 101, 100, seed=1234)))
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            found = plugin.analyze(ProbeRun(model, probe_tokens(64, 10, 101, 100, seed=1234)))
+        finally:
+            torch.set_default_dtype(before)
+    assert expected.scalars and found.scalars.keys() == expected.scalars.keys()
+    for tag, value in expected.scalars.items():
+        assert found.scalars[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
 
 
 def test_figure_data_is_stored_as_numpy_even_when_nested():
