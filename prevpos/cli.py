@@ -62,10 +62,12 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
+    from prevpos.fast import training as fast_path
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
     from prevpos.module import PrevTokenModel
+    from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
     from prevpos.resume import ResumableSaveConfig, check_run_dir, expect_own_checkpoints
@@ -141,6 +143,11 @@ def build_cli(args: list[str] | None, run: bool = True):
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 
         def before_instantiate_classes(self):
+            if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
+                fit = self.config.fit
+                refuse_float16_weights(fit.trainer.precision)
+                fast_path.check_settings(fit.model.fast is not None, fit.data.batches_per_step, fit.trainer.precision,
+                                         fit.trainer.max_steps)
             if self.subcommand in ("validate", "test"):
                 require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
                 log_beside_the_run(self.config[self.subcommand], self.subcommand)

@@ -1,5 +1,6 @@
 """The optimizer every path builds: torch's fused AdamW where it can be, the same update as the default."""
 
+import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
@@ -39,6 +40,19 @@ def test_fit_and_the_plain_loop_use_the_fused_optimizer_on_cpu():
     quiet_trainer(max_epochs=1).fit(module, build_data(steps_per_epoch=2))
     assert module.optimizers().optimizer.param_groups[0]["fused"]
     assert PlainTraining(torch.device("cpu"), 1e-3, 10).optimizer.param_groups[0]["fused"]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_from_the_command_line_trains_with_clipping(in_tmp, precision):
+    """`fit --trainer.precision bf16-mixed` (the README's GPU option) crashed with a traceback once AdamW was fused:
+    Lightning's AMP plugin refuses to clip for a fused optimizer, with or without a GradScaler."""
+    from prevpos.cli import main
+
+    main(["fit", f"--trainer.precision={precision}", "--trainer.max_epochs=1", "--data.steps_per_epoch=3",
+          "--data.batch_size=16", "--data.val_size=64", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"])
+    checkpoint = torch.load(in_tmp / "lightning_logs/default/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 3 and checkpoint["hyper_parameters"]["lr"] > 0
+    assert not checkpoint["optimizer_states"][0]["param_groups"][0]["fused"]
 
 
 def test_a_grad_scaler_with_clipping_gets_the_unfused_optimizer():

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from prevpos.errors import ConfigError
 from prevpos.fast.step import TrainStep
@@ -29,18 +30,24 @@ class FastStep:
 
 
 def check_setup(module: L.LightningModule) -> None:
+    """check_settings on what the trainer made of them (fit from Python; the CLI checks its config before that)."""
+    trainer = module.trainer
+    check_settings(module.fast is not None, getattr(trainer.datamodule, "batches_per_step", 1), trainer.precision,
+                   trainer.max_steps)
+
+
+def check_settings(fast: bool, batches_per_step: int, precision, max_steps: int) -> None:
     """One clear line for settings that do not go with the fast path (or the lack of it)."""
-    trainer, fast = module.trainer, module.fast
-    k = getattr(trainer.datamodule, "batches_per_step", 1)
-    if fast is None:
+    k = batches_per_step
+    if not fast:
         if k > 1:
             raise ConfigError(f"data.batches_per_step={k} needs model.fast (K optimizer steps per Lightning step)")
         return
     # trainer.gradient_clip_val: Lightning itself refuses it with manual optimization, before setup runs.
-    if trainer.precision != "32-true":
-        raise ConfigError(f"model.fast needs trainer.precision 32-true, not {trainer.precision}")
-    if trainer.max_steps > 0 and trainer.max_steps % k:
-        raise ConfigError(f"trainer.max_steps={trainer.max_steps} is not a multiple of data.batches_per_step={k}")
+    if precision not in (None, 32, "32", "32-true"):
+        raise ConfigError(f"model.fast needs trainer.precision 32-true, not {precision}")
+    if max_steps > 0 and max_steps % k:
+        raise ConfigError(f"trainer.max_steps={max_steps} is not a multiple of data.batches_per_step={k}")
 
 
 def uses_graph(module: L.LightningModule) -> bool:
@@ -50,10 +57,11 @@ def uses_graph(module: L.LightningModule) -> bool:
 def optimizer(module: L.LightningModule, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """AdamW as the normal path builds it; capturable (its state on the GPU, inside the graph) for the graph."""
     hp = module.hparams
-    # Not fused under a GradScaler (16-mixed on a GPU): a fused step unscales the gradients itself, after Lightning
-    # would clip them, and Lightning refuses to clip for it.
-    scaled = getattr(module.trainer.precision_plugin, "scaler", None) is not None
-    return adamw(params, hp.lr, hp.weight_decay, hp.betas, capturable=uses_graph(module), fused=not scaled)
+    # Not fused under Lightning's AMP plugin (16-mixed, bf16-mixed): a fused step would unscale a GradScaler's
+    # gradients itself, after Lightning clipped them, so the plugin refuses to clip (the default) for any fused
+    # optimizer, scaler or not ("does not allow for gradient clipping").
+    mixed = isinstance(module.trainer.precision_plugin, MixedPrecision)
+    return adamw(params, hp.lr, hp.weight_decay, hp.betas, capturable=uses_graph(module), fused=not mixed)
 
 
 def total_steps(module: L.LightningModule) -> int:
