@@ -13,8 +13,8 @@ class HeldOutMetrics(Metric):
     {"loss": ..., "acc": ..., "acc_pos1": ..., ...}.
 
     One Metric with one argmax per batch, rather than 11 Metrics (a loss mean, a MulticlassAccuracy with its own
-    argmax, a mean per position): a 1,024-sequence batch's update took 5.4 instead of 8.9 ms on our CPU, and on a
-    GPU it launches a few kernels instead of ~100. The accuracies are exact counts.
+    argmax, a mean per position): a 1,024-sequence batch's update took 5.4 instead of 8.9 ms on our CPU, in 17
+    top-level torch ops instead of 144 (torch.profiler; on a GPU, launches). The accuracies are exact counts.
     """
 
     full_state_update = False
