@@ -27,6 +27,9 @@ def quiet_library_noise() -> None:
     # layout than DDP's buckets (at n_heads 1, only the size-1 dimension's stride differs). Nothing to act on: DDP
     # copies gradients into its buckets anyway (gradient_as_bucket_view is off).
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    # Lightning's model summary, at every fit in 16-mixed or bf16-mixed: "not supported ... Using 32 bits instead".
+    # Mixed precision keeps the weights in float32, so the 32-bit size it prints is the right one.
+    warnings.filterwarnings("ignore", message=r"Precision \S+-mixed is not supported by the model summary")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 
