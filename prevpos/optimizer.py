@@ -19,9 +19,9 @@ def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, beta
 
 
 def refuse_float16_weights(precision) -> None:
-    """ConfigError for trainer.precision 16-true (Lightning also reads "16" as it): AdamW cannot train float16
-    weights. Its eps (1e-8) is 0 in float16: a plain float16 loop went NaN at its first step, and the fused kernel
-    diverged (loss 97 by step 60). bf16 has float32's range, so bf16-true trains."""
-    if str(precision) in ("16", "16-true"):
+    """ConfigError for trainer.precision 16-true ("16" is Lightning's old name for 16-mixed): AdamW cannot train
+    float16 weights. Its eps (1e-8) is 0 in float16: a plain float16 loop went NaN at its first step, and the fused
+    kernel diverged (loss 97 by step 60). bf16 has float32's range, so bf16-true trains."""
+    if str(precision) == "16-true":
         raise ConfigError(f"trainer.precision={precision}: AdamW cannot train float16 weights (its eps, 1e-8, is 0 in "
                           "float16); use 16-mixed (float16 arithmetic, float32 weights), bf16-true or 32-true")

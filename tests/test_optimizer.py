@@ -44,7 +44,7 @@ def test_fit_and_the_plain_loop_use_the_fused_optimizer_on_cpu():
     assert PlainTraining(torch.device("cpu"), 1e-3, 10).optimizer.param_groups[0]["fused"]
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "16"])  # "16": Lightning's old name for 16-mixed
 def test_mixed_precision_from_the_command_line_trains_with_clipping(in_tmp, precision):
     """`fit --trainer.precision bf16-mixed` (the README's GPU option) crashed with a traceback once AdamW was fused:
     Lightning's AMP plugin refuses to clip for a fused optimizer, with or without a GradScaler."""
