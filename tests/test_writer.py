@@ -1,7 +1,6 @@
 """Figures drawn off the training thread still land in TensorBoard, at the right steps, before the run ends."""
 
 import gc
-import multiprocessing
 import io
 import pickle
 import subprocess
@@ -159,15 +158,20 @@ class RecordedEvents:
         pass
 
 
+def wait_until(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.05)
+
+
 def kill_figure_workers(renderer: render.BackgroundRenderer) -> None:
-    """Kill the figure processes (as the OS does when memory runs out) and wait until their pool knows."""
-    for process in multiprocessing.active_children():
+    """Kill the renderer's figure processes (as the OS does when memory runs out) and wait until their pool knows."""
+    pool = renderer._process
+    for process in list(pool._processes.values()):
         process.kill()
         process.join()
-    deadline = time.monotonic() + 30
-    while not renderer._process._broken:  # set by the pool's manager thread once it sees a worker gone
-        assert time.monotonic() < deadline, "the pool never noticed its workers were gone"
-        time.sleep(0.05)
+    wait_until(lambda: pool._broken, "the pool to notice")  # set by its manager thread once it sees a worker gone
 
 
 def test_figure_workers_that_die_hand_drawing_to_a_thread():
@@ -178,8 +182,7 @@ def test_figure_workers_that_die_hand_drawing_to_a_thread():
     renderer = render.BackgroundRenderer(events)
     with pytest.warns(UserWarning, match="figure worker process failed"):
         renderer.submit("before", heatmap, {"matrix": np.eye(3)}, 1)
-        while not events.written:  # drawn by a worker, which is then idle
-            time.sleep(0.05)
+        wait_until(lambda: events.written, "the first figure")  # drawn by a worker, which is then idle
         kill_figure_workers(renderer)
         renderer.submit("after", heatmap, {"matrix": np.eye(3)}, 2)
         renderer.submit("later", heatmap, {"matrix": np.eye(3)}, 3)
