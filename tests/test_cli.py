@@ -145,6 +145,36 @@ def test_default_progress_bar_names_the_run_version_as_an_integer(in_tmp):
     assert metrics == {"version": "7"}  # Lightning's key v_num, drawn as "v_num: 7.000"
 
 
+def test_in_a_notebook_the_bar_redraws_twice_a_second_not_at_every_batch(in_tmp, monkeypatch):
+    """In Jupyter or IPython Lightning redraws the Rich bar on the training thread at every batch (~12 ms a redraw
+    in Jupyter). The session is simulated: Lightning's flag and the interactive prompt (sys.ps1) both set."""
+    import sys
+    import time
+
+    from lightning.pytorch.callbacks.progress import rich_progress
+    from rich.progress import Progress
+
+    monkeypatch.setattr(rich_progress, "_IS_INTERACTIVE", True)
+    monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)
+    frames = []  # (train batches done, of how many) at each redraw on the training thread
+    redraw = Progress.refresh
+
+    def counted(progress):
+        train = [task for task in progress.tasks if task.description.startswith("Epoch")]
+        frames.append((train[-1].completed, train[-1].total) if train else None)
+        redraw(progress)
+
+    monkeypatch.setattr(Progress, "refresh", counted)
+    start = time.monotonic()
+    main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=40", "--data.batch_size=8", "--data.val_size=64",
+          "--data.probe_size=16", "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"])
+    seconds = time.monotonic() - start
+    # 265 redraws before (3 epochs of 40 batches and their validations); Rich also draws when a task is added (a
+    # few times an epoch)
+    assert 2 <= len(frames) <= 2 * seconds + 4 * 3
+    assert frames[-1] == (40, 40)  # the last frame shows the end
+
+
 def test_top_level_help_lists_every_command(capsys):
     main(["--help"])
     out = capsys.readouterr().out
