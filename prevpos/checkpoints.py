@@ -77,6 +77,12 @@ class RunCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)  # runs before Lightning restores this callback's state
         self._fitting = stage == "fit"
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # Lightning (2.6) writes last.ckpt here even under fast_dev_run, which says "checkpointing is suppressed"
+        # and logs nowhere: each such run left a checkpoints/last-vN.ckpt in the working directory.
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def load_state_dict(self, state_dict: dict) -> None:
         # validate and test write no checkpoints, so the fit's bookkeeping is of no use to them; Lightning also
         # warned there that the directory had changed (they log to a directory of their own).

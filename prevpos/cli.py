@@ -25,6 +25,8 @@ BUILTIN_PLUGINS = [
     "prevpos_plugins.length.LengthGeneralization",
 ]
 
+LOGS = "lightning_logs"  # the default TensorBoard folder: in the working directory, or in trainer.default_root_dir
+
 TRAINER_DEFAULTS = {
     # 60 epochs x 10 steps = 600 steps: ~0.99 val acc by step ~300 at lr 3e-3, the rest polishes. Short epochs
     # because the plugins run at each epoch end: val acc first passes 0.9 at step ~95-100 (3 seeds), so 10
@@ -35,7 +37,7 @@ TRAINER_DEFAULTS = {
     "precision": "32-true",  # bf16-mixed measured slower for this tiny model (README)
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                # No hp_metric: the dashboard writes a HPARAMS table of its own (prevpos/dashboard.py).
-               "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False}},
+               "init_args": {"save_dir": LOGS, "name": "default", "default_hp_metric": False}},
 }
 
 # The loss check reads the loss on the host, a GPU sync: every log_every_n_steps steps, not every step (the
@@ -54,6 +56,7 @@ DEFAULT_CALLBACKS = [{"class_path": path} for path in BUILTIN_PLUGINS]
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_info
@@ -114,7 +117,13 @@ def build_cli(args: list[str] | None, run: bool = True):
         def instantiate_trainer(self, **kwargs):
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             configured = list(config["trainer"].get("callbacks") or [])  # Lightning extends that very list
-            trainer = super().instantiate_trainer(**kwargs)
+            trainer_config = {**config["trainer"], **kwargs}
+            # LightningCLI adds the `checkpoint` section's callback whatever the trainer says, and Lightning then
+            # refused trainer.enable_checkpointing false (and barebones) because a ModelCheckpoint was there.
+            extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+            if trainer_config.get("enable_checkpointing") is False or trainer_config.get("barebones"):
+                extra = [callback for callback in extra if not isinstance(callback, ModelCheckpoint)]
+            trainer = self._instantiate_trainer(trainer_config, extra)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             calm_default_progress_bar(trainer, configured)
@@ -135,6 +144,8 @@ def build_cli(args: list[str] | None, run: bool = True):
             if isinstance(self.trainer.logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains
                 rank_zero_info(f"prevpos: logging to {self.trainer.log_dir}; "
                                f"watch it with `tensorboard --logdir {Path(self.trainer.logger.root_dir).parent}`")
+            elif not self.trainer.loggers:
+                rank_zero_info(nothing_logged(self.trainer))
 
         def after_fit(self):
             # Not after a fit that trained no step (max_epochs 0): its events hold nothing to report.
@@ -146,6 +157,8 @@ def build_cli(args: list[str] | None, run: bool = True):
             if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
                 fit = self.config.fit
                 refuse_float16_weights(fit.trainer.precision)
+                refuse_logging_in_barebones(fit.trainer)
+                logs_under_root_dir(fit.trainer)
                 fast_path.check_settings(fit.model.fast is not None, fit.data.batches_per_step, fit.trainer.precision,
                                          fit.trainer.max_steps)
             if self.subcommand in ("validate", "test"):
@@ -159,6 +172,31 @@ def build_cli(args: list[str] | None, run: bool = True):
         parser_kwargs={"prog": "python -m prevpos"},
         save_config_callback=ResumableSaveConfig, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
+
+
+def refuse_logging_in_barebones(trainer_config) -> None:
+    """Lightning's barebones mode refuses a logger and a logging interval, and prevpos's defaults set both."""
+    if trainer_config.barebones and (trainer_config.logger not in (None, False) or trainer_config.log_every_n_steps):
+        raise ConfigError("trainer.barebones=true turns logging off, and prevpos logs to TensorBoard every "
+                          f"{TRAINER_DEFAULTS['log_every_n_steps']} steps by default: add --trainer.logger false "
+                          "--trainer.log_every_n_steps 0")
+
+
+def logs_under_root_dir(trainer_config) -> None:
+    """trainer.default_root_dir moves the default lightning_logs/ into it, as it does in Lightning without a logger
+    of its own (prevpos's default logger names its folder, so Lightning left it in the working directory)."""
+    init = getattr(trainer_config.logger, "init_args", None)
+    if trainer_config.default_root_dir and getattr(init, "save_dir", None) == LOGS:
+        init.save_dir = os.path.join(trainer_config.default_root_dir, LOGS)
+
+
+def nothing_logged(trainer) -> str:
+    """What a fit without a logger (trainer.logger false, barebones) keeps, said once as it starts."""
+    # Lightning's place for them without a logger; it numbers files (last-v1.ckpt) rather than overwrite any.
+    folders = [c.dirpath or os.path.join(trainer.default_root_dir, "checkpoints") for c in trainer.checkpoint_callbacks]
+    kept = f"checkpoints go to {folders[0]}" if folders else "no checkpoints are saved"
+    return ("prevpos: no logger: nothing goes to TensorBoard, no config.yaml is saved, and the analysis plugins' "
+            f"findings go nowhere (--trainer.callbacks=[] skips them); {kept}")
 
 
 USAGE = """usage: python -m prevpos COMMAND [options]

@@ -10,6 +10,7 @@ from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
 from prevpos.loss import previous_token_loss
 from prevpos.metrics import HeldOutMetrics
+from prevpos.optimizer import refuse_float16_weights
 from prevpos.transformer import Positional, build_transformer
 
 
@@ -65,7 +66,8 @@ class PrevTokenModel(L.LightningModule):
         return self.model(tokens)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
+        if stage == "fit":  # the CLI checks its config before making a run directory; this, fits from Python
+            refuse_float16_weights(self.trainer.precision)
             fast_path.check_setup(self)
         # One training batch (all BOS: the count does not depend on the tokens): Lightning's model summary runs it
         # to report the forward's FLOPs and shapes; without it, it printed 0 FLOPs.
@@ -121,6 +123,8 @@ class PrevTokenModel(L.LightningModule):
         # values is the same, and Lightning asks for it when logging an epoch's tensor under DDP.
         scores = self.held_out_metrics.compute()
         self.held_out_metrics.reset()
+        if self.trainer.barebones:  # Lightning drops every self.log there, with a warning
+            return
         for name, value in scores.items():
             self.log(f"{split}/{name}", value, prog_bar=name in ("loss", "acc"), sync_dist=True)
 

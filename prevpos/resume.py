@@ -1,5 +1,6 @@
 """`fit --resume RUN_DIR`: continue a run from its last checkpoint, in its own TensorBoard run directory."""
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -76,7 +77,7 @@ def _same_log_dir(run_dir: Path, init: dict) -> list[str]:
 
 def check_run_dir(trainer, ckpt_path) -> None:
     """Refuse to start a new run (no checkpoint) in a directory that already holds one, before anything is written."""
-    log_dir = trainer.log_dir
+    log_dir = trainer.log_dir if trainer.loggers else None  # without a logger it is the working directory
     if ckpt_path is None and log_dir is not None and Path(log_dir, "config.yaml").is_file():
         raise ConfigError(f"{log_dir} already holds a run (config.yaml): continue it with `python -m prevpos fit "
                           f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
@@ -85,9 +86,12 @@ def check_run_dir(trainer, ckpt_path) -> None:
 def expect_own_checkpoints(ckpt_path) -> None:
     """A fit from RUN_DIR/checkpoints/FILE that writes on into that folder is a resume: Lightning's warning that the
     folder "exists and is not empty" read as a threat to the very files it resumes from."""
-    if names_a_file(ckpt_path):
-        folder = re.escape(str(Path(ckpt_path).parent))
-        warnings.filterwarnings("ignore", message=f"Checkpoint directory {folder} exists and is not empty")
+    if not names_a_file(ckpt_path):
+        return
+    folder = Path(ckpt_path).parent
+    # Lightning names the folder as the logger spells it, which need not be as --ckpt_path (or --resume) did.
+    for spelling in {str(folder), str(folder.resolve()), os.path.relpath(folder.resolve())}:
+        warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(spelling)} exists and is not empty")
 
 
 class ResumableSaveConfig(SaveConfigCallback):
@@ -103,6 +107,8 @@ class ResumableSaveConfig(SaveConfigCallback):
                            "epoch's end)")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if not trainer.loggers:  # no run directory to keep it in: Lightning would write ./config.yaml, once
+            return
         log_dir = trainer.log_dir
         if self.already_saved or log_dir is None or not Path(log_dir, self.config_filename).is_file():
             return super().setup(trainer, pl_module, stage)

@@ -29,6 +29,9 @@ CASES = [
     ("n_tokens_too_many", ["fit", "--data.n_tokens=500"], "data.n_tokens=500: must be in [2, d_vocab-1=100]"),
     ("max_epochs_not_int", ["fit", "--trainer.max_epochs=many"], "trainer.max_epochs: expected int or null, got many"),
     ("precision_float16_weights", ["fit", "--trainer.precision=16-true"], "AdamW cannot train float16 weights"),
+    ("barebones_with_the_default_logger", ["fit", "--trainer.barebones=true"],
+     "trainer.barebones=true turns logging off, and prevpos logs to TensorBoard every 5 steps by default: add "
+     "--trainer.logger false --trainer.log_every_n_steps 0"),
     ("batches_per_step_without_fast", ["fit", "--data.batches_per_step=4"], "data.batches_per_step=4 needs model.fast"),
     ("fast_with_mixed_precision", ["fit", "--model.fast={}", "--trainer.gradient_clip_val=null",
                                    "--trainer.precision=bf16-mixed"], "model.fast needs trainer.precision 32-true"),

@@ -92,14 +92,6 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
 
 
-def test_fit_without_a_tensorboard_logger_does_not_point_at_tensorboard(in_tmp):
-    with lightning_info_lines() as said:
-        main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.logger=false",
-                              *SHORT_FIT[3:]])
-    assert any(line.startswith("`Trainer.fit` stopped") for line in said)
-    assert not [line for line in said if line.startswith("prevpos:")]  # it said "tensorboard --logdir /" before
-
-
 def test_epochs_shorter_than_the_logging_interval_log_training_scalars_without_a_warning(in_tmp):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+from prevpos.errors import ConfigError
 from prevpos.fast.baseline import PlainTraining
 from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
@@ -42,6 +43,14 @@ def test_fit_and_the_plain_loop_use_the_fused_optimizer_on_cpu():
     quiet_trainer(max_epochs=1).fit(module, build_data(steps_per_epoch=2))
     assert module.optimizers().optimizer.param_groups[0]["fused"]
     assert PlainTraining(torch.device("cpu"), 1e-3, 10).optimizer.param_groups[0]["fused"]
+
+
+def test_a_fit_from_python_refuses_float16_weights_before_training():
+    """The CLI refuses trainer.precision 16-true on its config; a Trainer built in Python trained and went NaN."""
+    module = PrevTokenModel()
+    with pytest.raises(ConfigError, match="AdamW cannot train float16 weights"):
+        quiet_trainer(max_epochs=1, precision="16-true").fit(module, build_data(steps_per_epoch=2))
+    assert module.model.W_E.dtype == torch.float32 and module.global_step == 0
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "16"])  # "16": Lightning's old name for 16-mixed

@@ -264,16 +264,19 @@ def test_every_epoch_kept_as_the_readme_says(tmp_path, monkeypatch):
     assert kept == {"epoch=0-step=4.ckpt": 4, "epoch=1-step=8.ckpt": 8, "epoch=2-step=12.ckpt": 12, "last.ckpt": 12}
 
 
-def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spelled", ["relative", "absolute"])
+def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(spelled, tmp_path, monkeypatch):
     """The checkpoint restores the first run's schedule (cosine over 8 steps); past its end the cosine alone would
     climb back towards the peak lr (at step 16 it was at 3/4 of the way up)."""
     monkeypatch.chdir(tmp_path)
+    run = RUN if spelled == "relative" else tmp_path / RUN
     schedule = ["--model.lr=3e-3", "--model.warmup_steps=2", "--model.min_lr_ratio=0.1", "--trainer.callbacks=[]"]
     main(["fit", *SMALL, "--trainer.max_epochs=2", *schedule])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        main(["fit", "--resume", str(RUN), "--trainer.max_epochs=4"])
-    # Its own checkpoints/ is where a resume writes: no "Checkpoint directory ... exists and is not empty".
+        main(["fit", "--resume", str(run), "--trainer.max_epochs=4"])
+    # Its own checkpoints/ is where a resume writes: no "Checkpoint directory ... exists and is not empty" (which
+    # Lightning still said when the run was named by its absolute path, the logger's folder being relative).
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]
     last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 16

@@ -1,0 +1,65 @@
+"""Where a fit writes under Lightning's switches that change it: no logger, no checkpoints, barebones,
+fast_dev_run, default_root_dir. Nothing is left in the working directory that the switch said it would not write,
+and nothing already there is overwritten."""
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from prevpos.cli import main
+from tests.conftest import lightning_info_lines
+
+TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
+        "--data.probe_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+NO_PLUGINS = ["--trainer.callbacks=[]"]
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_without_a_logger_two_runs_in_one_folder_both_train_and_keep_each_others_checkpoints(in_tmp):
+    with lightning_info_lines() as said:
+        main(["fit", "--trainer.logger=false", *TINY, *NO_PLUGINS])
+    first = files(in_tmp)
+    # Lightning wrote ./config.yaml, and the second run was refused as "already holds a run: --resume ." (which
+    # could not resume anything).
+    assert sorted(first) == ["checkpoints/best-epoch=0-step=2.ckpt", "checkpoints/last.ckpt"]
+    told = [line for line in said if line.startswith("prevpos:")]
+    assert told == ["prevpos: no logger: nothing goes to TensorBoard, no config.yaml is saved, and the analysis "
+                    "plugins' findings go nowhere (--trainer.callbacks=[] skips them); checkpoints go to "
+                    f"{in_tmp / 'checkpoints'}"]  # and not "tensorboard --logdir /", as it once said
+    with pytest.warns(UserWarning, match="exists and is not empty"):  # Lightning's own word on it
+        main(["fit", "--trainer.logger=false", *TINY, *NO_PLUGINS])
+    second = files(in_tmp)
+    assert {name: second[name] for name in first} == first
+    assert sorted(set(second) - set(first)) == ["checkpoints/best-epoch=0-step=2-v1.ckpt", "checkpoints/last-v1.ckpt"]
+
+
+def test_checkpointing_off_trains_and_saves_no_checkpoint(in_tmp):
+    main(["fit", "--trainer.enable_checkpointing=false", *TINY, *NO_PLUGINS])  # Lightning refused it (exit 2)
+    run = in_tmp / "lightning_logs" / "default" / "version_0"
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
+
+
+def test_barebones_with_its_logging_off_trains_and_writes_nothing(in_tmp):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--trainer.barebones=true", "--trainer.logger=false", "--trainer.log_every_n_steps=0", *TINY[:5]])
+    assert files(in_tmp) == {}
+    assert not [w for w in caught if "self.log()" in str(w.message)]  # validation logged, and Lightning warned
+
+
+def test_fast_dev_run_writes_no_checkpoint(in_tmp):
+    main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS])
+    assert files(in_tmp) == {}  # Lightning wrote checkpoints/last.ckpt at train end, then last-v1.ckpt, ...
+
+
+def test_default_root_dir_holds_the_runs(in_tmp):
+    main(["fit", "--trainer.default_root_dir=scratch", *TINY, *NO_PLUGINS])
+    assert not (in_tmp / "lightning_logs").exists()
+    run = in_tmp / "scratch" / "lightning_logs" / "default" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])  # its saved config names the same folder
+    assert (run / "config.resume1.yaml").is_file() and not (in_tmp / "lightning_logs").exists()
