@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def in_number_order(paths: list[Path]) -> list[Path]:
+    """version_2 before version_10: a shell glob (`report lightning_logs/default/version_*`) sorts them as text."""
+    def key(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+    return sorted(paths, key=key)
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report
@@ -40,7 +49,7 @@ def main(argv: list[str]) -> None:
         text = build_report(read_run(args.run_dirs[0]))
     else:
         out = args.out or Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
-        runs, unreadable = read_runs(args.run_dirs)
+        runs, unreadable = read_runs(in_number_order(args.run_dirs))
         for error in unreadable:  # one run that died at its start must not cost the table of the other nineteen
             print(f"prevpos: report: skipped {error}", file=sys.stderr)
         text = build_summary(runs, [str(error) for error in unreadable])
