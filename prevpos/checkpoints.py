@@ -134,6 +134,13 @@ def read_checkpoint(path) -> dict:
     return checkpoint
 
 
+def replaced_settings(given, defaults, loaded) -> list[str]:
+    """`model.K=checkpoint's (given X)` for each model setting given (not left at its default) that the checkpoint's
+    replaced: LightningCLI loads a checkpoint's hyperparameters over the command line's, silently."""
+    return [f"model.{key}={loaded[key]} (given {value})" for key, value in vars(given).items()
+            if value != defaults[key] and value != loaded[key]]
+
+
 def shape_mismatches(saved: dict, expected: dict) -> list[tuple[str, tuple, tuple]]:
     """(name, saved shape, expected shape) for every tensor both state dicts hold with different shapes."""
     return [(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in expected.items()

@@ -61,7 +61,8 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_info
 
-    from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint
+    from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
+                                     replaced_settings)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
@@ -103,10 +104,18 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def _parse_ckpt_path(self):
             # Lightning reads the checkpoint's hyperparameters here first: a missing or corrupt file fails as one line.
-            path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-            if names_a_file(path):
-                read_checkpoint(path)
-            super()._parse_ckpt_path()
+            command = self.config.get("subcommand")
+            path = self.config[command].get("ckpt_path") if command else None
+            if not names_a_file(path):
+                return super()._parse_ckpt_path()
+            read_checkpoint(path)
+            given = self.config[command].model.clone()
+            super()._parse_ckpt_path()  # the checkpoint's model settings replace the command line's
+            defaults = self._subcommand_parsers[command].get_defaults().model
+            replaced = replaced_settings(given, defaults, self.config[command].model)
+            if replaced:
+                rank_zero_info(f"prevpos: {command} uses the checkpoint's model settings, not those given: "
+                               f"{', '.join(replaced)}")
 
         def instantiate_classes(self):
             try:

@@ -92,6 +92,20 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
 
 
+def test_model_settings_given_with_a_checkpoint_give_way_to_its_own_and_it_says_so(in_tmp):
+    """LightningCLI loads a checkpoint's model settings over the command line's: `test --model.n_ctx 20` (to test on
+    longer sequences) silently tested at the checkpoint's 10."""
+    main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2"] + SHORT_FIT[3:])
+    run = in_tmp / "lightning_logs" / "default" / "version_0"
+    with lightning_info_lines() as said:
+        main(["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--model.n_ctx=20", "--model.init_seed=0",
+              "--data.val_size=64", "--trainer.enable_progress_bar=false"])
+    told = [line for line in said if "checkpoint's model settings" in line]
+    assert told == ["prevpos: test uses the checkpoint's model settings, not those given: model.n_ctx=10 (given 20)"]
+    tested = scalars(run / "test" / "version_0")
+    assert "test/acc_pos9" in tested and "test/acc_pos10" not in tested  # what it says is what it did
+
+
 def test_epochs_shorter_than_the_logging_interval_log_training_scalars_without_a_warning(in_tmp):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
