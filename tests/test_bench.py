@@ -50,12 +50,24 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     (["--runs", "xyz"], "--runs=xyz"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--device", "tpu"], "invalid choice"),
+    (["--out", "results.json"], "--out results.json: exists, and bench never overwrites a file; pass a new name"),
+    (["--out", "missing/b.json"], "--out missing/b.json: the directory missing does not exist"),  # was a traceback after the runs
 ])
-def test_bad_input_is_one_line(args, message, capsys):
+def test_bad_input_is_one_line_before_any_run(args, message, capsys, in_tmp):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
+    (in_tmp / "results.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("prevpos: error:") and message in err and "\n" not in err
+    assert "[bench] repeat" not in err and (in_tmp / "results.json").read_text() == "{}"
+
+
+def test_the_default_json_never_replaces_an_earlier_one(in_tmp, capsys):
+    (in_tmp / "bench.json").write_text("{}")  # an earlier bench's, overwritten before
+    main(["bench", "--device", "cpu", "--steps", "20", "--steps_per_epoch", "10", "--repeats", "1", "--runs", "a"])
+    assert (in_tmp / "bench.json").read_text() == "{}"
+    assert json.loads((in_tmp / "bench_2.json").read_text())["median"]["a"]["steps_per_s"] > 0
+    assert capsys.readouterr().out.strip().endswith("wrote bench_2.json")

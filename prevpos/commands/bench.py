@@ -7,6 +7,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -35,7 +36,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--precision", default="32-true", help="trainer.precision for (b) and (c)")
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to time")
     parser.add_argument("--runs", default="abcd", help="which runs, e.g. 'ab' (default all)")
-    parser.add_argument("--out", default="bench.json", help="JSON file for every number (default bench.json)")
+    parser.add_argument("--out", help="a new JSON file for every number (default bench.json, or bench_2.json, ... if "
+                                      "that exists: bench never overwrites a file)")
     args = parser.parse_args(argv)
     for name in ("steps", "repeats", "batch_size", "steps_per_epoch", "steps_per_call"):
         if getattr(args, name) < 1:
@@ -50,6 +52,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if set(args.runs) - set(RUNS):
         parser.error(f"--runs={args.runs}: use letters from {''.join(RUNS)}")
     return args
+
+
+def output_file(out: str | None) -> Path:
+    """Where the JSON goes, decided before minutes of runs: a new file, never one that exists."""
+    if out is None:
+        path, n = Path("bench.json"), 2
+        while path.exists():
+            path, n = Path(f"bench_{n}.json"), n + 1
+        return path
+    path = Path(out)
+    if path.exists():
+        raise ConfigError(f"--out {out}: exists, and bench never overwrites a file; pass a new name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {path.parent} does not exist")
+    return path
 
 
 def pick_device(name: str) -> torch.device:
@@ -69,6 +86,8 @@ def describe(device: torch.device) -> str:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
+    out = output_file(args.out)
+    args.out = str(out)
     device = pick_device(args.device)
     from prevpos.fast import analysis_process
 
@@ -92,9 +111,9 @@ def main(argv: list[str]) -> None:
               "args": vars(args), "runs": runs,
               "median": medians, "ratios": ratios(medians), "skipped": skipped}
     print(table(report))
-    with open(args.out, "w") as out:
-        json.dump(report, out, indent=2)
-    print(f"wrote {args.out}")
+    with open(out, "x") as file:
+        json.dump(report, file, indent=2)
+    print(f"wrote {out}")
 
 
 def _median(values: list) -> float | None:
