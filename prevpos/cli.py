@@ -75,6 +75,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
     from prevpos.resume import ResumableSaveConfig, check_run_dir, expect_own_checkpoints
+    from prevpos.run_lock import RunLock, refuse_a_live_run
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
 
@@ -142,6 +143,9 @@ def build_cli(args: list[str] | None, run: bool = True):
             path = self.config[self.subcommand].get("ckpt_path")
             if self.subcommand == "fit":
                 check_run_dir(self.trainer, path)
+                run_dir = self.trainer.log_dir if self.trainer.loggers else None  # every rank asks (a broadcast)
+                if self.trainer.is_global_zero and run_dir is not None:  # before a resume writes into the run
+                    refuse_a_live_run(run_dir)
                 expect_own_checkpoints(path)
             if names_a_file(path):
                 check_fits(read_checkpoint(path), self.model, path)
@@ -174,7 +178,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                 require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
                 log_beside_the_run(self.config[self.subcommand], self.subcommand)
 
-    always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads()]  # not removable from YAML
+    always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads(), RunLock()]  # not removable from YAML
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,

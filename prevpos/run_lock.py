@@ -1,0 +1,71 @@
+"""One fit at a time in a run directory. `fit --resume` of a run that is still training (say, from a second
+terminal) would have TensorBoard purge the live run's events past the checkpoint's step, and overwrite its
+checkpoints."""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from prevpos.errors import ConfigError
+
+LOCK = "fit.lock"
+
+
+def refuse_a_live_run(run_dir) -> None:
+    """ConfigError if a fit on this machine, other than this process, holds `run_dir`. A lock left by a fit that
+    died (kill -9, a crash) names a process that no longer exists, and is ignored. A fit on another machine cannot be
+    checked from here: its lock is ignored too, so that a preempted job resumes on whichever node it gets."""
+    lock = Path(run_dir, LOCK)
+    try:
+        holder = json.loads(lock.read_text())
+        pid, host = int(holder["pid"]), holder["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if host == socket.gethostname() and pid != os.getpid() and _running(pid):
+        raise ConfigError(f"{run_dir} is being trained right now, by process {pid} (started {holder.get('started')}): "
+                          f"wait for it to end, or stop it, then resume (if no such fit is running, delete {lock})")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+class RunLock(Callback):
+    """Holds RUN_DIR/fit.lock (this process's id and machine) while a fit trains into RUN_DIR, on global rank 0."""
+
+    def __init__(self):
+        self._lock: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.loggers:
+            return
+        run_dir = trainer.log_dir  # on every rank: Lightning broadcasts it from rank 0, and the ranks must all ask
+        if not trainer.is_global_zero or run_dir is None:
+            return
+        refuse_a_live_run(run_dir)
+        self._lock = Path(run_dir, LOCK)
+        self._lock.parent.mkdir(parents=True, exist_ok=True)
+        self._lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.unlink(missing_ok=True)
+            self._lock = None
