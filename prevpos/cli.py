@@ -205,11 +205,15 @@ def logs_under_root_dir(trainer_config) -> None:
 
 def nothing_logged(trainer) -> str:
     """What a fit without a logger (trainer.logger false, barebones) keeps, said once as it starts."""
+    from prevpos.analysis import AnalysisPlugin
+
+    plugins = sum(isinstance(callback, AnalysisPlugin) for callback in trainer.callbacks)
+    dropped = (f", and the findings of its {plugins} analysis plugin{'s' if plugins > 1 else ''} go nowhere "
+               "(--trainer.callbacks=[] skips them)") if plugins else ""
     # Lightning's place for them without a logger; it numbers files (last-v1.ckpt) rather than overwrite any.
     folders = [c.dirpath or os.path.join(trainer.default_root_dir, "checkpoints") for c in trainer.checkpoint_callbacks]
     kept = f"checkpoints go to {folders[0]}" if folders else "no checkpoints are saved"
-    return ("prevpos: no logger: nothing goes to TensorBoard, no config.yaml is saved, and the analysis plugins' "
-            f"findings go nowhere (--trainer.callbacks=[] skips them); {kept}")
+    return f"prevpos: no logger: nothing goes to TensorBoard and no config.yaml is saved{dropped}; {kept}"
 
 
 USAGE = """usage: python -m prevpos COMMAND [options]

@@ -15,21 +15,24 @@ TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size
 NO_PLUGINS = ["--trainer.callbacks=[]"]
 
 
+def told(said: list[str]) -> list[str]:
+    return [line for line in said if line.startswith("prevpos:")]
+
+
 def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_without_a_logger_two_runs_in_one_folder_both_train_and_keep_each_others_checkpoints(in_tmp):
     with lightning_info_lines() as said:
-        main(["fit", "--trainer.logger=false", *TINY, *NO_PLUGINS])
+        main(["fit", "--trainer.logger=false", *TINY, "--trainer.callbacks=[{class_path: OVCircuit}]"])
     first = files(in_tmp)
     # Lightning wrote ./config.yaml, and the second run was refused as "already holds a run: --resume ." (which
     # could not resume anything).
     assert sorted(first) == ["checkpoints/best-epoch=0-step=2.ckpt", "checkpoints/last.ckpt"]
-    told = [line for line in said if line.startswith("prevpos:")]
-    assert told == ["prevpos: no logger: nothing goes to TensorBoard, no config.yaml is saved, and the analysis "
-                    "plugins' findings go nowhere (--trainer.callbacks=[] skips them); checkpoints go to "
-                    f"{in_tmp / 'checkpoints'}"]  # and not "tensorboard --logdir /", as it once said
+    assert told(said) == ["prevpos: no logger: nothing goes to TensorBoard and no config.yaml is saved, and the "
+                          "findings of its 1 analysis plugin go nowhere (--trainer.callbacks=[] skips them); "
+                          f"checkpoints go to {in_tmp / 'checkpoints'}"]  # not "tensorboard --logdir /", as once
     with pytest.warns(UserWarning, match="exists and is not empty"):  # Lightning's own word on it
         main(["fit", "--trainer.logger=false", *TINY, *NO_PLUGINS])
     second = files(in_tmp)
@@ -44,11 +47,14 @@ def test_checkpointing_off_trains_and_saves_no_checkpoint(in_tmp):
 
 
 def test_barebones_with_its_logging_off_trains_and_writes_nothing(in_tmp):
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, lightning_info_lines() as said:
         warnings.simplefilter("always")
         main(["fit", "--trainer.barebones=true", "--trainer.logger=false", "--trainer.log_every_n_steps=0", *TINY[:5]])
     assert files(in_tmp) == {}
     assert not [w for w in caught if "self.log()" in str(w.message)]  # validation logged, and Lightning warned
+    assert told(said) == ["prevpos: no logger: nothing goes to TensorBoard and no config.yaml is saved, and the "
+                          "findings of its 6 analysis plugins go nowhere (--trainer.callbacks=[] skips them); no "
+                          "checkpoints are saved"]
 
 
 def test_fast_dev_run_writes_no_checkpoint(in_tmp):
