@@ -74,7 +74,8 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
-    from prevpos.resume import ResumableSaveConfig, check_run_dir, expect_own_checkpoints
+    from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints,
+                                logs_a_folder_per_run)
     from prevpos.run_lock import RunLock, refuse_a_live_run
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
@@ -143,8 +144,9 @@ def build_cli(args: list[str] | None, run: bool = True):
             path = self.config[self.subcommand].get("ckpt_path")
             if self.subcommand == "fit":
                 check_run_dir(self.trainer, path)
-                run_dir = self.trainer.log_dir if self.trainer.loggers else None  # every rank asks (a broadcast)
-                if self.trainer.is_global_zero and run_dir is not None:  # before a resume writes into the run
+                # Before a resume writes into the run (W&B's run folder is known from setup on: RunLock checks it).
+                run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
+                if self.trainer.is_global_zero and run_dir is not None:
                     refuse_a_live_run(run_dir)
                 expect_own_checkpoints(path)
             if names_a_file(path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.checkpoints import names_a_file, read_checkpoint
@@ -75,9 +76,27 @@ def _same_log_dir(run_dir: Path, init: dict) -> list[str]:
             f"--trainer.logger.init_args.version={run_dir.name}"]
 
 
+def logs_a_folder_per_run(trainer) -> bool:
+    """Is trainer.log_dir this run's own folder, known before fit starts (TensorBoard's and CSV's version_N)? With no
+    logger it is the working directory; W&B and MLflow keep one folder for all their runs (see run_folder)."""
+    return bool(trainer.loggers) and isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger))
+
+
+def run_folder(trainer) -> str | None:
+    """This run's own folder, from fit's setup on: the logger's version folder, or for a logger that keeps one folder
+    for all its runs (W&B, MLflow), the one Lightning puts this run's checkpoints/ in; None without a logger."""
+    if logs_a_folder_per_run(trainer):
+        return trainer.log_dir
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None or logger.save_dir is None:
+        return None
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return os.path.join(logger.save_dir, str(logger.name), version)
+
+
 def check_run_dir(trainer, ckpt_path) -> None:
     """Refuse to start a new run (no checkpoint) in a directory that already holds one, before anything is written."""
-    log_dir = trainer.log_dir if trainer.loggers else None  # without a logger it is the working directory
+    log_dir = trainer.log_dir if logs_a_folder_per_run(trainer) else None
     if ckpt_path is None and log_dir is not None and Path(log_dir, "config.yaml").is_file():
         raise ConfigError(f"{log_dir} already holds a run (config.yaml): continue it with `python -m prevpos fit "
                           f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
@@ -99,7 +118,7 @@ class ResumableSaveConfig(SaveConfigCallback):
     Ctrl-C (Lightning stops gracefully and exits with 1), say how to go on."""
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        run_dir = trainer.log_dir
+        run_dir = run_folder(trainer)
         resumable = run_dir is not None and last_checkpoint(run_dir).is_file()
         if isinstance(exception, KeyboardInterrupt) and resumable:
             rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; "
@@ -107,14 +126,20 @@ class ResumableSaveConfig(SaveConfigCallback):
                            "epoch's end)")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if not trainer.loggers:  # no run directory to keep it in: Lightning would write ./config.yaml, once
+        run_dir = run_folder(trainer)
+        if self.already_saved or run_dir is None:  # no logger: Lightning would write ./config.yaml, once
             return
-        log_dir = trainer.log_dir
-        if self.already_saved or log_dir is None or not Path(log_dir, self.config_filename).is_file():
+        if Path(run_dir, self.config_filename).is_file():
+            check_run_dir(trainer, self.config.get("ckpt_path"))
+            n = 1
+            while Path(run_dir, f"config.resume{n}.yaml").exists():
+                n += 1
+            self.config_filename = f"config.resume{n}.yaml"
+        if logs_a_folder_per_run(trainer):
             return super().setup(trainer, pl_module, stage)
-        check_run_dir(trainer, self.config.get("ckpt_path"))
-        n = 1
-        while Path(log_dir, f"config.resume{n}.yaml").exists():
-            n += 1
-        self.config_filename = f"config.resume{n}.yaml"
-        super().setup(trainer, pl_module, stage)
+        # Lightning would save every W&B run's config to one save_dir/config.yaml, and refuse the second run's.
+        if trainer.is_global_zero:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, os.path.join(run_dir, self.config_filename), skip_none=False,
+                             overwrite=self.overwrite, multifile=self.multifile)
+        self.already_saved = True

@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from prevpos.errors import ConfigError
+from prevpos.resume import run_folder
 
 LOCK = "fit.lock"
 
@@ -48,9 +49,9 @@ class RunLock(Callback):
         self._lock: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or not trainer.loggers:
+        if stage != "fit":
             return
-        run_dir = trainer.log_dir  # on every rank: Lightning broadcasts it from rank 0, and the ranks must all ask
+        run_dir = run_folder(trainer)  # on every rank: Lightning broadcasts trainer.log_dir, and the ranks must all ask
         if not trainer.is_global_zero or run_dir is None:
             return
         refuse_a_live_run(run_dir)

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prevpos.cli import main
 from tests.conftest import lightning_info_lines
@@ -69,3 +70,22 @@ def test_default_root_dir_holds_the_runs(in_tmp):
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])  # its saved config names the same folder
     assert (run / "config.resume1.yaml").is_file() and not (in_tmp / "lightning_logs").exists()
+
+
+def test_two_wandb_runs_in_one_folder_each_keep_their_config_beside_their_checkpoints(in_tmp, monkeypatch):
+    """W&B keeps one folder for all its runs, which Lightning takes as the run directory: the second run was refused
+    as "lightning_logs already holds a run (config.yaml)"."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    for _ in range(2):
+        main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
+        wandb.finish()  # as the process's exit would: in one process, W&B's logger reuses the run in progress
+    runs = sorted(path.parent for path in (in_tmp / "lightning_logs").rglob("checkpoints"))
+    assert len(runs) == 2 and runs[0].name != runs[1].name  # W&B's run ids
+    for run in runs:
+        assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]["class_path"].endswith("Wandb"
+                                                                                                          "Logger")
+        assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "fit.lock").exists()
+    assert not (in_tmp / "lightning_logs" / "config.yaml").exists()
