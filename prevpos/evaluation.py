@@ -24,15 +24,15 @@ def run_dir_of(ckpt_path) -> Path | None:
 
 
 def log_beside_the_run(config, subcommand: str) -> None:
-    """Point a validate/test config's TensorBoardLogger at RUN_DIR/<subcommand>/version_N.
+    """Point a validate/test config's TensorBoard (or CSV) logger at RUN_DIR/<subcommand>/version_N.
 
     Lightning's default, a new version_N next to the run, reads as another training run: to TensorBoard, to
     `report` on several runs, and to the numbering of the next fit. Only when the checkpoint is a run's and the
-    logger is a TensorBoardLogger with no version chosen; any other logger setting is kept as given.
+    logger is one of these two with no version chosen; any other logger setting is kept as given.
     """
     run_dir = run_dir_of(config.get("ckpt_path"))
     logger = config.get("trainer", {}).get("logger")
-    if run_dir is None or not str(getattr(logger, "class_path", "")).endswith(".TensorBoardLogger"):
+    if run_dir is None or not str(getattr(logger, "class_path", "")).endswith((".TensorBoardLogger", ".CSVLogger")):
         return
     init = logger.init_args
     if init.get("version") is None:

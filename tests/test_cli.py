@@ -92,6 +92,15 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     assert abs(tested["test/acc"][-1].value - validated["val/acc"][-1].value) < 0.05
 
 
+def test_a_test_logged_to_csv_lands_beside_the_run_too(in_tmp):
+    main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2"] + SHORT_FIT[3:])
+    runs = in_tmp / "lightning_logs" / "default"
+    main(["test", "--ckpt_path", str(runs / "version_0" / "checkpoints" / "last.ckpt"), "--trainer.logger=CSVLogger",
+          "--data.val_size=64", "--trainer.enable_progress_bar=false"])
+    assert [p.name for p in runs.iterdir()] == ["version_0"]  # it was a version_1 beside the run, a run to the next fit
+    assert "test/acc" in (runs / "version_0" / "test" / "version_0" / "metrics.csv").read_text()
+
+
 def test_model_settings_given_with_a_checkpoint_give_way_to_its_own_and_it_says_so(in_tmp):
     """LightningCLI loads a checkpoint's model settings over the command line's: `test --model.n_ctx 20` (to test on
     longer sequences) silently tested at the checkpoint's 10."""
