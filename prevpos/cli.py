@@ -74,7 +74,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
     from prevpos.registry import discover_plugins
-    from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints,
+    from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                                 logs_a_folder_per_run)
     from prevpos.run_lock import RunLock, refuse_a_live_run
 
@@ -148,6 +148,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                 run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
                 if self.trainer.is_global_zero and run_dir is not None:
                     refuse_a_live_run(run_dir)
+                keep_csv_history(self.trainer, path)
                 expect_own_checkpoints(path)
             if names_a_file(path):
                 check_fits(read_checkpoint(path), self.model, path)

@@ -1,5 +1,6 @@
 """`fit --resume RUN_DIR`: continue a run from its last checkpoint, in its own TensorBoard run directory."""
 
+import csv
 import os
 import re
 import warnings
@@ -100,6 +101,25 @@ def check_run_dir(trainer, ckpt_path) -> None:
     if ckpt_path is None and log_dir is not None and Path(log_dir, "config.yaml").is_file():
         raise ConfigError(f"{log_dir} already holds a run (config.yaml): continue it with `python -m prevpos fit "
                           f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
+
+
+def keep_csv_history(trainer, ckpt_path) -> None:
+    """A resumed run logged by a CSVLogger keeps its metrics.csv rows from before the checkpoint's step, as its
+    TensorBoard events are kept (purge_step). Lightning's CSV logger deletes metrics.csv when it opens a folder that
+    holds one: resuming lost the first session's metrics."""
+    logger = trainer.logger
+    if not (isinstance(logger, CSVLogger) and trainer.is_global_zero and names_a_file(ckpt_path)):
+        return
+    metrics = Path(logger.log_dir, "metrics.csv")
+    if not metrics.is_file():
+        return
+    step = read_checkpoint(ckpt_path).get("global_step", 0)
+    with open(metrics, newline="") as file:
+        kept = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file) if int(row["step"]) < step]
+    with warnings.catch_warnings():  # "Previous log files ... will be deleted": not these rows
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+        writer = logger.experiment  # opening it deletes metrics.csv
+    writer.metrics[:0] = kept  # its first save writes them first
 
 
 def expect_own_checkpoints(ckpt_path) -> None:

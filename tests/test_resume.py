@@ -1,6 +1,8 @@
 """Resume after a crash: `fit --resume RUN_DIR` continues the same TensorBoard run and ends where an
 uninterrupted run ends; checkpoints are written atomically."""
 
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -310,3 +312,22 @@ def test_kill_9_then_resume_continues_the_curve(tmp_path):
     assert [e.step for e in logged.Scalars("val/acc")] == [10 * k + 9 for k in range(12)]
     assert [e.step for e in logged.Images("attention/mean_pattern/L1H0")] == list(range(0, 121, 10))
     assert killed_at >= 20 and logged.Scalars("val/acc")[-1].value > 0.3
+
+
+def test_resuming_a_csv_logged_run_keeps_its_earlier_metrics(tmp_path, monkeypatch):
+    """Lightning's CSV logger deletes metrics.csv when it opens a folder holding one: a resume lost the first
+    session's rows. Rows from a crashed session past the checkpoint's step are dropped, as TensorBoard's are."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--trainer.logger=CSVLogger", "--trainer.callbacks=[]"])
+    metrics = RUN / "metrics.csv"
+    first = metrics.read_text()
+    metrics.write_text(first + "2,8,0.5,9.9\n")  # logged after the epoch-2 checkpoint (step 8) by a session that died
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--resume", str(RUN), "--trainer.max_epochs=3"])
+    assert not [w for w in caught if "will be deleted" in str(w.message)]
+    rows = list(csv.DictReader(metrics.open()))
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == list(range(12))  # every step once, 9.9 gone
+    assert [int(r["step"]) for r in rows if r["val/acc"]] == [3, 7, 11]
+    kept = list(csv.DictReader(io.StringIO(first)))
+    assert [r["train/loss"] for r in rows[:len(kept)]] == [r["train/loss"] for r in kept]
