@@ -76,7 +76,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.registry import discover_plugins
     from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                                 logs_a_folder_per_run)
-    from prevpos.run_lock import RunLock, refuse_a_live_run
+    from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
 
@@ -142,16 +142,23 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def _check_ckpt_path(self):
             path = self.config[self.subcommand].get("ckpt_path")
-            if self.subcommand == "fit":
-                check_run_dir(self.trainer, path)
-                # Before a resume writes into the run (W&B's run folder is known from setup on: RunLock checks it).
-                run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
-                if self.trainer.is_global_zero and run_dir is not None:
-                    refuse_a_live_run(run_dir)
-                keep_csv_history(self.trainer, path)
-                expect_own_checkpoints(path)
             if names_a_file(path):
                 check_fits(read_checkpoint(path), self.model, path)
+            if self.subcommand != "fit":
+                return
+            if self.trainer.is_global_zero and self._logger_version() is None:
+                claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
+            check_run_dir(self.trainer, path)
+            # Before a resume writes into the run (W&B's run folder is known from setup on: RunLock checks it).
+            run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
+            if self.trainer.is_global_zero and run_dir is not None:
+                refuse_a_live_run(run_dir)
+            keep_csv_history(self.trainer, path)
+            expect_own_checkpoints(path)
+
+        def _logger_version(self):
+            """trainer.logger.init_args.version as configured (None: the next free version_N)."""
+            return getattr(getattr(self.config[self.subcommand].trainer.logger, "init_args", None), "version", "-")
 
         before_validate = before_test = _check_ckpt_path
 

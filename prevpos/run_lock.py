@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from prevpos.errors import ConfigError
 from prevpos.resume import run_folder
@@ -70,3 +71,22 @@ class RunLock(Callback):
         if self._lock is not None:
             self._lock.unlink(missing_ok=True)
             self._lock = None
+
+
+def claim_a_new_version(logger) -> None:
+    """Give a TensorBoard or CSV logger with no version chosen the next version_N whose folder this process created.
+
+    Lightning picks the next version by listing the folder, and the run's folder appears later, when its event
+    file is opened: fits started at once (a loop of `fit ... &`) could list the same free version and write into one
+    folder. Creating the folder is atomic: whoever creates version_N has it, and the others go on to N+1."""
+    if not isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return
+    version = logger.version  # the next free one, as Lightning lists them
+    while True:
+        logger._version = version
+        Path(logger.log_dir).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(logger.log_dir).mkdir()
+            return
+        except FileExistsError:
+            version += 1

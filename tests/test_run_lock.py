@@ -66,3 +66,14 @@ def test_resuming_a_run_still_training_is_refused_until_its_fit_is_gone(in_tmp, 
     (run / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "another-node", "started": "earlier"}))
     main(["fit", "--resume", str(run), "--trainer.max_epochs=3"])  # another machine's: not checkable, not in the way
     assert steps_in_last_checkpoint(run) == 6 and not (run / LOCK).exists()
+
+
+def test_fits_started_at_once_never_share_a_version(in_tmp, monkeypatch):
+    """Lightning lists the folder for the next free version_N, and the run's folder appears only later: a fit that
+    listed it before another made version_0 took version_0 too (here: a listing that always says 0)."""
+    main(["fit", "--trainer.max_epochs=1", *TINY])
+    first = files(in_tmp / RUN)
+    monkeypatch.setattr(TensorBoardLogger, "_get_next_version", lambda self: 0)
+    main(["fit", "--trainer.max_epochs=1", *TINY])  # was refused: "version_0 already holds a run"
+    assert files(in_tmp / RUN) == first
+    assert (in_tmp / RUN.parent / "version_1" / "checkpoints" / "last.ckpt").is_file()
