@@ -52,6 +52,12 @@ CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 1, "monitor": "val/acc",
 
 DEFAULT_CALLBACKS = [{"class_path": path} for path in BUILTIN_PLUGINS]
 
+# The top of `fit --help`: --resume is expanded before LightningCLI parses, so it is in no option list.
+FIT_DESCRIPTION = ("Train (no options: the default experiment; --config experiments/NAME.yaml for another; the options "
+                   "below override either). `--resume RUN_DIR` continues a run that stopped, from "
+                   "RUN_DIR/checkpoints/last.ckpt, in the same TensorBoard run; other options still override its "
+                   "config, e.g. --resume lightning_logs/default/version_0 --trainer.max_epochs 120.")
+
 
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
@@ -192,7 +198,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,
-        parser_kwargs={"prog": "python -m prevpos"},
+        parser_kwargs={"prog": "python -m prevpos", "fit": {"description": FIT_DESCRIPTION}},
         save_config_callback=ResumableSaveConfig, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
 
@@ -231,7 +237,8 @@ USAGE = """usage: python -m prevpos COMMAND [options]
 Train a transformer without positional embeddings to output the previous token, and watch how it does it.
 
 commands:
-  fit        train (no options: the default experiment; --config experiments/NAME.yaml for others)
+  fit        train (no options: the default experiment; --config experiments/NAME.yaml for others;
+             --resume RUN_DIR continues a run that stopped)
   validate   evaluate a checkpoint on the held-out set (--ckpt_path FILE)
   test       the same on a second held-out set, never used to pick a checkpoint (--ckpt_path FILE)
   analyze    run every analysis plugin once on a saved model (--weights FILE --out DIR)

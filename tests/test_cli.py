@@ -194,6 +194,7 @@ def test_top_level_help_lists_every_command(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert all(command in out for command in ("fit", "analyze", "report", "bench"))
+    assert "--resume RUN_DIR continues a run that stopped" in out
 
 
 def test_fit_help_shows_model_and_data_docs(capsys):
@@ -202,6 +203,7 @@ def test_fit_help_shows_model_and_data_docs(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert "--model.lr" in out and "Peak AdamW learning rate" in out and "--data.steps_per_epoch" in out
+    assert "`--resume RUN_DIR` continues a run that stopped" in " ".join(out.split())  # in no option list
 
 
 def test_print_config_is_valid_yaml_with_the_defaults(capsys):
