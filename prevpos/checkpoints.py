@@ -161,6 +161,16 @@ def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
                       "same model settings (e.g. --config RUN_DIR/config.yaml)")
 
 
+def refuse_fewer_epochs(checkpoint: dict, max_epochs, path) -> None:
+    """ConfigError if fit would continue `checkpoint` to a trainer.max_epochs it is already past: Lightning raises
+    that from inside fit, as a traceback."""
+    epoch = checkpoint.get("epoch", 0)
+    if max_epochs not in (None, -1) and epoch > max_epochs:
+        raise ConfigError(f"trainer.max_epochs={max_epochs}: the checkpoint {path} is already at epoch {epoch} (step "
+                          f"{checkpoint.get('global_step')}); to train on, pass more, e.g. --trainer.max_epochs "
+                          f"{2 * (epoch + 1)}")
+
+
 def _reason(error: Exception) -> str:
     """torch.load's first sentence (the rest is advice about torch.save options that does not apply here)."""
     text = " ".join(str(error).split())

@@ -68,7 +68,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.pytorch.utilities import rank_zero_info
 
     from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
-                                     replaced_settings)
+                                     refuse_fewer_epochs, replaced_settings)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
@@ -149,7 +149,10 @@ def build_cli(args: list[str] | None, run: bool = True):
         def _check_ckpt_path(self):
             path = self.config[self.subcommand].get("ckpt_path")
             if names_a_file(path):
-                check_fits(read_checkpoint(path), self.model, path)
+                checkpoint = read_checkpoint(path)
+                check_fits(checkpoint, self.model, path)
+                if self.subcommand == "fit":
+                    refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
             if self.subcommand != "fit":
                 return
             if self.trainer.is_global_zero and self._logger_version() is None:

@@ -331,3 +331,18 @@ def test_resuming_a_csv_logged_run_keeps_its_earlier_metrics(tmp_path, monkeypat
     assert [int(r["step"]) for r in rows if r["val/acc"]] == [3, 7, 11]
     kept = list(csv.DictReader(io.StringIO(first)))
     assert [r["train/loss"] for r in rows[:len(kept)]] == [r["train/loss"] for r in kept]
+
+
+def test_resuming_to_fewer_epochs_than_done_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Lightning raised "You restored a checkpoint with current_epoch=2, but you have set Trainer(max_epochs=1)" from
+    inside fit, as a traceback, after writing config.resume1.yaml and an event file into the run."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.callbacks=[]"])
+    before = {p: p.stat().st_mtime_ns for p in RUN.rglob("*")}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--resume", str(RUN), "--trainer.max_epochs=1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err == (f"prevpos: error: trainer.max_epochs=1: the checkpoint {RUN / 'checkpoints' / 'last.ckpt'} is "
+                   "already at epoch 2 (step 12); to train on, pass more, e.g. --trainer.max_epochs 6")
+    assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
