@@ -30,6 +30,9 @@ def quiet_library_noise() -> None:
     # Lightning's model summary, at every fit in 16-mixed or bf16-mixed: "not supported ... Using 32 bits instead".
     # Mixed precision keeps the weights in float32, so the 32-bit size it prints is the right one.
     warnings.filterwarnings("ignore", message=r"Precision \S+-mixed is not supported by the model summary")
+    # LightningCLI, whenever it is given args while sys.argv holds any: at every `fit --resume` (prevpos expands it
+    # into args) and at every main([...]) in a notebook (sys.argv holds the kernel's). Those args are what is meant.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 

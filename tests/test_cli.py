@@ -124,6 +124,17 @@ def test_epochs_shorter_than_the_logging_interval_log_training_scalars_without_a
     assert [e.step for e in scalars(in_tmp / "lightning_logs" / "default" / "version_0")["train/loss"]] == [4, 9]
 
 
+def test_main_with_args_beside_a_kernels_argv_does_not_warn(in_tmp, monkeypatch):
+    """In a notebook sys.argv holds the kernel's arguments: LightningCLI warned at every main([...]) (and at every
+    `fit --resume`, which prevpos expands into args) that args and command-line arguments were both given."""
+    monkeypatch.setattr("sys.argv", ["ipykernel_launcher.py", "-f", "kernel.json"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=0"] + SHORT_FIT[2:])
+    assert not [w for w in caught if "args parameter" in str(w.message)]
+    assert (in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml").is_file()  # it did run
+
+
 def test_a_fit_of_no_steps_does_not_offer_a_report(in_tmp):
     with lightning_info_lines() as said:
         main(SHORT_FIT[:1] + ["--trainer.max_epochs=0"] + SHORT_FIT[2:])
