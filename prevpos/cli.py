@@ -7,6 +7,8 @@ from pathlib import Path
 
 from prevpos.errors import ConfigError, DivergenceError
 from prevpos.quiet import quiet_library_noise
+from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
+                              refuse_logging_in_barebones)
 
 EXTRA_COMMANDS = {
     "analyze": "prevpos.commands.analyze",
@@ -25,14 +27,12 @@ BUILTIN_PLUGINS = [
     "prevpos_plugins.length.LengthGeneralization",
 ]
 
-LOGS = "lightning_logs"  # the default TensorBoard folder: in the working directory, or in trainer.default_root_dir
-
 TRAINER_DEFAULTS = {
     # 60 epochs x 10 steps = 600 steps: ~0.99 val acc by step ~300 at lr 3e-3, the rest polishes. Short epochs
     # because the plugins run at each epoch end: val acc first passes 0.9 at step ~95-100 (3 seeds), so 10
     # snapshots (steps 0, 10, ..., 90) show the transition forming.
     "max_epochs": 60,
-    "log_every_n_steps": 5,
+    "log_every_n_steps": LOG_EVERY_N_STEPS,
     "gradient_clip_val": 1.0,  # with the cosine decay, keeps 10x-longer runs from the lr-1e-2 style collapse
     "precision": "32-true",  # bf16-mixed measured slower for this tiny model (README)
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -204,35 +204,6 @@ def build_cli(args: list[str] | None, run: bool = True):
         parser_kwargs={"prog": "python -m prevpos", "fit": {"description": FIT_DESCRIPTION}},
         save_config_callback=ResumableSaveConfig, save_config_kwargs={"overwrite": False}, seed_everything_default=0,
     )
-
-
-def refuse_logging_in_barebones(trainer_config) -> None:
-    """Lightning's barebones mode refuses a logger and a logging interval, and prevpos's defaults set both."""
-    if trainer_config.barebones and (trainer_config.logger not in (None, False) or trainer_config.log_every_n_steps):
-        raise ConfigError("trainer.barebones=true turns logging off, and prevpos logs to TensorBoard every "
-                          f"{TRAINER_DEFAULTS['log_every_n_steps']} steps by default: add --trainer.logger false "
-                          "--trainer.log_every_n_steps 0")
-
-
-def logs_under_root_dir(trainer_config) -> None:
-    """trainer.default_root_dir moves the default lightning_logs/ into it, as it does in Lightning without a logger
-    of its own (prevpos's default logger names its folder, so Lightning left it in the working directory)."""
-    init = getattr(trainer_config.logger, "init_args", None)
-    if trainer_config.default_root_dir and getattr(init, "save_dir", None) == LOGS:
-        init.save_dir = os.path.join(trainer_config.default_root_dir, LOGS)
-
-
-def nothing_logged(trainer) -> str:
-    """What a fit without a logger (trainer.logger false, barebones) keeps, said once as it starts."""
-    from prevpos.analysis import AnalysisPlugin
-
-    plugins = sum(isinstance(callback, AnalysisPlugin) for callback in trainer.callbacks)
-    dropped = (f", and the findings of its {plugins} analysis plugin{'s' if plugins > 1 else ''} go nowhere "
-               "(--trainer.callbacks=[] skips them)") if plugins else ""
-    # Lightning's place for them without a logger; it numbers files (last-v1.ckpt) rather than overwrite any.
-    folders = [c.dirpath or os.path.join(trainer.default_root_dir, "checkpoints") for c in trainer.checkpoint_callbacks]
-    kept = f"checkpoints go to {folders[0]}" if folders else "no checkpoints are saved"
-    return f"prevpos: no logger: nothing goes to TensorBoard and no config.yaml is saved{dropped}; {kept}"
 
 
 USAGE = """usage: python -m prevpos COMMAND [options]

@@ -115,7 +115,7 @@ def keep_csv_history(trainer, ckpt_path) -> None:
         return
     step = read_checkpoint(ckpt_path).get("global_step", 0)
     with open(metrics, newline="") as file:
-        kept = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file) if int(row["step"]) < step]
+        kept = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file) if float(row["step"]) < step]
     with warnings.catch_warnings():  # "Previous log files ... will be deleted": not these rows
         warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
         writer = logger.experiment  # opening it deletes metrics.csv

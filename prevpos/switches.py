@@ -1,0 +1,38 @@
+"""Lightning's switches that change what a fit writes, and prevpos's defaults that meet them: barebones, no logger,
+trainer.default_root_dir."""
+
+import os
+
+from prevpos.errors import ConfigError
+
+LOGS = "lightning_logs"  # the default TensorBoard folder: in the working directory, or in trainer.default_root_dir
+LOG_EVERY_N_STEPS = 5
+
+
+def refuse_logging_in_barebones(trainer_config) -> None:
+    """Lightning's barebones mode refuses a logger and a logging interval, and prevpos's defaults set both."""
+    if trainer_config.barebones and (trainer_config.logger not in (None, False) or trainer_config.log_every_n_steps):
+        raise ConfigError("trainer.barebones=true turns logging off, and prevpos logs to TensorBoard every "
+                          f"{LOG_EVERY_N_STEPS} steps by default: add --trainer.logger false "
+                          "--trainer.log_every_n_steps 0")
+
+
+def logs_under_root_dir(trainer_config) -> None:
+    """trainer.default_root_dir moves the default lightning_logs/ into it, as it does in Lightning without a logger
+    of its own (prevpos's default logger names its folder, so Lightning left it in the working directory)."""
+    init = getattr(trainer_config.logger, "init_args", None)
+    if trainer_config.default_root_dir and getattr(init, "save_dir", None) == LOGS:
+        init.save_dir = os.path.join(trainer_config.default_root_dir, LOGS)
+
+
+def nothing_logged(trainer) -> str:
+    """What a fit without a logger (trainer.logger false, barebones) keeps, said once as it starts."""
+    from prevpos.analysis import AnalysisPlugin
+
+    plugins = sum(isinstance(callback, AnalysisPlugin) for callback in trainer.callbacks)
+    dropped = (f", and the findings of its {plugins} analysis plugin{'s' if plugins > 1 else ''} go nowhere "
+               "(--trainer.callbacks=[] skips them)") if plugins else ""
+    # Lightning's place for them without a logger; it numbers files (last-v1.ckpt) rather than overwrite any.
+    folders = [c.dirpath or os.path.join(trainer.default_root_dir, "checkpoints") for c in trainer.checkpoint_callbacks]
+    kept = f"checkpoints go to {folders[0]}" if folders else "no checkpoints are saved"
+    return f"prevpos: no logger: nothing goes to TensorBoard and no config.yaml is saved{dropped}; {kept}"
