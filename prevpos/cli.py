@@ -148,26 +148,27 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def _check_ckpt_path(self):
             path = self.config[self.subcommand].get("ckpt_path")
-            if names_a_file(path):
-                checkpoint = read_checkpoint(path)
+            checkpoint = read_checkpoint(path) if names_a_file(path) else None
+            if checkpoint is not None:
                 check_fits(checkpoint, self.model, path)
                 if self.subcommand == "fit":
                     refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
             if self.subcommand != "fit":
                 return
-            if self.trainer.is_global_zero and self._logger_version() is None:
+            if self.trainer.is_global_zero and not self._version_chosen():
                 claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
             check_run_dir(self.trainer, path)
             # Before a resume writes into the run (W&B's run folder is known from setup on: RunLock checks it).
             run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
             if self.trainer.is_global_zero and run_dir is not None:
                 refuse_a_live_run(run_dir)
-            keep_csv_history(self.trainer, path)
+            keep_csv_history(self.trainer, checkpoint)
             expect_own_checkpoints(path)
 
-        def _logger_version(self):
-            """trainer.logger.init_args.version as configured (None: the next free version_N)."""
-            return getattr(getattr(self.config[self.subcommand].trainer.logger, "init_args", None), "version", "-")
+        def _version_chosen(self) -> bool:
+            """Does the config name the logger's version (or have no logger to name one for)?"""
+            init = getattr(self.config[self.subcommand].trainer.logger, "init_args", None)
+            return init is None or init.get("version") is not None
 
         before_validate = before_test = _check_ckpt_path
 

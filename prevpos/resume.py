@@ -77,10 +77,13 @@ def _same_log_dir(run_dir: Path, init: dict) -> list[str]:
             f"--trainer.logger.init_args.version={run_dir.name}"]
 
 
+FOLDER_PER_RUN = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's own version_N
+
+
 def logs_a_folder_per_run(trainer) -> bool:
     """Is trainer.log_dir this run's own folder, known before fit starts (TensorBoard's and CSV's version_N)? With no
     logger it is the working directory; W&B and MLflow keep one folder for all their runs (see run_folder)."""
-    return bool(trainer.loggers) and isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger))
+    return bool(trainer.loggers) and isinstance(trainer.loggers[0], FOLDER_PER_RUN)
 
 
 def run_folder(trainer) -> str | None:
@@ -103,17 +106,17 @@ def check_run_dir(trainer, ckpt_path) -> None:
                           f"--resume {log_dir}`, or start a new one with trainer.logger.init_args.version unset")
 
 
-def keep_csv_history(trainer, ckpt_path) -> None:
+def keep_csv_history(trainer, checkpoint: dict | None) -> None:
     """A resumed run logged by a CSVLogger keeps its metrics.csv rows from before the checkpoint's step, as its
     TensorBoard events are kept (purge_step). Lightning's CSV logger deletes metrics.csv when it opens a folder that
     holds one: resuming lost the first session's metrics."""
     logger = trainer.logger
-    if not (isinstance(logger, CSVLogger) and trainer.is_global_zero and names_a_file(ckpt_path)):
+    if not (isinstance(logger, CSVLogger) and trainer.is_global_zero and checkpoint is not None):
         return
     metrics = Path(logger.log_dir, "metrics.csv")
     if not metrics.is_file():
         return
-    step = read_checkpoint(ckpt_path).get("global_step", 0)
+    step = checkpoint.get("global_step", 0)
     with open(metrics, newline="") as file:
         kept = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file) if float(row["step"]) < step]
     with warnings.catch_warnings():  # "Previous log files ... will be deleted": not these rows

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from prevpos.errors import ConfigError
-from prevpos.resume import run_folder
+from prevpos.resume import FOLDER_PER_RUN, run_folder
 
 LOCK = "fit.lock"
 
@@ -79,7 +78,7 @@ def claim_a_new_version(logger) -> None:
     Lightning picks the next version by listing the folder, and the run's folder appears later, when its event
     file is opened: fits started at once (a loop of `fit ... &`) could list the same free version and write into one
     folder. Creating the folder is atomic: whoever creates version_N has it, and the others go on to N+1."""
-    if not isinstance(logger, (TensorBoardLogger, CSVLogger)):
+    if not isinstance(logger, FOLDER_PER_RUN):
         return
     version = logger.version  # the next free one, as Lightning lists them
     while True:
