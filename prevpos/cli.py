@@ -64,9 +64,11 @@ def build_cli(args: list[str] | None, run: bool = True):
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_info
 
+    from prevpos.analysis.plugin import plugins_of
+    from prevpos.analysis.sinks import figures_kept_nowhere
     from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
                                      refuse_fewer_epochs, replaced_settings)
     from prevpos.dashboard import MechanismDashboard
@@ -83,6 +85,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                                 logs_a_folder_per_run)
     from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run
+    from prevpos.step_files import FIGURES
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
 
@@ -174,15 +177,23 @@ def build_cli(args: list[str] | None, run: bool = True):
 
         def before_fit(self):
             self._check_ckpt_path()
-            if isinstance(self.trainer.logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains
+            logger = self.trainer.logger
+            if isinstance(logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains
                 rank_zero_info(f"prevpos: logging to {self.trainer.log_dir}; "
-                               f"watch it with `tensorboard --logdir {Path(self.trainer.logger.root_dir).parent}`")
+                               f"watch it with `tensorboard --logdir {Path(logger.root_dir).parent}`")
+            elif isinstance(logger, CSVLogger):
+                figures = f", and the plugins' figures as PNG files in {Path(logger.log_dir, FIGURES)}" \
+                    if plugins_of(self.trainer) else ""
+                rank_zero_info(f"prevpos: logging to {logger.log_dir}: metrics.csv{figures}")
             elif not self.trainer.loggers:
                 rank_zero_info(nothing_logged(self.trainer))
+            unkept = figures_kept_nowhere(self.trainer)
+            if unkept:
+                rank_zero_info(unkept)
 
         def after_fit(self):
-            # Not after a fit that trained no step (max_epochs 0): its events hold nothing to report.
-            if isinstance(self.trainer.logger, TensorBoardLogger) and self.trainer.global_step > 0:
+            # Not after a fit that trained no step (max_epochs 0): its logs hold nothing to report.
+            if isinstance(self.trainer.logger, (TensorBoardLogger, CSVLogger)) and self.trainer.global_step > 0:
                 rank_zero_info("prevpos: the run's story in one page: "
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from prevpos.step_files import FIGURES, TEXTS, file_step
 from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
 
@@ -109,14 +110,20 @@ def check_run_dir(trainer, ckpt_path) -> None:
 def keep_csv_history(trainer, checkpoint: dict | None) -> None:
     """A resumed run logged by a CSVLogger keeps its metrics.csv rows from before the checkpoint's step, as its
     TensorBoard events are kept (purge_step). Lightning's CSV logger deletes metrics.csv when it opens a folder that
-    holds one: resuming lost the first session's metrics."""
+    holds one: resuming lost the first session's metrics. Figures and text files from the checkpoint's step on go,
+    as those events do: the resumed run draws its own."""
     logger = trainer.logger
     if not (isinstance(logger, CSVLogger) and trainer.is_global_zero and checkpoint is not None):
         return
+    step = checkpoint.get("global_step", 0)
+    for folder in (FIGURES, TEXTS):
+        for file in Path(logger.log_dir, folder).rglob("step_*"):
+            drawn_at = file_step(file)
+            if drawn_at is not None and drawn_at >= step:
+                file.unlink()
     metrics = Path(logger.log_dir, "metrics.csv")
     if not metrics.is_file():
         return
-    step = checkpoint.get("global_step", 0)
     with open(metrics, newline="") as file:
         kept = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file) if float(row["step"]) < step]
     with warnings.catch_warnings():  # "Previous log files ... will be deleted": not these rows

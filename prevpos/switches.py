@@ -27,9 +27,9 @@ def logs_under_root_dir(trainer_config) -> None:
 
 def nothing_logged(trainer) -> str:
     """What a fit without a logger (trainer.logger false, barebones) keeps, said once as it starts."""
-    from prevpos.analysis import AnalysisPlugin
+    from prevpos.analysis.plugin import plugins_of
 
-    plugins = sum(isinstance(callback, AnalysisPlugin) for callback in trainer.callbacks)
+    plugins = len(plugins_of(trainer))
     dropped = (f", and the findings of its {plugins} analysis plugin{'s' if plugins > 1 else ''} go nowhere "
                "(--trainer.callbacks=[] skips them)") if plugins else ""
     # Lightning's place for them without a logger; it numbers files (last-v1.ckpt) rather than overwrite any.

@@ -333,6 +333,22 @@ def test_resuming_a_csv_logged_run_keeps_its_earlier_metrics(tmp_path, monkeypat
     assert [r["train/loss"] for r in rows[:len(kept)]] == [r["train/loss"] for r in kept]
 
 
+def test_resuming_a_csv_logged_run_keeps_its_earlier_figures_and_drops_a_dead_sessions_later_ones(tmp_path,
+                                                                                                 monkeypatch):
+    """A CSV run's figures are files (RUN/figures/<tag>/step_N.png): those before the checkpoint's step stay as they
+    are, and those a session that died drew past it go, as its events past the purge step do in TensorBoard."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--trainer.logger=CSVLogger",
+          "--trainer.callbacks=[{class_path: AttentionPatterns}]"])
+    figure = RUN / "figures" / "attention" / "mean_pattern" / "L1H0"
+    at_start = (figure / "step_000000.png").read_bytes()
+    dead = figure / "step_000010.png"  # past the checkpoint's step 8, from a session that died
+    dead.write_bytes(at_start)
+    main(["fit", "--resume", str(RUN), "--trainer.max_epochs=3"])
+    assert sorted(p.name for p in figure.iterdir()) == ["step_000000.png", "step_000008.png", "step_000012.png"]
+    assert (figure / "step_000000.png").read_bytes() == at_start
+
+
 def test_resuming_to_fewer_epochs_than_done_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     """Lightning raised "You restored a checkpoint with current_epoch=2, but you have set Trainer(max_epochs=1)" from
     inside fit, as a traceback, after writing config.resume1.yaml and an event file into the run."""

@@ -11,7 +11,7 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
-from prevpos.analysis.render import image_summary
+from prevpos.analysis.sinks import image_summary
 from prevpos.fast import tensorboard_crc
 
 

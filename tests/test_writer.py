@@ -110,18 +110,16 @@ print("top level ran", flush=True)
 from prevpos.analysis.render import BackgroundRenderer
 from prevpos.figures import heatmap
 
-class Events:
-    def _get_file_writer(self):
-        return self
-    def add_summary(self, summary, step):
-        print("wrote", summary.value[0].tag, step, flush=True)
+class Printed:
+    def image(self, tag, step, png):
+        print("wrote", tag, step, flush=True)
     def flush(self):
         pass
 
 def script_figure(matrix):  # a worker cannot import this script: drawn in a thread
     return heatmap(matrix)
 
-renderer = BackgroundRenderer(Events())
+renderer = BackgroundRenderer([Printed()])
 renderer.submit("eye", heatmap, {"matrix": np.eye(3)}, 7)
 renderer.finish()
 renderer.submit("script", script_figure, {"matrix": np.eye(3)}, 8)
@@ -142,17 +140,14 @@ def test_figure_workers_do_not_import_the_running_script(tmp_path):
     assert "could not be drawn" not in result.stderr and "Warning" not in result.stderr
 
 
-class RecordedEvents:
-    """A summary writer that keeps (tag, step) of what it is given."""
+class RecordedImages:
+    """A sink that keeps (tag, step) of the images it is given."""
 
     def __init__(self):
         self.written = []
 
-    def _get_file_writer(self):
-        return self
-
-    def add_summary(self, summary, step):
-        self.written.append((summary.value[0].tag, step))
+    def image(self, tag, step, png):
+        self.written.append((tag, step))
 
     def flush(self):
         pass
@@ -178,8 +173,8 @@ def test_figure_workers_that_die_hand_drawing_to_a_thread():
     """Workers killed between figures, or while drawing one: every figure is still written, and the rest are drawn in
     a thread, not on the training thread. Killed while idle, no figure's future reports the broken pool; the next
     figure found it and was drawn on the calling thread, and so was every figure after it."""
-    events = RecordedEvents()
-    renderer = render.BackgroundRenderer(events)
+    events = RecordedImages()
+    renderer = render.BackgroundRenderer([events])
     with pytest.warns(UserWarning, match="figure worker process failed"):
         renderer.submit("before", heatmap, {"matrix": np.eye(3)}, 1)
         wait_until(lambda: events.written, "the first figure")  # drawn by a worker, which is then idle
@@ -190,8 +185,8 @@ def test_figure_workers_that_die_hand_drawing_to_a_thread():
     assert renderer.mode == "thread"
     assert sorted(events.written, key=lambda written: written[1]) == [("before", 1), ("after", 2), ("later", 3)]
 
-    events = RecordedEvents()
-    renderer = render.BackgroundRenderer(events)
+    events = RecordedImages()
+    renderer = render.BackgroundRenderer([events])
     with pytest.warns(UserWarning, match="figure worker process failed"):
         renderer.submit("drawing", heatmap, {"matrix": np.eye(3)}, 4)  # the worker is still starting: in flight
         kill_figure_workers(renderer)

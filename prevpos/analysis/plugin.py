@@ -128,7 +128,7 @@ class AnalysisPlugin(Callback):
 
     def report_failure(self, error: Exception, step: int, session: AnalysisSession | None = None,
                        raise_strict: bool = True) -> None:
-        """Re-raise `error` if strict; else warn once per plugin and keep its traceback as TensorBoard text."""
+        """Re-raise `error` if strict; else warn once per plugin and keep its traceback as text with the loggers."""
         if self.strict and raise_strict:
             raise error
         name = type(self).__name__
@@ -138,7 +138,10 @@ class AnalysisPlugin(Callback):
         reported.add(name)
         message = f"plugin {name} failed at step {step} and was skipped: {error!r}"
         rank_zero_warn(message + " (set strict: true to stop on it)")
-        if session is not None and session.writer.tensorboard is not None:
+        if session is not None:
             trace = "".join(traceback.format_exception(error))
-            session.writer.tensorboard.add_text(f"plugin_errors/{name}", message + "\n\n    " +
-                                                trace.replace("\n", "\n    "), step)
+            session.writer.text(f"plugin_errors/{name}", message + "\n\n    " + trace.replace("\n", "\n    "), step)
+
+
+def plugins_of(trainer: L.Trainer) -> list[AnalysisPlugin]:
+    return [callback for callback in trainer.callbacks if isinstance(callback, AnalysisPlugin)]

@@ -1,8 +1,8 @@
-"""Draw figures to PNG on a background worker and write each to TensorBoard at its own step when it is done."""
+"""Draw figures to PNG on a background worker and hand each to the run's sinks (TensorBoard, W&B, files) at its own
+step when it is done."""
 
 import os
 import pickle
-import struct
 import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -11,7 +11,6 @@ from functools import partial
 from typing import Callable
 
 from lightning.pytorch.utilities import rank_zero_warn
-from tensorboard.compat.proto.summary_pb2 import Summary
 
 from prevpos.fast.png import init_worker, render_png
 from prevpos.fast.spawn import ScriptlessSpawnContext, from_running_script
@@ -25,14 +24,8 @@ def worker_count() -> int:
     return max(1, min(4, cores - 2))
 
 
-def image_summary(tag: str, png: bytes) -> Summary:
-    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
-    image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)  # 4 = RGBA
-    return Summary(value=[Summary.Value(tag=tag, image=image)])
-
-
 class BackgroundRenderer:
-    """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for TensorBoard.
+    """Workers (processes, a thread, or none: `inline`) that turn (render, data) into PNGs for the sinks.
 
     Spawned, not forked: forking a process that runs torch's threads can deadlock. A render function that cannot
     be pickled (a lambda) or is defined in the running script, or a process pool that broke, falls back to a
@@ -40,8 +33,8 @@ class BackgroundRenderer:
     still queued on the calling thread too: at the end of a run training no longer needs that core.
     """
 
-    def __init__(self, summary_writer, mode: str = "process"):
-        self.summary_writer = summary_writer
+    def __init__(self, sinks: list, mode: str = "process"):
+        self.sinks = sinks  # each has image(tag, step, png) and flush() (prevpos/analysis/sinks.py)
         self.mode = mode
         self._process: ProcessPoolExecutor | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -149,7 +142,8 @@ class BackgroundRenderer:
             rank_zero_warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
 
     def _write(self, tag: str, step: int, png: bytes) -> None:
-        self.summary_writer._get_file_writer().add_summary(image_summary(tag, png), step)
+        for sink in self.sinks:
+            sink.image(tag, step, png)
 
     def finish(self) -> None:
         """Draw queued figures here while the workers draw theirs; wait for every figure, then flush."""
@@ -165,4 +159,5 @@ class BackgroundRenderer:
             if executor is not None:
                 executor.shutdown(wait=False)  # every figure is written: let the workers exit on their own
         self._process = self._thread = None
-        self.summary_writer.flush()
+        for sink in self.sinks:
+            sink.flush()

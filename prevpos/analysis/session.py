@@ -114,9 +114,10 @@ class AnalysisSession:
             if plugin_state:
                 plugin.load_state_dict(plugin_state)
             self.writer.write(findings, step)
+        self.writer.deliver()
 
     def finish(self, raise_strict: bool = True) -> None:
-        """Every queued analysis written and every figure in TensorBoard. Safe to call more than once."""
+        """Every queued analysis written and every figure with the loggers. Safe to call more than once."""
         self.collect(wait=True, raise_strict=raise_strict)
         self.writer.finish()
 

@@ -7,13 +7,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.render import RENDER_MODES, BackgroundRenderer
+from prevpos.analysis.sinks import sinks_for
 from prevpos.fast import tensorboard_crc
 
 DEFAULT_RENDER = "process"
 
 
 class FindingsWriter:
-    """Scalars go to every logger, text and figures to the first TensorBoard logger.
+    """Scalars go to every logger; text and figures to each logger that keeps them (`sinks_for`): the first
+    TensorBoard logger's events, W&B's media, a CSV log's folder of PNGs.
 
     Figures are drawn in a background process by default (matplotlib holds the GIL, so a thread would stall
     the training loop's Python between torch ops); each PNG lands at the step it was recorded for as soon as it
@@ -26,14 +28,13 @@ class FindingsWriter:
 
     def __init__(self, loggers, render: str | None = None):
         self.loggers = list(loggers)
-        tensorboards = [lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        self.tensorboard = tensorboards[0].experiment if tensorboards else None
+        self.sinks = sinks_for(self.loggers)
         render = os.environ.get("PREVPOS_RENDER") or render or DEFAULT_RENDER
         if render not in RENDER_MODES:
             raise ValueError(f"render={render!r}: must be one of {', '.join(RENDER_MODES)}")
-        if self.tensorboard is not None:
+        if any(isinstance(logger, TensorBoardLogger) for logger in self.loggers):
             tensorboard_crc.install()  # the writer thread's checksums would otherwise hold the GIL for ~0.7 s a run
-        self.renderer = BackgroundRenderer(self.tensorboard, render) if self.tensorboard is not None else None
+        self.renderer = BackgroundRenderer(self.sinks, render) if self.sinks else None
         if self.renderer is not None:
             weakref.finalize(self, self.renderer.finish)  # a run that raised never reaches on_train_end
 
@@ -41,14 +42,23 @@ class FindingsWriter:
         if findings.scalars:
             for logger in self.loggers:
                 logger.log_metrics(findings.scalars, step)
-        if self.tensorboard is None:
+        if self.renderer is None:
             return
         for tag, text in findings.texts.items():
-            self.tensorboard.add_text(tag, text, step)
+            self.text(tag, text, step)
         for tag, spec in findings.figures.items():
             self.renderer.submit(tag, spec.render, spec.data, step)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        for sink in self.sinks:
+            sink.text(tag, step, text)
+
+    def deliver(self) -> None:
+        """Hand figures drawn since the last call to the sinks that take them on the training thread only (W&B)."""
+        for sink in self.sinks:
+            sink.deliver()
+
     def finish(self) -> None:
-        """Wait until every figure is in TensorBoard, then flush. Safe to call more than once."""
+        """Wait until every figure is with its sinks, then flush them. Safe to call more than once."""
         if self.renderer is not None:
             self.renderer.finish()

@@ -1,11 +1,14 @@
-"""Read a finished run (TensorBoard events, config.yaml, last checkpoint) or an `analyze` output directory."""
+"""Read a finished run (TensorBoard events, or a CSV log with its figures as files; config.yaml, last checkpoint) or
+an `analyze` output directory."""
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from prevpos.step_files import FIGURES, file_step
 from prevpos.errors import ConfigError
 
 
@@ -37,12 +40,18 @@ def read_run(path: str | Path) -> RunRecord:
         raise ConfigError(f"{path}: no such directory (pass a run directory, lightning_logs/<name>/version_N)")
     if any(path.glob("events.out.tfevents.*")):
         return _read_events(path)
+    if (path / "metrics.csv").is_file():
+        return _read_csv_run(path)
     if (path / "metrics.json").is_file():
         return _read_analyze(path)
-    runs = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*")))
+    runs = sorted(p.name for p in path.iterdir() if p.is_dir() and _holds_a_log(p))
     hint = f" It holds the runs {', '.join(runs)}: pass one (or several, for a table across them)." if runs else ""
-    raise ConfigError(f"{path} has no TensorBoard events and no metrics.json: is it a run directory "
+    raise ConfigError(f"{path} has no TensorBoard events, no metrics.csv and no metrics.json: is it a run directory "
                       f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
+
+
+def _holds_a_log(path: Path) -> bool:
+    return any(path.glob("events.out.tfevents.*")) or (path / "metrics.csv").is_file()
 
 
 def read_runs(paths: list[Path]) -> tuple[list[RunRecord], list[ConfigError]]:
@@ -73,9 +82,39 @@ def _read_events(path: Path) -> RunRecord:
         run.scalars[tag] = sorted(by_step.items())
     for tag in tags["images"]:
         run.images[tag] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+    return _finish_run(path, run, "its TensorBoard events hold")
+
+
+def _read_csv_run(path: Path) -> RunRecord:
+    """A run logged with --trainer.logger CSVLogger: metrics.csv, and its figures in FIGURES/<tag>/step_N.png."""
+    run = RunRecord(path, "run", scalars=_csv_scalars(path / "metrics.csv"))
+    for png in sorted((path / FIGURES).rglob("step_*.png")):
+        step = file_step(png)
+        if step is not None:
+            run.images.setdefault(png.parent.relative_to(path / FIGURES).as_posix(), []).append((step, png.read_bytes()))
+    for series in run.images.values():
+        series.sort(key=lambda item: item[0])
+    return _finish_run(path, run, "its metrics.csv holds")
+
+
+def _csv_scalars(file: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} from a Lightning CSV log: one row per logging call, blank where a tag was not logged."""
+    by_tag: dict[str, dict[int, float]] = {}
+    try:
+        with open(file, newline="") as rows:
+            for row in csv.DictReader(rows):
+                step = int(float(row.pop("step")))
+                for tag, value in row.items():
+                    if value not in ("", None):
+                        by_tag.setdefault(tag, {})[step] = float(value)  # the last value wins if a step repeats
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{file} is not a Lightning CSV log (a 'step' column and numbers): {error!r}")
+    return {tag: sorted(by_step.items()) for tag, by_step in by_tag.items()}
+
+
+def _finish_run(path: Path, run: RunRecord, log: str) -> RunRecord:
     if not run.scalars:
-        raise ConfigError(f"{path}: its TensorBoard events hold no scalars yet: the run is half-written "
-                          "(stopped or still in its first steps)")
+        raise ConfigError(f"{path}: {log} no scalars yet: the run is half-written (stopped or still in its first steps)")
     _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
     if not (path / "checkpoints" / "last.ckpt").is_file():
@@ -90,11 +129,14 @@ def _add_test_results(path: Path, run: RunRecord) -> None:
 
     versions = [p for p in (path / "test").glob("version_*") if p.name.removeprefix("version_").isdigit()]
     for version in sorted(versions, key=lambda p: int(p.name.removeprefix("version_"))):
-        events = EventAccumulator(str(version), size_guidance={"scalars": 0})
-        events.Reload()
-        for tag in (t for t in events.Tags()["scalars"] if t.startswith("test/")):
-            by_step = dict(run.scalars.get(tag, [])) | {e.step: e.value for e in events.Scalars(tag)}
-            run.scalars[tag] = sorted(by_step.items())
+        if (version / "metrics.csv").is_file():  # `prevpos test --trainer.logger CSVLogger`
+            logged = _csv_scalars(version / "metrics.csv")
+        else:
+            events = EventAccumulator(str(version), size_guidance={"scalars": 0})
+            events.Reload()
+            logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        for tag in (t for t in logged if t.startswith("test/")):
+            run.scalars[tag] = sorted((dict(run.scalars.get(tag, [])) | dict(logged[tag])).items())
 
 
 def _read_analyze(path: Path) -> RunRecord:

@@ -1,0 +1,18 @@
+"""The names of a CSV-logged run's figures and text files (RUN_DIR/figures/<tag>/step_000020.png): written by the
+run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume. Imports nothing heavy: `report`
+reads runs without torch."""
+
+from pathlib import Path
+
+FIGURES, TEXTS = "figures", "texts"  # a CSV run's folders of PNGs and of text, beside its metrics.csv
+
+
+def step_file(folder: Path, tag: str, step: int, suffix: str) -> Path:
+    """FOLDER/<tag>/step_000020.png: zero-padded, so a file browser lists a figure's steps in order."""
+    return folder / tag / f"step_{step:06d}{suffix}"
+
+
+def file_step(path: Path) -> int | None:
+    """The step of a step_file's name; None for any other file."""
+    digits = path.stem.removeprefix("step_")
+    return int(digits) if path.stem.startswith("step_") and digits.isdigit() else None
