@@ -46,7 +46,9 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError(f"--resume {run_dir}: its config.yaml has no single logger to continue; use "
                           f"--config {config} --ckpt_path {last} (this starts a new log directory)")
     init = logger.get("init_args") or {}
-    args = ["fit", "--config", str(config), *_same_log_dir(run_dir, init)]
+    # W&B's `name` is the run's display name; its folder between save_dir and the run id is the project.
+    folder_key = "project" if logger["class_path"].endswith("WandbLogger") else "name"
+    args = ["fit", "--config", str(config), *_same_log_dir(run_dir, init, folder_key)]
     if logger["class_path"].endswith("TensorBoardLogger"):
         # Lightning logged the checkpoint's last batch at step - 1; the resumed run writes from `step` on.
         # hp_metric's placeholder point at step 0 is already in the run.
@@ -65,16 +67,18 @@ def _pop_resume(argv: list[str]) -> tuple[Path | None, list[str]]:
     return None, argv
 
 
-def _same_log_dir(run_dir: Path, init: dict) -> list[str]:
-    """Logger arguments whose log_dir is `run_dir`, spelled as the run spelled them when they resolve to it.
+def _same_log_dir(run_dir: Path, init: dict, folder_key: str = "name") -> list[str]:
+    """Logger arguments whose log_dir is `run_dir` (save_dir/<folder_key>/version), spelled as the run spelled them
+    when they resolve to it.
 
     ModelCheckpoint compares the saved `dirpath` string with the new one; identical spelling lets it keep
     `last_model_path` and overwrite last.ckpt instead of starting last-v1.ckpt.
     """
-    save_dir, name = init.get("save_dir"), init.get("name")
-    if save_dir is None or name is None or Path(save_dir, name, run_dir.name).resolve() != run_dir.resolve():
-        save_dir, name = str(run_dir.parent.parent), run_dir.parent.name
-    return [f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.name={name}",
+    save_dir, folder = init.get("save_dir"), init.get(folder_key)
+    folder = run_dir.parent.name if folder is None else folder  # W&B's project: null in the config, its default
+    if save_dir is None or Path(save_dir, folder, run_dir.name).resolve() != run_dir.resolve():
+        save_dir, folder = str(run_dir.parent.parent), run_dir.parent.name
+    return [f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.{folder_key}={folder}",
             f"--trainer.logger.init_args.version={run_dir.name}"]
 
 

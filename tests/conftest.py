@@ -64,3 +64,16 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
 def _cpu_only(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     torch.set_grad_enabled(True)
+
+
+@pytest.fixture()
+def offline_wandb(monkeypatch):
+    """W&B offline and quiet; its service, which resolves a relative `dir` from where it started, ends with the test
+    (without that, a second test's W&B files did not land in that test's directory)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    yield wandb
+    wandb.finish()
+    wandb.teardown()

@@ -5,7 +5,6 @@ training steps. Before, a CSVLogger or WandbLogger run silently dropped every fi
 import io
 import json
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from prevpos.cli import main
 from prevpos.commands.report import main as report
 from tests.conftest import lightning_info_lines
 from tests.test_writer import assert_real_picture, read_images
+from tests.wandb_records import wandb_history
 
 RUN = Path("lightning_logs/default/version_0")
 FIT = ["fit", "--trainer.max_epochs=2", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
@@ -64,33 +64,9 @@ def test_a_csv_run_keeps_the_figures_and_text_tensorboard_would_and_reports_the_
                          "comment", "purge_step", "max_queue", "flush_secs", "filename_suffix"}
 
 
-def wandb_history(run_file: Path) -> list[dict[str, str]]:
-    """The history rows of an offline W&B run (its .wandb file: LevelDB's log format, 32 KiB blocks of records
-    with a 7-byte header, holding W&B's Record protobufs), as {key: value JSON}."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, rows, pos, record = run_file.read_bytes(), [], 7, b""  # after the file's own 7-byte header
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        record = chunk if kind in (1, 2) else record + chunk  # 1 whole, 2 first, 3 middle, 4 last
-        if kind in (1, 4):
-            parsed = wandb_internal_pb2.Record.FromString(record)
-            if parsed.WhichOneof("record_type") == "history":
-                rows.append({"/".join(item.nested_key) or item.key: item.value_json for item in parsed.history.item})
-    return rows
-
-
-def test_a_wandb_run_gets_the_figures_and_text_at_their_training_steps(in_tmp, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    import wandb
-
+def test_a_wandb_run_gets_the_figures_and_text_at_their_training_steps(in_tmp, offline_wandb):
     main([*FIT, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
-    wandb.finish()  # as the process's exit would
+    offline_wandb.finish()  # as the process's exit would
     main(FIT)  # the same run to TensorBoard, for the figures it should have
     expected = {tag: sorted(steps) for tag, steps in read_images(in_tmp / RUN).items()}
 

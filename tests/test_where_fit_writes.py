@@ -2,14 +2,17 @@
 fast_dev_run, default_root_dir. Nothing is left in the working directory that the switch said it would not write,
 and nothing already there is overwritten."""
 
+import time
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from prevpos.cli import main
 from tests.conftest import lightning_info_lines
+from tests.wandb_records import wandb_run
 
 TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
         "--data.probe_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -72,16 +75,12 @@ def test_default_root_dir_holds_the_runs(in_tmp):
     assert (run / "config.resume1.yaml").is_file() and not (in_tmp / "lightning_logs").exists()
 
 
-def test_two_wandb_runs_in_one_folder_each_keep_their_config_beside_their_checkpoints(in_tmp, monkeypatch):
+def test_two_wandb_runs_in_one_folder_each_keep_their_config_beside_their_checkpoints(in_tmp, offline_wandb):
     """W&B keeps one folder for all its runs, which Lightning takes as the run directory: the second run was refused
     as "lightning_logs already holds a run (config.yaml)"."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    import wandb
-
     for _ in range(2):
         main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
-        wandb.finish()  # as the process's exit would: in one process, W&B's logger reuses the run in progress
+        offline_wandb.finish()  # as the process's exit would: in one process, W&B's logger reuses the run in progress
     runs = sorted(path.parent for path in (in_tmp / "lightning_logs").rglob("checkpoints"))
     assert len(runs) == 2 and runs[0].name != runs[1].name  # W&B's run ids
     for run in runs:
@@ -89,3 +88,21 @@ def test_two_wandb_runs_in_one_folder_each_keep_their_config_beside_their_checkp
                                                                                                           "Logger")
         assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "fit.lock").exists()
     assert not (in_tmp / "lightning_logs" / "config.yaml").exists()
+
+
+def test_a_resumed_wandb_run_keeps_its_id_folder_display_name_and_last_checkpoint(in_tmp, offline_wandb):
+    """--resume set the logger's `name` from the run's folder, and W&B's `name` is the run's display name: the
+    resumed run showed as "lightning_logs". And resumed by its absolute path, its checkpoints folder was spelled
+    anew, so Lightning wrote last-v1.ckpt beside last.ckpt, and the next resume would go back to last.ckpt."""
+    main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true",
+          "--trainer.logger.name=seed-0"])
+    offline_wandb.finish()
+    [run] = [path.parent for path in (in_tmp / "lightning_logs").rglob("checkpoints")]
+    time.sleep(1.1)  # W&B names a session's offline folder by the second it started in: one each
+    main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])
+    offline_wandb.finish()
+    sessions = [wandb_run(file) for file in (in_tmp / "lightning_logs/wandb").glob("offline-run-*/run-*.wandb")]
+    assert [(s.run_id, s.display_name, s.project) for s in sessions] == [(run.name, "seed-0", "lightning_logs")] * 2
+    assert (run / "config.resume1.yaml").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch=1-step=4.ckpt", "last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
