@@ -103,11 +103,15 @@ def test_report_overwrites_only_its_own_file(report, run_dir, capsys):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: None, "has no TensorBoard events and no metrics.json"),
+    (lambda d: None, "has no TensorBoard events, no metrics.csv and no metrics.json"),
     (lambda d: (d / "version_0").mkdir() or (d / "version_0" / "events.out.tfevents.1.x.0").touch(),
      "It holds the runs version_0: pass one"),
     (lambda d: (d / "metrics.json").write_text('{"probe/acc": 0.9'), "is not valid JSON"),
     (lambda d: (d / "events.out.tfevents.1.x.0").write_bytes(b""), "hold no scalars yet"),
+    (lambda d: (d / "metrics.csv").write_text("loss,acc\n0.5,0.9\n"), "is not a Lightning CSV log"),
+    (lambda d: (d / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.5x\n"), "is not a Lightning CSV log"),
+    (lambda d: (d / "metrics.csv").write_text(""), "its metrics.csv holds no scalars yet"),
+    (lambda d: (d / "version_3").mkdir() or (d / "version_3" / "metrics.csv").touch(), "It holds the runs version_3"),
 ])
 def test_bad_directory_is_one_line_and_exit_2(tmp_path, capsys, make, message):
     make(tmp_path)
