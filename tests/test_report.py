@@ -1,6 +1,7 @@
 """`python -m prevpos report`: on a real short run, on an analyze-style directory, on several runs, on bad input."""
 
 import base64
+import csv
 import io
 import json
 import os
@@ -142,14 +143,17 @@ def test_report_on_an_analyze_directory(tmp_path, run_dir):
 
 def test_report_shows_the_test_set_results_logged_beside_the_run(tmp_path, run_dir):
     run = shutil.copytree(run_dir, tmp_path / "version_0")
-    for _ in range(2):  # two evaluations of the same checkpoint: one value, the later one's
-        main(["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--data.val_size=512",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
-    tested = final_scalars(run / "test" / "version_1")["test/acc"]
+    # Two evaluations of the same checkpoint, the second logged as CSV: one value, the later one's.
+    for logger, val_size in (("TensorBoardLogger", 256), ("CSVLogger", 512)):
+        main(["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), f"--data.val_size={val_size}",
+              f"--trainer.logger={logger}", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    first = final_scalars(run / "test" / "version_0")["test/acc"][-1][1]
+    [tested] = [float(row["test/acc"]) for row in csv.DictReader((run / "test" / "version_1" / "metrics.csv").open())]
+    assert tested != first
     main(["report", str(run)])
     html = (run / "report.html").read_text()
     row = re.search(r'<tr><td>test/acc</td><td class="num">([^<]*)</td>', html)
-    assert row and float(row.group(1)) == pytest.approx(tested[-1][1], rel=1e-5)
+    assert row and float(row.group(1)) == pytest.approx(tested, rel=1e-5)
 
 
 def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
