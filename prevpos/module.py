@@ -1,8 +1,11 @@
 """The LightningModule: the HookedTransformer, its loss, optimizer and metrics. Nothing else."""
 
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from prevpos.errors import ConfigError
@@ -132,7 +135,11 @@ class PrevTokenModel(L.LightningModule):
         hp = self.hparams
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.build_optimizer(trainable)
-        schedule = warmup_cosine(optimizer, hp.lr, hp.warmup_steps, self.total_steps(), hp.min_lr_ratio)
+        total = self.total_steps()
+        if math.isinf(total):  # trainer.max_epochs -1 and no max_steps: Lightning counts inf steps
+            rank_zero_info(f"prevpos: the run has no last step (trainer.max_epochs -1), so the cosine has no length: "
+                           f"the lr stays at {hp.lr:g} after warm-up; set trainer.max_steps to decay it over them")
+        schedule = warmup_cosine(optimizer, hp.lr, hp.warmup_steps, total, hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -285,6 +285,18 @@ def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(spelle
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4)
 
 
+def test_a_run_without_end_says_its_lr_holds_at_the_peak_and_holds_it(tmp_path, monkeypatch):
+    """max_epochs -1 (until stopped): Lightning counts inf steps, so the cosine has no length. It said nothing."""
+    monkeypatch.chdir(tmp_path)
+    with lightning_info_lines() as said:
+        main(["fit", *SMALL, "--trainer.max_epochs=-1", "--trainer.max_time=00:00:00:02", "--model.warmup_steps=2",
+              "--trainer.callbacks=[]"])
+    assert ("prevpos: the run has no last step (trainer.max_epochs -1), so the cosine has no length: the lr stays at "
+            "0.003 after warm-up; set trainer.max_steps to decay it over them") in said
+    last = torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] > 4 and last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3)
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_continues_the_curve(tmp_path):
     """A real `python -m prevpos fit` killed with SIGKILL after its 2nd checkpoint, then resumed (~60-90 s)."""
