@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prevpos.errors import ConfigError, DivergenceError
 from prevpos.quiet import quiet_library_noise
+from prevpos.wandb_runs import ends_its_wandb_run
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
                               refuse_logging_in_barebones)
 
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
 
             importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
         else:
-            build_cli(None if from_command_line else argv)
+            with ends_its_wandb_run():
+                build_cli(None if from_command_line else argv)
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)

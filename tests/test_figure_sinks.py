@@ -66,7 +66,6 @@ def test_a_csv_run_keeps_the_figures_and_text_tensorboard_would_and_reports_the_
 
 def test_a_wandb_run_gets_the_figures_and_text_at_their_training_steps(in_tmp, offline_wandb):
     main([*FIT, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
-    offline_wandb.finish()  # as the process's exit would
     main(FIT)  # the same run to TensorBoard, for the figures it should have
     expected = {tag: sorted(steps) for tag, steps in read_images(in_tmp / RUN).items()}
 

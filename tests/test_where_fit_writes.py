@@ -77,10 +77,10 @@ def test_default_root_dir_holds_the_runs(in_tmp):
 
 def test_two_wandb_runs_in_one_folder_each_keep_their_config_beside_their_checkpoints(in_tmp, offline_wandb):
     """W&B keeps one folder for all its runs, which Lightning takes as the run directory: the second run was refused
-    as "lightning_logs already holds a run (config.yaml)"."""
+    as "lightning_logs already holds a run (config.yaml)". And in one process (a notebook), the second fit joined
+    the first's W&B run, still open, and wrote into its folder: each fit now ends the W&B run it started."""
     for _ in range(2):
         main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
-        offline_wandb.finish()  # as the process's exit would: in one process, W&B's logger reuses the run in progress
     runs = sorted(path.parent for path in (in_tmp / "lightning_logs").rglob("checkpoints"))
     assert len(runs) == 2 and runs[0].name != runs[1].name  # W&B's run ids
     for run in runs:
@@ -96,13 +96,20 @@ def test_a_resumed_wandb_run_keeps_its_id_folder_display_name_and_last_checkpoin
     anew, so Lightning wrote last-v1.ckpt beside last.ckpt, and the next resume would go back to last.ckpt."""
     main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true",
           "--trainer.logger.name=seed-0"])
-    offline_wandb.finish()
     [run] = [path.parent for path in (in_tmp / "lightning_logs").rglob("checkpoints")]
     time.sleep(1.1)  # W&B names a session's offline folder by the second it started in: one each
     main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])
-    offline_wandb.finish()
     sessions = [wandb_run(file) for file in (in_tmp / "lightning_logs/wandb").glob("offline-run-*/run-*.wandb")]
     assert [(s.run_id, s.display_name, s.project) for s in sessions] == [(run.name, "seed-0", "lightning_logs")] * 2
     assert (run / "config.resume1.yaml").is_file()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch=1-step=4.ckpt", "last.ckpt"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_a_wandb_run_the_user_opened_stays_open_after_fit(in_tmp, offline_wandb):
+    """Lightning's WandbLogger logs into a run already in progress; fit leaves that run to its owner."""
+    own = offline_wandb.init(project="mine")
+    with pytest.warns(UserWarning, match="wandb run already in progress"):  # Lightning's word on it
+        main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
+    assert offline_wandb.run is own
+    own.log({"after_fit": 1.0})  # a finished run would refuse this
