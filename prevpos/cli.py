@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prevpos.errors import ConfigError, DivergenceError
 from prevpos.quiet import quiet_library_noise
-from prevpos.wandb_runs import ends_its_wandb_run
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
                               refuse_logging_in_barebones)
+from prevpos.wandb_runs import ends_its_wandb_run
 
 EXTRA_COMMANDS = {
     "analyze": "prevpos.commands.analyze",

@@ -11,9 +11,9 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from prevpos.step_files import FIGURES, TEXTS, file_step
 from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
+from prevpos.step_files import FIGURES, TEXTS, file_step
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:

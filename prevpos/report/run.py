@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from prevpos.step_files import FIGURES, file_step
 from prevpos.errors import ConfigError
+from prevpos.step_files import FIGURES, file_step
 
 
 @dataclass
