@@ -44,10 +44,22 @@ def read_run(path: str | Path) -> RunRecord:
         return _read_csv_run(path)
     if (path / "metrics.json").is_file():
         return _read_analyze(path)
+    if _logged_to_wandb(path):
+        raise ConfigError(f"{path} is a W&B run: its scalars and figures are in W&B (offline: `wandb sync` the "
+                          "run's folder under lightning_logs/wandb); `report` reads TensorBoard and CSV runs")
     runs = sorted(p.name for p in path.iterdir() if p.is_dir() and _holds_a_log(p))
     hint = f" It holds the runs {', '.join(runs)}: pass one (or several, for a table across them)." if runs else ""
     raise ConfigError(f"{path} has no TensorBoard events, no metrics.csv and no metrics.json: is it a run directory "
                       f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
+
+
+def _logged_to_wandb(path: Path) -> bool:
+    """Does the run's config.yaml name W&B's logger (whose run folder holds only the config and checkpoints)?"""
+    try:
+        logger = yaml.safe_load((path / "config.yaml").read_text())["trainer"]["logger"]
+        return str(logger["class_path"]).endswith("WandbLogger")
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
 
 
 def _holds_a_log(path: Path) -> bool:
