@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from prevpos.cli import main
 from prevpos.module import PrevTokenModel
-from prevpos.run_lock import LOCK, RunLock
+from prevpos.run_lock import LOCK, RunLock, _process_start
 from tests.conftest import build_data, quiet_trainer
 
 RUN = Path("lightning_logs/default/version_0")
@@ -33,6 +33,7 @@ def test_a_fit_holds_its_run_directory_while_it_trains_and_lets_go_after(tmp_pat
     trainer = quiet_trainer(max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[RunLock(), reader])
     trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=2))
     assert reader.seen["pid"] == os.getpid() and reader.seen["host"] == socket.gethostname()
+    assert reader.seen["process_start"] == Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
     assert not Path(trainer.log_dir, LOCK).exists()
 
 
@@ -48,8 +49,9 @@ def test_resuming_a_run_still_training_is_refused_until_its_fit_is_gone(in_tmp, 
     main(["fit", "--trainer.max_epochs=1", *TINY])
     run = in_tmp / RUN
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # stands in for the fit
+    holder = {"pid": live.pid, "host": socket.gethostname(), "started": "earlier"}
     try:
-        (run / LOCK).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "earlier"}))
+        (run / LOCK).write_text(json.dumps({**holder, "process_start": _process_start(live.pid)}))
         before = files(run)
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])
@@ -58,14 +60,19 @@ def test_resuming_a_run_still_training_is_refused_until_its_fit_is_gone(in_tmp, 
         assert err == (f"prevpos: error: {RUN} is being trained right now, by process {live.pid} (started earlier): "
                        f"wait for it to end, or stop it, then resume (if no such fit is running, delete {RUN / LOCK})")
         assert files(run) == before  # no config.resume1.yaml, no purged events, no checkpoint
+        # The same id, started at another time: the fit that wrote the lock died, and its id went to a new process.
+        (run / LOCK).write_text(json.dumps({**holder, "process_start": "1"}))
+        main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])
+        assert steps_in_last_checkpoint(run) == 4 and not (run / LOCK).exists()
     finally:
         live.kill()
         live.wait()
-    main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])  # its process is gone, as after a kill -9
-    assert steps_in_last_checkpoint(run) == 4 and not (run / LOCK).exists()
-    (run / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "another-node", "started": "earlier"}))
-    main(["fit", "--resume", str(run), "--trainer.max_epochs=3"])  # another machine's: not checkable, not in the way
+    (run / LOCK).write_text(json.dumps(holder))
+    main(["fit", "--resume", str(run), "--trainer.max_epochs=3"])  # its process is gone, as after a kill -9
     assert steps_in_last_checkpoint(run) == 6 and not (run / LOCK).exists()
+    (run / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "another-node", "started": "earlier"}))
+    main(["fit", "--resume", str(run), "--trainer.max_epochs=4"])  # another machine's: not checkable, not in the way
+    assert steps_in_last_checkpoint(run) == 8 and not (run / LOCK).exists()
 
 
 def test_fits_started_at_once_never_share_a_version(in_tmp, monkeypatch):
