@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from prevpos.errors import ConfigError, DivergenceError
@@ -271,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
 
             importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
         else:
-            with ends_its_wandb_run():
+            # catch_warnings: filters a command adds for its own run (expect_own_checkpoints) end with it, as they
+            # would with the process: a later fit in the same notebook gets Lightning's warnings about its folder.
+            with ends_its_wandb_run(), warnings.catch_warnings():
                 build_cli(None if from_command_line else argv)
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
