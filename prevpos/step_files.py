@@ -7,9 +7,15 @@ from pathlib import Path
 FIGURES, TEXTS = "figures", "texts"  # a CSV run's folders of PNGs and of text, beside its metrics.csv
 
 
+def tag_path(folder: Path, tag: str) -> Path:
+    """FOLDER/<tag>, a tag's '/' as folders, always inside FOLDER: a plugin's tag such as "/x" or "../x" would
+    otherwise name a file outside the run (empty, '.' and '..' parts are dropped)."""
+    return folder.joinpath(*(part for part in tag.split("/") if part not in ("", ".", "..")))
+
+
 def step_file(folder: Path, tag: str, step: int, suffix: str) -> Path:
     """FOLDER/<tag>/step_000020.png: zero-padded, so a file browser lists a figure's steps in order."""
-    return folder / tag / f"step_{step:06d}{suffix}"
+    return tag_path(folder, tag) / f"step_{step:06d}{suffix}"
 
 
 def file_step(path: Path) -> int | None:

@@ -11,6 +11,7 @@ import numpy as np
 from lightning.pytorch.loggers import Logger
 from PIL import Image
 
+from prevpos.analysis.sinks import FolderSink
 from prevpos.cli import main
 from prevpos.commands.report import main as report
 from tests.conftest import lightning_info_lines
@@ -82,6 +83,17 @@ def test_a_wandb_run_gets_the_figures_and_text_at_their_training_steps(in_tmp, o
     pictures = list(run_file.parent.glob("files/media/images/**/*.png"))
     assert len(pictures) == sum(len(steps) for steps in expected.values())
     assert_real_picture(np.asarray(Image.open(io.BytesIO(pictures[0].read_bytes()))))
+
+
+def test_a_figure_file_stays_inside_its_run_whatever_the_tag(tmp_path):
+    """A tag is a path under RUN_DIR/figures; one starting with '/' or holding '..' named a file outside the run."""
+    run = tmp_path / "run"
+    sink = FolderSink(run)
+    for tag in ("/etc/evil", "../../escaped", "plain/./tag"):
+        sink.image(tag, 3, b"png")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
+        "run/figures/escaped/step_000003.png", "run/figures/etc/evil/step_000003.png",
+        "run/figures/plain/tag/step_000003.png"]
 
 
 class ScalarsOnly(Logger):

@@ -10,6 +10,7 @@ from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, analysis_mode
 from prevpos.errors import ConfigError
 from prevpos.sequences import probe_tokens
+from prevpos.step_files import tag_path
 
 
 def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, notebook_probe: bool,
@@ -50,7 +51,7 @@ def write_findings(findings: Findings, out: Path, step: int, config: dict) -> No
             tensorboard.add_text(tag, text, step)
         for tag, spec in findings.figures.items():
             figure = spec.draw()
-            png = out / f"{tag}.png"
+            png = tag_path(out, tag + ".png")
             png.parent.mkdir(parents=True, exist_ok=True)
             figure.savefig(png)
             tensorboard.add_figure(tag, figure, step, close=True)
