@@ -1,6 +1,6 @@
 """The names of a CSV-logged run's figures and text files (RUN_DIR/figures/<tag>/step_000020.png): written by the
-run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume. Imports nothing heavy: `report`
-reads runs without torch."""
+run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume; `analyze` names its <tag>.png the
+same way. Imports nothing heavy: `report` reads runs without torch."""
 
 from pathlib import Path
 
