@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from prevpos.errors import ConfigError, DivergenceError
+from prevpos.errors import ConfigError, DivergenceError, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
                               refuse_logging_in_barebones)
@@ -279,3 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)
+    except RuntimeError as error:
+        line = out_of_memory(error, argv[0])
+        if line is None:
+            raise
+        print(f"prevpos: error: {line}", file=sys.stderr)
+        sys.exit(1)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from prevpos.cli import main
+from prevpos.errors import out_of_memory
 from prevpos.module import PrevTokenModel
 
 RUN = Path("lightning_logs/default/version_0")
@@ -134,3 +135,30 @@ def test_real_command_line_prints_one_line_and_exits_2(workspace, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # exactly one line
     assert result.stderr.startswith("prevpos: error: trainer.callbacks: no plugin or callback named 'OVCircuits'")
+
+
+@pytest.mark.parametrize("argv, lower", [
+    (["fit", "--model.d_model=100000000000", *TINY], "lower data.batch_size (or data.val_size, data.probe_size), or "
+                                                     "the model's size (model.d_model, model.n_ctx, model.d_vocab)"),
+    (["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "deep", "--probe_size", "10000000000000"],
+     "lower --probe_size"),
+])
+def test_running_out_of_memory_is_one_line_naming_the_sizes(argv, lower, workspace, monkeypatch, capsys):
+    """A real allocation torch refuses on this CPU (tens of TiB). It was a traceback ending in a C++ assertion."""
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert snapshot(workspace) == before
+    [line] = [line for line in err.splitlines() if line.startswith("prevpos: error:")]
+    assert line.startswith("prevpos: error: out of memory on the CPU (it asked for ") and line.endswith(lower)
+
+
+def test_a_gpu_out_of_memory_reads_as_one_line_too():
+    """torch's CUDA message, as it words it (no GPU here to raise it for real); other errors are left alone."""
+    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+                                   "79.11 GiB of which 3.12 GiB is free. Of the allocated memory 70.2 GiB is ...")
+    assert out_of_memory(error, "bench") == "out of memory on a GPU (it asked for 20.00 GiB at once): lower --batch_size"
+    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "fit") is None
