@@ -50,8 +50,10 @@ class PrevTokenModel(L.LightningModule):
             raise ConfigError(f"model.lr={lr}: the learning rate must be positive (e.g. 3e-3)")
         if weight_decay < 0:
             raise ConfigError(f"model.weight_decay={weight_decay}: must be >= 0")
-        if not 0 <= min_lr_ratio <= 1 or warmup_steps < 0:
-            raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1], model.warmup_steps={warmup_steps} >= 0")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1] (the final lr as a fraction of the peak)")
+        if warmup_steps < 0:
+            raise ConfigError(f"model.warmup_steps={warmup_steps}: must be >= 0 (0: no warm-up)")
         self.save_hyperparameters()
         self.fast = fast
         self.automatic_optimization = fast is None
