@@ -37,8 +37,16 @@ def as_config_error(error: Exception) -> ConfigError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     if isinstance(error, (ValueError, TypeError, MisconfigurationException)):
-        return ConfigError(" ".join(str(error).split()))
+        message = " ".join(str(error).split())
+        return ConfigError(LIGHTNING_WORDING.get(message, message))
     return None
+
+
+# Lightning's lines that name neither the setting nor the fix.
+LIGHTNING_WORDING = {
+    "No supported gpu backend found!": "trainer.accelerator=gpu: torch finds no GPU on this machine (no CUDA, no MPS): "
+                                       "use --trainer.accelerator cpu, or auto (a GPU where there is one)",
+}
 
 
 def _callback_error(message: str) -> str:

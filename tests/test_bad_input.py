@@ -24,6 +24,8 @@ CASES = [
     ("lr_not_a_number", ["fit", "--model.lr=fast"], "Parser key \"model.lr\": Expected a <class 'float'>. Got value: fast"),
     ("weight_decay_negative", ["fit", "--model.weight_decay=-0.1"], "model.weight_decay=-0.1: must be >= 0"),
     ("min_lr_ratio_above_1", ["fit", "--model.min_lr_ratio=2"], "model.min_lr_ratio=2.0 must be in [0, 1]"),
+    ("accelerator_gpu_without_one", ["fit", "--trainer.accelerator=gpu"],
+     "trainer.accelerator=gpu: torch finds no GPU on this machine (no CUDA, no MPS): use --trainer.accelerator cpu"),
     ("warmup_negative", ["fit", "--model.warmup_steps=-1"], "model.warmup_steps=-1: must be >= 0 (0: no warm-up)"),
     ("betas_one_value", ["fit", "--model.betas=[0.9]"], "Expected a tuple with 2 elements"),
     ("positional_unknown", ["fit", "--model.positional=sinusoid"], "Expected a typing.Literal['none', 'learned']"),
