@@ -52,6 +52,9 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     (["--device", "tpu"], "invalid choice"),
     (["--out", "results.json"], "--out results.json: exists, and bench never overwrites a file; pass a new name"),
     (["--out", "missing/b.json"], "--out missing/b.json: the directory missing does not exist"),  # was a traceback after the runs
+    (["--lr", "-1"], "--lr=-1.0: the learning rate must be positive"),  # these three were tracebacks from inside a run
+    (["--precision", "8"], "argument --precision: invalid choice: '8'"),
+    (["--target", "2"], "--target=2.0: a validation accuracy, in (0, 1]"),  # ran, and timed nothing
 ])
 def test_bad_input_is_one_line_before_any_run(args, message, capsys, in_tmp):
     if "cuda" in args and torch.cuda.is_available():

@@ -23,6 +23,10 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# Lightning's precisions that time a different recipe here (16-true is refused with its reason, as fit refuses it).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m prevpos bench", description=__doc__.split(": ", 1)[1])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -33,7 +37,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps (model.warmup_steps)")
     parser.add_argument("--steps_per_epoch", type=int, default=10, help="validation (and analyses) every N steps")
     parser.add_argument("--steps_per_call", type=int, default=10, help="fast path: optimizer steps per Lightning step")
-    parser.add_argument("--precision", default="32-true", help="trainer.precision for (b) and (c)")
+    parser.add_argument("--precision", default="32-true", choices=PRECISIONS, help="trainer.precision for (b) and (c)")
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to time")
     parser.add_argument("--runs", default="abcd", help="which runs, e.g. 'ab' (default all)")
     parser.add_argument("--out", help="a new JSON file for every number (default bench.json, or bench_2.json, ... if "
@@ -44,6 +48,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--{name}={getattr(args, name)}: must be at least 1")
     if args.warmup_steps < 0:
         parser.error(f"--warmup_steps={args.warmup_steps}: must be at least 0")
+    if not args.lr > 0:
+        parser.error(f"--lr={args.lr}: the learning rate must be positive")
+    if not 0 < args.target <= 1:
+        parser.error(f"--target={args.target}: a validation accuracy, in (0, 1]")
     if args.steps < 2 * args.steps_per_epoch or args.steps % args.steps_per_epoch:
         parser.error(f"--steps={args.steps}: must be a multiple of --steps_per_epoch={args.steps_per_epoch}, "
                      "at least 2 epochs (the first is warm-up)")
