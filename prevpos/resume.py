@@ -36,10 +36,18 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError("--resume RUN_DIR reads RUN_DIR/config.yaml itself: drop --config (other options still "
                           "override it, e.g. --trainer.max_epochs 48)")
     config, last = run_dir / "config.yaml", last_checkpoint(run_dir)
+    if run_dir.is_file():
+        runs = [p for p in run_dir.parents if (p / "config.yaml").is_file()]
+        hint = f": --resume {runs[0]}" if runs else ""
+        raise ConfigError(f"--resume {run_dir}: a file; --resume takes the run's directory (it continues from "
+                          f"RUN_DIR/checkpoints/last.ckpt){hint}")
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
+        runs = sorted((p.name for p in run_dir.glob("version_*") if (p / "config.yaml").is_file()),
+                      key=lambda name: int(name[8:]) if name[8:].isdigit() else -1)  # version_2 before version_10
+        hint = f" It holds the runs {', '.join(runs)}: pass one." if runs else ""
         raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
-                          "lightning_logs/default/version_0 from an earlier `fit`")
+                          f"lightning_logs/default/version_0 from an earlier `fit`.{hint}")
     step = read_checkpoint(last).get("global_step", 0)
     logger = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("logger")
     if not isinstance(logger, dict) or "class_path" not in logger:
