@@ -19,6 +19,9 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     weights_only=True: a file from elsewhere cannot run code while loading.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--weights {path}: a directory; pass a checkpoint file, e.g. "
+                          f"{path / 'checkpoints' / 'last.ckpt'} for a run's last one")
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file")
     try:

@@ -37,7 +37,9 @@ class RunRecord:
 def read_run(path: str | Path) -> RunRecord:
     path = Path(path)
     if not path.is_dir():
-        raise ConfigError(f"{path}: no such directory (pass a run directory, lightning_logs/<name>/version_N)")
+        runs = [parent for parent in path.parents if (parent / "config.yaml").is_file()] if path.is_file() else []
+        hint = f": a file; pass its run's directory, {runs[0]}" if runs else ": no such directory"
+        raise ConfigError(f"{path}{hint} (report reads a run directory, lightning_logs/<name>/version_N)")
     if any(path.glob("events.out.tfevents.*")):
         return _read_events(path)
     if (path / "metrics.csv").is_file():
