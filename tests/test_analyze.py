@@ -63,6 +63,27 @@ def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_pat
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_an_analyze_stopped_while_writing_leaves_nothing_in_the_way_of_the_next(fit_checkpoint, tmp_path,
+                                                                                 monkeypatch):
+    """Ctrl-C while the figures were saved left a half-written --out, which the next analyze refused as not empty."""
+    from matplotlib.figure import Figure
+
+    out, savefig, saved = tmp_path / "analysis", Figure.savefig, []
+
+    def stopped_at_the_third(figure, *args, **kwargs):
+        saved.append(1)
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+        return savefig(figure, *args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Figure, "savefig", stopped_at_the_third)
+        analyze("--weights", fit_checkpoint, "--out", out, "--probe_size", 64)
+    assert list(tmp_path.iterdir()) == []  # neither `analysis` nor its hidden partial folder
+    analyze("--weights", fit_checkpoint, "--out", out, "--probe_size", 64)
+    assert (out / "metrics.json").is_file() and len(list(out.rglob("*.png"))) > 3
+
+
 def test_raw_state_dict_with_the_notebook_probe_reproduces_the_tutorials_sample(tmp_path):
     model = build_transformer(seed=7)
     torch.save(model.state_dict(), tmp_path / "model.pth")  # the public tutorial's format: W_pos and b_* as zeros

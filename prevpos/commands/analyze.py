@@ -1,6 +1,8 @@
 """`python -m prevpos analyze --weights FILE --out DIR`: every analysis plugin once on a saved model (never overwrites)."""
 
 import inspect
+import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -50,12 +52,24 @@ def main(argv: list[str]) -> None:
     model, hparams, step = load_weights(Path(args.weights))
     findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, args.plugins, step)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    write_findings(findings, out, step, {"analyze": settings, "model": hparams})
+    _write_whole(out, lambda folder: write_findings(findings, folder, step, {"analyze": settings, "model": hparams}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
           f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figures as "
           f"{out}/<tag>.png, TensorBoard events to {out / 'tensorboard'}")
+
+
+def _write_whole(out: Path, write) -> None:
+    """write(folder) into a hidden folder beside `out`, renamed to `out` once complete: an analyze stopped while
+    writing (Ctrl-C) leaves no half-written `out`, which the next one would refuse as not empty."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        write(partial)
+        os.replace(partial, out)  # `out` is absent or an empty directory (_fresh_dir), which a rename replaces
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _fresh_dir(out: Path) -> Path:
