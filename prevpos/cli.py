@@ -251,7 +251,7 @@ def prestart_analysis_process() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from_command_line = argv is None
+    from_command_line = typed = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -285,3 +285,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"prevpos: error: {line}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
+        if not typed:  # main([...]) from a notebook or a script: the Ctrl-C is theirs to see
+            raise
+        print(f"prevpos: {argv[0]} stopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,16 @@ def test_a_gpu_out_of_memory_reads_as_one_line_too():
                                    "79.11 GiB of which 3.12 GiB is free. Of the allocated memory 70.2 GiB is ...")
     assert out_of_memory(error, "bench") == "out of memory on a GPU (it asked for 20.00 GiB at once): lower --batch_size"
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "fit") is None
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(workspace, tmp_path):
+    """Ctrl-C while a command starts (imports take seconds) or analyses printed a KeyboardInterrupt traceback.
+    (Inside fit's training, Lightning stops gracefully and fit says how to resume: tests/test_resume.py.)"""
+    process = subprocess.Popen([sys.executable, "-m", "prevpos", "analyze", "--weights",
+                                str(workspace / RUN / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "a")],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    time.sleep(3)  # inside main, importing TransformerLens (~10 s here)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "prevpos: analyze stopped (Ctrl-C)"
+    assert "Traceback" not in err and not (tmp_path / "a").exists()
