@@ -1,5 +1,6 @@
 """`python -m prevpos fit|validate|test|analyze|report|bench`: LightningCLI for training, small parsers for the rest."""
 
+import errno
 import os
 import re
 import sys
@@ -250,6 +251,11 @@ def prestart_analysis_process() -> None:
         analysis_process.prestart()
 
 
+# The file system refusing a write (a file where a folder must go, no space, no permission): the machine's problem,
+# said in one line with the path, not a traceback through Lightning.
+FILESYSTEM_REFUSALS = {errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> None:
     from_command_line = typed = argv is None
     argv = sys.argv[1:] if argv is None else argv
@@ -284,6 +290,11 @@ def main(argv: list[str] | None = None) -> None:
         if line is None:
             raise
         print(f"prevpos: error: {line}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        if error.errno not in FILESYSTEM_REFUSALS:
+            raise
+        print(f"prevpos: error: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
         if not typed:  # main([...]) from a notebook or a script: the Ctrl-C is theirs to see

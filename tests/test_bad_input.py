@@ -186,3 +186,15 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(workspace, tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err.strip().splitlines()[-1] == "prevpos: analyze stopped (Ctrl-C)"
     assert "Traceback" not in err and not (tmp_path / "a").exists()
+
+
+def test_a_file_where_the_runs_folder_goes_is_one_line(in_tmp, capsys):
+    """The file system refusing a write (here a file named lightning_logs; no space, no permission) was a
+    traceback through Lightning's logger."""
+    (in_tmp / "lightning_logs").write_text("my notes")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "prevpos: error: cannot write lightning_logs/default: Not a directory"
+    assert (in_tmp / "lightning_logs").read_text() == "my notes"
