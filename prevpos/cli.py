@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         if error.errno not in FILESYSTEM_REFUSALS:
             raise
-        print(f"prevpos: error: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        print(f"prevpos: error: the file system refused {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
         if not typed:  # main([...]) from a notebook or a script: the Ctrl-C is theirs to see

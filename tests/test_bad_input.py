@@ -196,5 +196,5 @@ def test_a_file_where_the_runs_folder_goes_is_one_line(in_tmp, capsys):
         main(["fit", *TINY])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "prevpos: error: cannot write lightning_logs/default: Not a directory"
+    assert err.strip().splitlines()[-1] == "prevpos: error: the file system refused lightning_logs/default: Not a directory"
     assert (in_tmp / "lightning_logs").read_text() == "my notes"
