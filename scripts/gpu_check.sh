@@ -72,7 +72,7 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
   ( cd "$(mktemp -d)" && TIMEFORMAT="fit wall %R s" && time timeout 240 python3 -m prevpos fit \
       --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
-    python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/default/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+    python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/gpu/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi

@@ -237,3 +237,5 @@ def test_every_experiment_parses_and_instantiates(experiment):
     cli = build_cli(["--config", str(experiment)], run=False)
     assert cli.model.model.cfg.n_ctx == cli.datamodule.n_ctx
     assert cli.trainer.max_epochs >= 1
+    # Each experiment's runs in a folder of its own name (gpu.yaml's and gpu_fast.yaml's went into default/).
+    assert cli.trainer.logger.name == ("default" if experiment.stem == "default" else experiment.stem)
