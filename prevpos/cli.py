@@ -84,7 +84,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.module import PrevTokenModel
     from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
-    from prevpos.registry import discover_plugins
+    from prevpos.registry import discover_plugins, drop_repeated_plugins
     from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                                 logs_a_folder_per_run)
     from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run
@@ -206,6 +206,8 @@ def build_cli(args: list[str] | None, run: bool = True):
                 refuse_float16_weights(fit.trainer.precision)
                 refuse_logging_in_barebones(fit.trainer)
                 logs_under_root_dir(fit.trainer)
+                for name in drop_repeated_plugins(fit.trainer.callbacks or []):
+                    rank_zero_info(f"prevpos: {name} was given twice: only the last one runs, with its settings")
                 fast_path.check_settings(fit.model.fast is not None, fit.data.batches_per_step, fit.trainer.precision,
                                          fit.trainer.max_steps)
             if self.subcommand in ("validate", "test"):

@@ -28,3 +28,18 @@ def _subclasses(cls: type) -> list[type]:
     for sub in cls.__subclasses__():
         found += [sub, *_subclasses(sub)]
     return [c for c in found if not c.__name__.startswith("_")]
+
+
+def drop_repeated_plugins(callbacks: list) -> list[str]:
+    """Keep only the last of an analysis plugin given more than once in a config's trainer.callbacks, in place; the
+    names of those dropped. `--trainer.callbacks+=AttentionPatterns --trainer.callbacks.figure_every_n_epochs=1`
+    (the way to change a default plugin's settings on the command line) ran both it and the default one: every
+    analysis twice, every figure twice at the same step."""
+    paths = {f"{cls.__module__}.{cls.__qualname__}" for cls in discover_plugins().values()}
+    last = {entry.class_path: i for i, entry in enumerate(callbacks) if getattr(entry, "class_path", None) in paths}
+    dropped = [i for i, entry in enumerate(callbacks) if getattr(entry, "class_path", None) in paths
+               and last[entry.class_path] != i]
+    names = [callbacks[i].class_path.rsplit(".", 1)[-1] for i in dropped]
+    for i in reversed(dropped):
+        del callbacks[i]
+    return names

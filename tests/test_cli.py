@@ -239,3 +239,19 @@ def test_every_experiment_parses_and_instantiates(experiment):
     assert cli.trainer.max_epochs >= 1
     # Each experiment's runs in a folder of its own name (gpu.yaml's and gpu_fast.yaml's went into default/).
     assert cli.trainer.logger.name == ("default" if experiment.stem == "default" else experiment.stem)
+
+
+def test_a_default_plugin_given_again_runs_once_with_the_settings_given(in_tmp):
+    """`--trainer.callbacks+=AttentionPatterns` then its options: the way to change a default plugin's settings on the
+    command line. Both it and the default ran: every analysis twice, every figure twice at one step."""
+    with lightning_info_lines() as said:
+        main(["fit", "--trainer.max_epochs=2", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
+              "--data.probe_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.dense_figure_every_n_epochs=1"])
+    assert "prevpos: AttentionPatterns was given twice: only the last one runs, with its settings" in said
+    run = in_tmp / "lightning_logs" / "default" / "version_0"
+    callbacks = yaml.safe_load((run / "config.yaml").read_text())["trainer"]["callbacks"]
+    attention = [c for c in callbacks if c["class_path"].endswith(".AttentionPatterns")]
+    assert len(callbacks) == 6 and [c["init_args"]["dense_figure_every_n_epochs"] for c in attention] == [1]
+    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    assert sorted(e.step for e in events.Images("attention/mean_pattern/L1H0")) == [0, 2, 4]  # each epoch, once
