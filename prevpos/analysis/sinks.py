@@ -22,7 +22,18 @@ def image_summary(tag: str, png: bytes) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
-class TensorBoardSink:
+class Sink:
+    """Where one logger's figures and text go: image() and text() as they come; deliver() on the training thread
+    between steps; flush() once every figure is drawn."""
+
+    def deliver(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class TensorBoardSink(Sink):
     """Images and text in the run's event file (its writer queues events, so any thread may write)."""
 
     def __init__(self, summary_writer):
@@ -34,14 +45,11 @@ class TensorBoardSink:
     def text(self, tag: str, step: int, text: str) -> None:
         self.summary_writer.add_text(tag, text, step)
 
-    def deliver(self) -> None:
-        pass
-
     def flush(self) -> None:
         self.summary_writer.flush()
 
 
-class FolderSink:
+class FolderSink(Sink):
     """Files beside a log that takes no images (CSV): RUN_DIR/figures/<tag>/step_000020.png, and text as .md in
     RUN_DIR/texts/. Each file appears whole (written aside, then renamed): `report` may read a run still training."""
 
@@ -61,14 +69,8 @@ class FolderSink:
         partial.write_bytes(content)
         os.replace(partial, path)
 
-    def deliver(self) -> None:
-        pass
 
-    def flush(self) -> None:
-        pass
-
-
-class WandbSink:
+class WandbSink(Sink):
     """W&B images and text, at the training step they belong to (Lightning's `trainer/global_step` axis).
 
     Figures are finished on the figure workers' callback thread; they wait here, as PNG files, and reach W&B on the
