@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
-from prevpos.step_files import FIGURES, TEXTS, file_step
+from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -43,9 +43,8 @@ def expand_resume(argv: list[str]) -> list[str]:
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
-        runs = sorted((p.name for p in run_dir.glob("version_*") if (p / "config.yaml").is_file()),
-                      key=lambda name: int(name[8:]) if name[8:].isdigit() else -1)  # version_2 before version_10
-        hint = f" It holds the runs {', '.join(runs)}: pass one." if runs else ""
+        runs = in_number_order([p for p in run_dir.glob("version_*") if (p / "config.yaml").is_file()])
+        hint = f" It holds the runs {', '.join(p.name for p in runs)}: pass one." if runs else ""
         raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
                           f"lightning_logs/default/version_0 from an earlier `fit`.{hint}")
     step = read_checkpoint(last).get("global_step", 0)

@@ -1,7 +1,8 @@
 """The names of a CSV-logged run's figures and text files (RUN_DIR/figures/<tag>/step_000020.png): written by the
 run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume; `analyze` names its <tag>.png the
-same way. Imports nothing heavy: `report` reads runs without torch."""
+same way; and run folders in number order. Imports nothing heavy: `report` reads runs without torch."""
 
+import re
 from pathlib import Path
 
 FIGURES, TEXTS = "figures", "texts"  # a CSV run's folders of PNGs and of text, beside its metrics.csv
@@ -22,3 +23,11 @@ def file_step(path: Path) -> int | None:
     """The step of a step_file's name; None for any other file."""
     digits = path.stem.removeprefix("step_")
     return int(digits) if path.stem.startswith("step_") and digits.isdigit() else None
+
+
+def in_number_order(paths: list[Path]) -> list[Path]:
+    """version_2 before version_10: a shell glob (`report lightning_logs/default/version_*`) sorts them as text."""
+    def key(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+    return sorted(paths, key=key)

@@ -2,11 +2,11 @@
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 from prevpos.errors import ConfigError
+from prevpos.step_files import in_number_order
 
 DESCRIPTION = """Write RUN_DIR/report.html from a finished run (lightning_logs/<name>/version_N) or a `prevpos analyze`
 output directory: config, final metrics, emergence timeline, the algorithm filled in with the run's numbers, key
@@ -27,14 +27,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     parser.error = one_line_error
     return parser.parse_args(argv)
-
-
-def in_number_order(paths: list[Path]) -> list[Path]:
-    """version_2 before version_10: a shell glob (`report lightning_logs/default/version_*`) sorts them as text."""
-    def key(path: Path) -> list:
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-    return sorted(paths, key=key)
 
 
 def main(argv: list[str]) -> None:
