@@ -108,31 +108,32 @@ def snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
+def refused(argv: list[str], root: Path, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of main(argv), run in `root`, which must exit and leave `root` as it was."""
+    before = snapshot(root)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert snapshot(root) == before  # no run's files touched, nothing created
+    return exit_info.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, expected", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, expected, workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
-    before = snapshot(workspace)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
+    code, err = refused(argv, workspace, capsys)
     errors = [line for line in err.splitlines() if line.startswith("prevpos: error:")]
-    assert exit_info.value.code == 2, err
+    assert code == 2, err
     assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
     assert "Traceback" not in err
     assert expected in errors[0], errors[0]
-    assert snapshot(workspace) == before  # no run's files touched, nothing created
 
 
 def test_a_bad_analysis_place_is_one_line_before_anything_runs(workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("PREVPOS_ANALYSIS", "fork")
-    before = snapshot(workspace)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *TINY])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.strip().splitlines() == [err.strip()]
+    code, err = refused(["fit", *TINY], workspace, capsys)
+    assert code == 2 and err.strip().splitlines() == [err.strip()]
     assert err.startswith("prevpos: error: PREVPOS_ANALYSIS=fork: must be one of process, thread")
-    assert snapshot(workspace) == before
 
 
 def test_every_case_is_distinct_and_there_are_at_least_20():
@@ -157,12 +158,8 @@ def test_real_command_line_prints_one_line_and_exits_2(workspace, tmp_path):
 def test_running_out_of_memory_is_one_line_naming_the_sizes(argv, lower, workspace, monkeypatch, capsys):
     """A real allocation torch refuses on this CPU (tens of TiB). It was a traceback ending in a C++ assertion."""
     monkeypatch.chdir(workspace)
-    before = snapshot(workspace)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and "Traceback" not in err
-    assert snapshot(workspace) == before
+    code, err = refused(argv, workspace, capsys)
+    assert code == 1 and "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("prevpos: error:")]
     assert line.startswith("prevpos: error: out of memory on the CPU (it asked for ") and line.endswith(lower)
 
