@@ -4,10 +4,10 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh: the fast-path and analysis-process tests on the GPU; the OV eigenvalues on GPU
-#   and CPU; runs a-c at batch 256; variants of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures,
-#   ...); runs a-b with gpu.yaml's recipe; gpu.yaml on a terminal with the bar at 10 and 100 redraws a second; a fit
-#   of gpu.yaml 10x as long, for stability (~8 min).
+#   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe, and
+#   b in bf16-mixed; the fast path (d); a fit of gpu.yaml 10x as long, for stability; the fast-path and
+#   analysis-process tests on the GPU; gpu.yaml on a terminal with the bar at 10 and 100 redraws a second; variants
+#   of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures, ...) (~8 min).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -23,6 +23,12 @@ log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 if ! python3 -c "import transformer_lens, jsonargparse, google_crc32c" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
+  # datasets 5 wants a newer pyarrow than an image may have: .whl/fallback holds datasets 4.4.1 and its dill, multiprocess
+  if ! python3 -c "import transformer_lens" 2>"$OUT/import_error.txt" && [ -d .whl/fallback ]; then
+    tail -2 "$OUT/import_error.txt"; echo "== falling back to .whl/fallback" | tee -a "$OUT/log.txt"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/fallback/*.whl || exit 1
+  fi
 fi
 if ! python3 -c "import prevpos_plugins" 2>/dev/null; then  # not pip-installed here: the source tree instead
   mkdir -p /tmp/src && ln -sfn "$PWD/plugins" /tmp/src/prevpos_plugins
@@ -37,42 +43,31 @@ B4=4096; [ "$QUICK" = 1 ] && B4=256
 bench() { local name=$1; shift; log "bench $name: $*"
   timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
-if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the GPU tests, then the numbers the latest changes moved
-  log "tests (CUDA)"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 \
-    | tail -3 | tee -a "$OUT/log.txt"
-  log "OV eigenvalues of one head's circuit (the OV plugin's copy_eigen), on the GPU and on the host CPU"
-  python3 -c "
-import time, torch
-from transformer_lens import FactoredMatrix
-from prevpos.module import PrevTokenModel
-from prevpos_plugins.ov_circuit import full_ov_circuit
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
-circuit = full_ov_circuit(PrevTokenModel().to(device).model, 1, 0)
-for name, make in [(device, lambda: circuit), ('cpu', lambda: FactoredMatrix(circuit.A.cpu(), circuit.B.cpu()))]:
-    times = []
-    for _ in range(6):
-        start = time.perf_counter(); make().eigenvalues.sum().item(); times.append(time.perf_counter() - start)
-    print(f'eigenvalues on {name}: {sorted(times[1:])[2] * 1000:.2f} ms (median of 5 after a warm-up)')
-" 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the numbers the latest changes moved, most wanted first
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
-  log "where (c)'s extra time goes (scripts/plugins_ab.py)"
-  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
-  bench b4096_gpu_yaml --runs ab --batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY --repeats 2
-  log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
-  BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
-  [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
-  timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+  GPU_YAML="--batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY"
+  bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 2
+  bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed
+  bench fast --runs d --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 2
   log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
   LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
   [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
   ( cd "$(mktemp -d)" && TIMEFORMAT="fit wall %R s" && time timeout 240 python3 -m prevpos fit \
       --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
     python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/gpu/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+  log "tests (CUDA)"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 \
+    | tail -3 | tee -a "$OUT/log.txt"
+  log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
+  BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
+  [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
+  timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+  log "where (c)'s extra time goes (scripts/plugins_ab.py)"
+  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi
