@@ -2,8 +2,10 @@
     python scripts/plugins_ab.py [--steps 600] [--repeats 3]        (a GPU picks itself; ~4 min on an H100)
     python scripts/plugins_ab.py --batch_size 8 --probe_size 8      (CPU: steps and analyses bound by Python, as
                                                                      on a GPU, so the GIL is what they share)
+    python scripts/plugins_ab.py --variants b "b, fused AdamW" --batch_size 4096 --lr 1e-2 --steps_per_epoch 25
+                                                                    (some variants only; gpu.yaml's recipe)
 Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step); (b)
-with torch's default (unfused) AdamW (before docs/speed.md change 11); (c) as `bench` runs it on a GPU (analyses in
+with torch's fused AdamW, and with its default one (docs/speed.md changes 11 and 14: one of the two is (b)); (c) as `bench` runs it on a GPU (analyses in
 the analysis process, forced on a CPU too); (c) with the analyses in a thread of the training process (before
 prevpos/analysis/worker.py); (c) with TensorBoard's pure-Python event checksums (before
 prevpos/fast/tensorboard_crc.py); (c) drawing figures every 10 epochs in the dense phase too (before change 12); (c)
@@ -27,8 +29,8 @@ DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, t
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
 LOG = PrevTokenModel.log
 ADAMW = fast_path.adamw
-VARIANTS = ["b", "b, train metrics on the progress bar", "b, unfused AdamW", "c", "c, analyses in a thread",
-            "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
+VARIANTS = ["b", "b, train metrics on the progress bar", "b, fused AdamW", "b, unfused AdamW", "c",
+            "c, analyses in a thread", "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
 
 
 def plugins_for(variant: str) -> list:
@@ -60,20 +62,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--probe_size", type=int, default=256, help="sequences the analyses read (data.probe_size)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup_steps", type=int, default=20)
+    parser.add_argument("--steps_per_epoch", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS, metavar="VARIANT",
+                        help=f"the variants to run, of: {', '.join(VARIANTS)} (default: all)")
     args = parser.parse_args()
-    bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=10, batch_size=args.batch_size, lr=3e-3,
-                                    warmup_steps=20, target=0.99, steps_per_call=10, precision="32-true")
+    bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                                    lr=args.lr, warmup_steps=args.warmup_steps, target=0.99, steps_per_call=10,
+                                    precision="32-true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     analysis_process.prestart()  # as `fit` and `bench` do on a GPU: its imports overlap the (b) runs
-    results = {variant: [] for variant in VARIANTS}
+    results = {variant: [] for variant in args.variants}
     runs.PrevTokenData = partial(DATA, probe_size=args.probe_size)
     with tempfile.TemporaryDirectory(prefix="prevpos-plugins-ab-") as scratch:
         for repeat in range(args.repeats):
-            for number, variant in enumerate(VARIANTS):
+            for number, variant in enumerate(args.variants):
                 runs.default_plugins = lambda: plugins_for(variant)
                 set_checksums(pure_python="pure-Python" in variant)
                 PrevTokenModel.log = log_with_bar if "progress bar" in variant else LOG
-                fast_path.adamw = partial(ADAMW, fused=False) if "unfused" in variant else ADAMW
+                fast_path.adamw = partial(ADAMW, fused="unfused" not in variant) if "AdamW" in variant else ADAMW
                 os.environ["PREVPOS_ANALYSIS"] = "thread" if "in a thread" in variant else "process"
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
@@ -85,14 +93,16 @@ def main() -> None:
                     os.environ.pop("PREVPOS_ANALYSIS")
                 results[variant].append(result)
                 print(f"repeat {repeat + 1}: {variant:<38} {result['steps_per_s']:7.1f} steps/s  train "
-                      f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s", flush=True)
-    b_train = statistics.median(r["train_s"] for r in results["b"])
+                      f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s  0.99 after "
+                      f"{result['time_to_target_s'] or float('nan'):5.2f} s", flush=True)
+    b_train = statistics.median(r["train_s"] for r in results[args.variants[0]])
     print(f"medians of {args.repeats} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
-          f"batch {args.batch_size}, probe {args.probe_size}:")
+          f"batch {args.batch_size}, lr {args.lr}, probe {args.probe_size} (x: train time over {args.variants[0]}'s):")
     for variant, rows in results.items():
         train = statistics.median(r["train_s"] for r in rows)
         print(f"{variant:<38} {statistics.median(r['steps_per_s'] for r in rows):7.1f} steps/s  train {train:6.2f} s "
-              f"({train / b_train:.3f} x b)  end wait {statistics.median(r['end_s'] for r in rows):5.2f} s")
+              f"({train / b_train:.3f} x)  end wait {statistics.median(r['end_s'] for r in rows):5.2f} s  0.99 after "
+              f"{statistics.median(r['time_to_target_s'] or float('nan') for r in rows):5.2f} s")
 
 
 if __name__ == "__main__":

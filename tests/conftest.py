@@ -60,9 +60,15 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def needs_cuda(test):
+    """A test that runs only with a CUDA GPU, and the only kind that sees it (`_cpu_only` hides it from the rest)."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 @pytest.fixture(autouse=True)
-def _cpu_only(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+def _cpu_only(request, monkeypatch):
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     torch.set_grad_enabled(True)
 
 

@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -15,7 +14,7 @@ from prevpos.analysis import AnalysisPlugin, Findings
 from prevpos.fast import analysis_process
 from prevpos.fast.threads import CpuThreads
 from prevpos.module import PrevTokenModel
-from tests.conftest import build_data, quiet_trainer
+from tests.conftest import build_data, needs_cuda, quiet_trainer
 
 TRAINER_PID = os.getpid()
 
@@ -118,10 +117,13 @@ def test_training_goes_on_when_the_analysis_process_dies(tmp_path, in_process):
     assert analysis_process.prestart().process.pid != dead.pid  # the next fit gets a new process
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_cuda
 def test_on_a_gpu_plugins_analyse_in_the_process_on_the_gpu(tmp_path, monkeypatch):
     monkeypatch.delenv("PREVPOS_ANALYSIS", raising=False)  # the default place on a GPU
     monkeypatch.setenv("PREVPOS_RENDER", "inline")
+    hidden_gpu = analysis_process.prestart().process  # started by a test above, with the GPU hidden from it
+    hidden_gpu.kill()
+    hidden_gpu.join()
     plugin = _WhereAndHowOften()
     events, _ = fit(tmp_path, plugin, accelerator="cuda")
     assert TRAINER_PID not in pids(events) and set(texts(events, "where/device")) == {"cuda:0"}

@@ -9,13 +9,8 @@ from prevpos.fast.step import TrainStep
 from prevpos.fast.training import FastStep
 from prevpos.module import PrevTokenModel
 from prevpos.transformer import build_transformer
-from tests.conftest import build_data, quiet_trainer
+from tests.conftest import build_data, needs_cuda, quiet_trainer
 
-if torch.cuda.is_available():
-    torch.cuda.init()  # before conftest's CPU-only fixture hides the GPU from a lazy first use...
-    torch.cuda.device_count()  # ...and from the device count torch caches once initialized
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +66,7 @@ def step_pair(capture: bool, seed: int = 0) -> TrainStep:
     return TrainStep(model, optimizer, clip=1.0, capture=capture)
 
 
-@cuda
+@needs_cuda
 def test_cuda_graph_step_matches_eager_and_hooks_still_work():
     generator = torch.Generator("cuda").manual_seed(0)
     batches = [torch.randint(0, 100, (256, 10), device="cuda", generator=generator) for _ in range(20)]
@@ -89,7 +84,7 @@ def test_cuda_graph_step_matches_eager_and_hooks_still_work():
     assert cache["pattern", 1].shape == (256, 1, 10, 10)
 
 
-@cuda
+@needs_cuda
 def test_fast_path_through_fit_on_gpu_learns():
     """With the default plugins on: they analyse on another thread while the graph records and replays."""
     from prevpos.fast.runs import default_plugins
@@ -103,6 +98,7 @@ def test_fast_path_through_fit_on_gpu_learns():
     trainer.fit(module, data)
     assert trainer.global_step == 400
     assert trainer.callback_metrics["val/acc"] > 0.95
+    assert module.optimizers().optimizer.param_groups[0]["fused"]  # the capturable fused kernel, in the graph
 
 
 def test_fast_path_logs_at_optimizer_steps(in_tmp):

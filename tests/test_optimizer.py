@@ -13,7 +13,7 @@ from prevpos.module import PrevTokenModel
 from prevpos.optimizer import adamw
 from prevpos.sequences import random_sequences
 from prevpos.transformer import build_transformer
-from tests.conftest import build_data, quiet_trainer
+from tests.conftest import build_data, needs_cuda, quiet_trainer
 
 
 def trained(fused: bool, steps: int = 30) -> torch.optim.AdamW:
@@ -79,3 +79,10 @@ def test_a_grad_scaler_with_clipping_gets_the_unfused_optimizer():
     trainer = quiet_trainer(max_epochs=1, gradient_clip_val=1.0, plugins=[amp])
     trainer.fit(module, build_data(steps_per_epoch=2))
     assert trainer.global_step == 2 and not module.optimizers().optimizer.param_groups[0]["fused"]
+
+
+@needs_cuda
+def test_on_a_gpu_fit_and_the_plain_loop_use_the_fused_optimizer_too():
+    assert PlainTraining(torch.device("cuda"), 1e-3, 10).optimizer.param_groups[0]["fused"]
+    params = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
+    assert adamw(params, 1e-3, 0.0, (0.9, 0.999), capturable=True).param_groups[0]["fused"]
