@@ -12,6 +12,7 @@ import torch
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from prevpos.data import PrevTokenData  # noqa: E402
+from prevpos.fast import analysis_process  # noqa: E402
 from prevpos.module import PrevTokenModel  # noqa: E402
 
 
@@ -69,6 +70,8 @@ def needs_cuda(test):
 def _cpu_only(request, monkeypatch):
     if request.node.get_closest_marker("cuda") is None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    else:
+        analysis_process.stop()  # one an earlier test started cannot see the GPU
     torch.set_grad_enabled(True)
 
 

@@ -142,10 +142,14 @@ def test_training_goes_on_when_the_analysis_process_dies(tmp_path, in_process):
 def test_on_a_gpu_plugins_analyse_in_the_process_on_the_gpu(tmp_path, monkeypatch):
     monkeypatch.delenv("PREVPOS_ANALYSIS", raising=False)  # the default place on a GPU
     monkeypatch.setenv("PREVPOS_RENDER", "inline")
-    hidden_gpu = analysis_process.prestart().process  # started by a test above, with the GPU hidden from it
-    hidden_gpu.kill()
-    hidden_gpu.join()
     plugin = _WhereAndHowOften()
     events, _ = fit(tmp_path, plugin, accelerator="cuda")
     assert TRAINER_PID not in pids(events) and set(texts(events, "where/device")) == {"cuda:0"}
     assert plugin.steps == [0, 5, 10]
+
+
+def test_stop_ends_the_process_and_the_next_fit_starts_another():
+    running = analysis_process.prestart().process
+    analysis_process.stop()
+    assert not running.is_alive()
+    assert analysis_process.prestart().process.pid != running.pid

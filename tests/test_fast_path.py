@@ -1,5 +1,7 @@
 """The fast path (model.fast) trains exactly like the normal path; on a GPU its CUDA graph matches eager."""
 
+import warnings
+
 import pytest
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -86,7 +88,8 @@ def test_cuda_graph_step_matches_eager_and_hooks_still_work():
 
 @needs_cuda
 def test_fast_path_through_fit_on_gpu_learns():
-    """With the default plugins on: they analyse on another thread while the graph records and replays."""
+    """With the default plugins on: they analyse in the analysis process, all six (on an H100 three had stayed in
+    a thread: the module they pickled with held the CUDA graph), while the graph records and replays."""
     from prevpos.fast.runs import default_plugins
 
     module = PrevTokenModel(lr=1e-2, fast=FastStep())
@@ -95,7 +98,10 @@ def test_fast_path_through_fit_on_gpu_learns():
     for plugin in plugins:
         plugin.strict = True  # a failed analysis fails the test
     trainer = quiet_trainer(accelerator="cuda", max_epochs=4, callbacks=plugins)
-    trainer.fit(module, data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, data)
+    assert not [w for w in caught if "analyses in a thread" in str(w.message)]
     assert trainer.global_step == 400
     assert trainer.callback_metrics["val/acc"] > 0.95
     assert module.optimizers().optimizer.param_groups[0]["fused"]  # the capturable fused kernel, in the graph

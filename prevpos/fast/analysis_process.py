@@ -84,6 +84,15 @@ def prestart() -> AnalysisProcess:
         return _process
 
 
+def stop() -> None:
+    """End the analysis process, if one runs; the next fit starts another. For a caller whose environment changed
+    since it started (e.g. CUDA_VISIBLE_DEVICES: the tests hide the GPU from all but their CUDA tests)."""
+    with _process_lock:
+        if _process is not None and _process.process.is_alive():
+            _process.process.kill()
+            _process.process.join()
+
+
 def _serve(connection) -> None:
     """The process's loop: import the analysis stack, then run each call sent, in order, and send back its result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process; this one ends with it
