@@ -5,9 +5,10 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe, and
-#   b in bf16-mixed; the fast path (d); a fit of gpu.yaml 10x as long, for stability; the fast-path and
-#   analysis-process tests on the GPU; gpu.yaml on a terminal with the bar at 10 and 100 redraws a second; variants
-#   of (b) and (c) (scripts/plugins_ab.py: unfused AdamW, sparse figures, ...) (~8 min).
+#   b in bf16-mixed; the fast path without and with the plugins (d, e); a fit of gpu.yaml 10x as long, for
+#   stability; the fast-path and analysis-process tests on the GPU; gpu.yaml on a terminal with the bar at 10 and
+#   100 redraws a second; variants of (c) (scripts/plugins_ab.py: analyses in a thread, pure-Python checksums)
+#   (~8 min; lease 4's version, with all of plugins_ab's variants, ran past 560 s).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -52,7 +53,7 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   GPU_YAML="--batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY"
   bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 2
   bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed
-  bench fast --runs d --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 2
+  bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 2
   log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
   LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
   [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
@@ -67,7 +68,8 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
   timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
-  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c "c, analyses in a thread" \
+    "c, pure-Python event checksums" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi

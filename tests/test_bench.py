@@ -18,7 +18,7 @@ def run_bench(tmp_path, *args: str) -> dict:
 
 def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
     with lightning_info_lines() as lightning_lines:
-        report = run_bench(tmp_path, "--runs", "abd")
+        report = run_bench(tmp_path, "--runs", "abde")
     assert not lightning_lines  # "GPU available: ...": four lines per fit between the bench's own
     a, b = report["median"]["a"], report["median"]["b"]
     # Same init, batches, loss, clip and schedule: the same held-out accuracy after 20 steps (above chance 0.01).
@@ -28,7 +28,7 @@ def test_baseline_and_fit_train_the_same_model_and_are_timed(tmp_path, capsys):
         assert 0 < m["end_s"] < m["train_s"]  # the last validation (and checkpoint), after the last step
         assert m["time_to_target_s"] is None  # 20 steps cannot reach 0.99
     assert report["ratios"]["b/a steps_per_s"] == pytest.approx(b["steps_per_s"] / a["steps_per_s"])
-    assert "needs a CUDA GPU" in report["skipped"]["d"]
+    assert "needs a CUDA GPU" in report["skipped"]["d"] and "needs a CUDA GPU" in report["skipped"]["e"]
     assert report["analysis_place"] == "thread"  # where (c) would analyse: on a CPU, a thread
     printed = capsys.readouterr().out
     assert "(a) plain PyTorch loop" in printed and "(b) fit, no plugins" in printed and "b/a steps_per_s" in printed
@@ -74,3 +74,23 @@ def test_the_default_json_never_replaces_an_earlier_one(in_tmp, capsys):
     assert (in_tmp / "bench.json").read_text() == "{}"
     assert json.loads((in_tmp / "bench_2.json").read_text())["median"]["a"]["steps_per_s"] > 0
     assert capsys.readouterr().out.strip().endswith("wrote bench_2.json")
+
+
+def test_fast_path_runs_train_alike_with_and_without_plugins(tmp_path):
+    """(d) and (e), which bench runs on a GPU only; on a CPU the same code runs eagerly."""
+    from argparse import Namespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from prevpos.fast.runs import run_one
+
+    args = Namespace(steps=40, steps_per_epoch=20, batch_size=64, lr=1e-2, warmup_steps=5, target=0.99,
+                     steps_per_call=10, precision="32-true")
+    d, e = (run_one(kind, args, torch.device("cpu"), str(tmp_path / kind)) for kind in "de")
+    assert d["steps"] == e["steps"] == 40 and 0.1 < d["val_acc"] == e["val_acc"] < 0.99  # analyses never change training
+    assert e["end_s"] > d["end_s"]  # the last step's analyses and figures are waited for
+    images = {}
+    for kind in "de":
+        (events_file,) = (tmp_path / kind).rglob("events.out.tfevents.*")
+        images[kind] = EventAccumulator(str(events_file), size_guidance={"images": 0}).Reload().Tags()["images"]
+    assert not images["d"] and any(tag.startswith("attention/") for tag in images["e"])

@@ -1,4 +1,5 @@
-"""`python -m prevpos bench`: training speed of a plain PyTorch loop, of fit, of fit with the plugins, of the fast path."""
+"""`python -m prevpos bench`: training speed of a plain PyTorch loop, of fit, of fit with the plugins, of the fast path
+with and without them."""
 
 import argparse
 import json
@@ -13,7 +14,9 @@ import torch
 
 from prevpos.errors import ConfigError
 
-RUNS = {"a": "plain PyTorch loop", "b": "fit, no plugins", "c": "fit + default plugins", "d": "fit, fast path"}
+RUNS = {"a": "plain PyTorch loop", "b": "fit, no plugins", "c": "fit + default plugins", "d": "fit, fast path",
+        "e": "fast path + plugins"}
+FAST_RUNS, PLUGIN_RUNS = "de", "ce"  # the runs on the fast path (CUDA only), and those with the default plugins
 METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "end_s", "peak_mib", "val_acc")
 
 
@@ -39,7 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps_per_call", type=int, default=10, help="fast path: optimizer steps per Lightning step")
     parser.add_argument("--precision", default="32-true", choices=PRECISIONS, help="trainer.precision for (b) and (c)")
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to time")
-    parser.add_argument("--runs", default="abcd", help="which runs, e.g. 'ab' (default all)")
+    parser.add_argument("--runs", default="abcde", help="which runs, e.g. 'ab' (default all)")
     parser.add_argument("--out", help="a new JSON file for every number (default bench.json, or bench_2.json, ... if "
                                       "that exists: bench never overwrites a file)")
     args = parser.parse_args(argv)
@@ -55,7 +58,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.steps < 2 * args.steps_per_epoch or args.steps % args.steps_per_epoch:
         parser.error(f"--steps={args.steps}: must be a multiple of --steps_per_epoch={args.steps_per_epoch}, "
                      "at least 2 epochs (the first is warm-up)")
-    if "d" in args.runs and args.steps_per_epoch % args.steps_per_call:
+    if set(FAST_RUNS) & set(args.runs) and args.steps_per_epoch % args.steps_per_call:
         parser.error(f"--steps_per_epoch={args.steps_per_epoch} must be a multiple of --steps_per_call")
     if set(args.runs) - set(RUNS):
         parser.error(f"--runs={args.runs}: use letters from {''.join(RUNS)}")
@@ -100,15 +103,16 @@ def main(argv: list[str]) -> None:
     from prevpos.fast import analysis_process
 
     analysis_place = analysis_process.analysis_place(device.type)
-    if "c" in args.runs and analysis_place == "process":
+    if set(PLUGIN_RUNS) & set(args.runs) and analysis_place == "process":
         analysis_process.prestart()  # as `fit` does: its imports overlap the next ones instead of delaying (c)
     from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
 
     runs = {key: [] for key in args.runs if key in RUNS}
     skipped = {}
-    if "d" in runs and device.type != "cuda":
-        skipped["d"] = "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
-        del runs["d"]
+    for key in FAST_RUNS:
+        if key in runs and device.type != "cuda":
+            skipped[key] = "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
+            del runs[key]
     with tempfile.TemporaryDirectory(prefix="prevpos-bench-") as scratch:
         for repeat in range(args.repeats):
             for key in runs:
@@ -136,12 +140,13 @@ def ratios(medians: dict) -> dict:
         return None
 
     return {"b/a steps_per_s": ratio("b", "a", "steps_per_s"), "c/b train_s": ratio("c", "b", "train_s"),
-            "d/b steps_per_s": ratio("d", "b", "steps_per_s")}
+            "d/b steps_per_s": ratio("d", "b", "steps_per_s"), "e/d train_s": ratio("e", "d", "train_s")}
 
 
 def table(report: dict) -> str:
     args = report["args"]
-    place = f"  (c): analyses in a {report['analysis_place']}" if "c" in report["median"] else ""
+    with_plugins = [f"({key})" for key in PLUGIN_RUNS if key in report["median"]]
+    place = f"  {', '.join(with_plugins)}: analyses in a {report['analysis_place']}" if with_plugins else ""
     lines = [f"device: {report['device']}  torch {report['torch']}  batch {args['batch_size']}  lr {args['lr']}  "
              f"{args['steps']} steps  medians of {args['repeats']}{place}",
              f"{'run':<26}{'steps/s':>9}{'to ' + str(args['target']) + ' (s)':>13}{'(steps)':>9}{'train (s)':>11}"

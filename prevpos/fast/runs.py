@@ -1,4 +1,5 @@
-"""One benchmark run of each kind: (a) the plain loop, (b) fit, (c) fit with the default plugins, (d) fast path."""
+"""One benchmark run of each kind: (a) the plain loop, (b) fit, (c) fit with the default plugins, (d) the fast path,
+(e) the fast path with the default plugins."""
 
 import importlib
 from argparse import Namespace
@@ -48,12 +49,12 @@ def default_plugins() -> list:
 
 def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: SpeedMeter) -> dict:
     """`python -m prevpos fit`'s trainer (defaults, checkpoints, TensorBoard), minus the progress bar."""
-    fast = kind == "d"
+    fast = kind in "de"
     k = args.steps_per_call if fast else 1
     module = PrevTokenModel(lr=args.lr, warmup_steps=args.warmup_steps, fast=FastStep() if fast else None)
     data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
     timer = Timer()
-    plugins = default_plugins() if kind == "c" else []
+    plugins = default_plugins() if kind in "ce" else []
     # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
     callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
                  RunCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
