@@ -113,6 +113,8 @@ def test_report_overwrites_only_its_own_file(report, run_dir, capsys):
     (lambda d: (d / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.5x\n"), "is not a Lightning CSV log"),
     (lambda d: (d / "metrics.csv").write_text(""), "its metrics.csv holds no scalars yet"),
     (lambda d: (d / "version_3").mkdir() or (d / "version_3" / "metrics.csv").touch(), "It holds the runs version_3"),
+    (lambda d: [(d / f"version_{n}").mkdir() or (d / f"version_{n}" / "metrics.csv").touch() for n in (10, 2)],
+     "It holds the runs version_2, version_10: pass one"),  # number order, not text order
     (lambda d: (d / "config.yaml").write_text("trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.WandbLogger\n"),
      "is a W&B run: its scalars and figures are in W&B"),
 ])

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from prevpos.errors import ConfigError
-from prevpos.step_files import FIGURES, file_step
+from prevpos.step_files import FIGURES, file_step, in_number_order
 
 
 @dataclass
@@ -49,7 +49,7 @@ def read_run(path: str | Path) -> RunRecord:
     if _logged_to_wandb(path):
         raise ConfigError(f"{path} is a W&B run: its scalars and figures are in W&B (offline: `wandb sync` the "
                           "run's folder under lightning_logs/wandb); `report` reads TensorBoard and CSV runs")
-    runs = sorted(p.name for p in path.iterdir() if p.is_dir() and _holds_a_log(p))
+    runs = [p.name for p in in_number_order([p for p in path.iterdir() if p.is_dir() and _holds_a_log(p)])]
     hint = f" It holds the runs {', '.join(runs)}: pass one (or several, for a table across them)." if runs else ""
     raise ConfigError(f"{path} has no TensorBoard events, no metrics.csv and no metrics.json: is it a run directory "
                       f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
