@@ -14,14 +14,6 @@ from prevpos.transformer import build_transformer
 from tests.conftest import build_data, needs_cuda, quiet_trainer
 
 
-
-@pytest.fixture(autouse=True)
-def _cpu_only():
-    """Replaces conftest's fixture of this name for this file: its GPU tests need the GPU it hides (the CPU tests
-    ask for accelerator="cpu" themselves)."""
-    torch.set_grad_enabled(True)
-
-
 def trained(fast: FastStep | None, k: int, **trainer_kw) -> tuple[PrevTokenModel, object]:
     module = PrevTokenModel(lr=1e-2, warmup_steps=3, fast=fast)
     data = build_data(batch_size=32, steps_per_epoch=6 // k, batches_per_step=k)

@@ -82,7 +82,7 @@ def test_a_grad_scaler_with_clipping_gets_the_unfused_optimizer():
 
 
 @needs_cuda
-def test_on_a_gpu_fit_and_the_plain_loop_use_the_fused_optimizer_too():
+def test_on_a_gpu_the_optimizer_is_fused_too():
     assert PlainTraining(torch.device("cuda"), 1e-3, 10).optimizer.param_groups[0]["fused"]
     params = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
     assert adamw(params, 1e-3, 0.0, (0.9, 0.999), capturable=True).param_groups[0]["fused"]
