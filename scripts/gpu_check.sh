@@ -7,7 +7,7 @@
 #   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe, and
 #   b in bf16-mixed; the fast path without and with the plugins (d, e); a fit of gpu.yaml 10x as long, for
 #   stability; the fast-path and analysis-process tests on the GPU; gpu.yaml on a terminal with the bar at 10 and
-#   100 redraws a second; variants of (c) (scripts/plugins_ab.py: analyses in a thread, pure-Python checksums)
+#   100 redraws a second; variants of (c) (scripts/plugins_ab.py: analyses in a thread, analyses on the CPU)
 #   (~8 min; lease 4's version, with all of plugins_ab's variants, ran past 560 s).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
@@ -69,7 +69,7 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
   timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c "c, analyses in a thread" \
-    "c, pure-Python event checksums" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+    "c, analyses on the CPU" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi

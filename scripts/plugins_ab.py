@@ -5,9 +5,11 @@
     python scripts/plugins_ab.py --variants b "b, fused AdamW" --batch_size 4096 --lr 1e-2 --steps_per_epoch 25
                                                                     (some variants only; gpu.yaml's recipe)
 Variants: (b) with train/loss and train/acc on the progress bar (before they left it: a host read per step); (b)
-with torch's fused AdamW, and with its default one (docs/speed.md changes 11 and 14: one of the two is (b)); (c) as `bench` runs it on a GPU (analyses in
-the analysis process, forced on a CPU too); (c) with the analyses in a thread of the training process (before
-prevpos/analysis/worker.py); (c) with TensorBoard's pure-Python event checksums (before
+with torch's fused AdamW, and with its default one (docs/speed.md change 11 and lease 4: one of the two is (b)); (c)
+as `bench` runs it on a GPU (analyses in the analysis process, forced on a CPU too); (c) with the analyses in a
+thread of the training process (before prevpos/analysis/worker.py); (c) with the analysis process's model on the
+CPU (on a GPU: do its kernels slow training's, as another process's CUDA context?); (c) with TensorBoard's
+pure-Python event checksums (before
 prevpos/fast/tensorboard_crc.py); (c) drawing figures every 10 epochs in the dense phase too (before change 12); (c)
 drawing figures only at step 0 and at the end. Each run's line is printed as it finishes."""
 
@@ -21,16 +23,18 @@ import torch
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
+from prevpos.analysis import session
 from prevpos.fast import analysis_process, runs, tensorboard_crc
 from prevpos.fast import training as fast_path
 from prevpos.module import PrevTokenModel
 
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
+ANALYSIS_COPY = session.analysis_copy
 PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C one yet
 LOG = PrevTokenModel.log
 ADAMW = fast_path.adamw
 VARIANTS = ["b", "b, train metrics on the progress bar", "b, fused AdamW", "b, unfused AdamW", "c",
-            "c, analyses in a thread", "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
+            "c, analyses in a thread", "c, analyses on the CPU", "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
 
 
 def plugins_for(variant: str) -> list:
@@ -45,6 +49,12 @@ def plugins_for(variant: str) -> list:
 
 def log_with_bar(self, name, value, *args, **kwargs):
     return LOG(self, name, value, *args, **{**kwargs, "prog_bar": kwargs.get("prog_bar") or name.startswith("train/")})
+
+
+def analysis_copy_on_cpu(model):
+    model_copy = ANALYSIS_COPY(model).to("cpu", print_details=False)
+    model_copy.cfg.device = "cpu"
+    return model_copy
 
 
 def set_checksums(pure_python: bool) -> None:
@@ -83,6 +93,7 @@ def main() -> None:
                 PrevTokenModel.log = log_with_bar if "progress bar" in variant else LOG
                 fast_path.adamw = partial(ADAMW, fused="unfused" not in variant) if "AdamW" in variant else ADAMW
                 os.environ["PREVPOS_ANALYSIS"] = "thread" if "in a thread" in variant else "process"
+                session.analysis_copy = analysis_copy_on_cpu if "on the CPU" in variant else ANALYSIS_COPY
                 try:
                     result = runs.run_one(variant[0], bench_args, device, f"{scratch}/{repeat}-{number}")
                 finally:
@@ -91,6 +102,7 @@ def main() -> None:
                     PrevTokenModel.log = LOG
                     fast_path.adamw = ADAMW
                     os.environ.pop("PREVPOS_ANALYSIS")
+                    session.analysis_copy = ANALYSIS_COPY
                 results[variant].append(result)
                 print(f"repeat {repeat + 1}: {variant:<38} {result['steps_per_s']:7.1f} steps/s  train "
                       f"{result['train_s']:6.2f} s  end wait {result['end_s']:5.2f} s  0.99 after "

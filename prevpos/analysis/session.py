@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 _sessions: "weakref.WeakKeyDictionary[L.Trainer, AnalysisSession]" = weakref.WeakKeyDictionary()
 
 
+def analysis_copy(model: HookedTransformer) -> HookedTransformer:
+    """The model the analyses run, on the training device: a float32 copy in eval mode, never trained."""
+    model_copy = copy.deepcopy(model).float().eval().requires_grad_(False)
+    model_copy.cfg.dtype = torch.float32
+    return model_copy
+
+
 class AnalysisSession:
     """Runs the plugins off the training thread, so training goes on while they analyse.
 
@@ -57,8 +64,7 @@ class AnalysisSession:
         """Queue plugin.analyze on the weights `model` has now (call on the training thread, between steps)."""
         self.collect()
         if self._copy is None:
-            self._copy = copy.deepcopy(model).float().eval().requires_grad_(False)
-            self._copy.cfg.dtype = torch.float32
+            self._copy = analysis_copy(model)
         if self._weights is None or self._weights[0] != step:
             self._weights = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         future = self._thread.submit(self._analyze, plugin, self._weights, epoch, figures)
