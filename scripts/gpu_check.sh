@@ -6,7 +6,7 @@
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe, and
 #   b in bf16-mixed; the fast path without and with the plugins (d, e); a fit of gpu.yaml 10x as long, for
-#   stability; the fast-path and analysis-process tests on the GPU; gpu.yaml on a terminal with the bar at 10 and
+#   stability; the tests marked cuda (pytest -m cuda); gpu.yaml on a terminal with the bar at 10 and
 #   100 redraws a second; variants of (c) (scripts/plugins_ab.py: analyses in a thread, analyses on the CPU)
 #   (~8 min; lease 4's version, with all of plugins_ab's variants, ran past 560 s).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
@@ -61,8 +61,7 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
       --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
     python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/gpu/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "tests (CUDA)"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_analysis_process.py 2>&1 \
-    | tail -3 | tee -a "$OUT/log.txt"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
   log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
   BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
   [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
