@@ -1,6 +1,7 @@
 """The base class of analysis plugins: when to run, where, in what mode, how to log, what to do on failure."""
 
 import traceback
+from types import MethodType
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -63,7 +64,8 @@ class AnalysisPlugin(Callback):
         graph, which does not pickle."""
         state = self.__dict__.copy()
         for name in ("log", "log_dict"):
-            state.pop(name, None)
+            if isinstance(state.get(name), MethodType):  # bound by Lightning (a plugin's own data stays)
+                del state[name]
         return state
 
     def skip(self, tag: str, reason: str) -> Findings:
