@@ -157,8 +157,8 @@ def table(report: dict) -> str:
             ("end_s", 9, 2), ("peak_mib", 10, 0), ("val_acc", 9, 4))))
     for key, reason in report["skipped"].items():
         lines.append(f"({key}) {RUNS[key]}: skipped, {reason}")
-    lines.append("  ".join(f"{name} = {v:.3f}" for name, v in report["ratios"].items() if v is not None))
-    return "\n".join(lines)
+    ratio_line = "  ".join(f"{name} = {v:.3f}" for name, v in report["ratios"].items() if v is not None)
+    return "\n".join(lines + ([ratio_line] if ratio_line else []))
 
 
 def _cell(value: float | None, width: int, decimals: int) -> str:
