@@ -4,11 +4,11 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe, and
-#   b in bf16-mixed; the fast path without and with the plugins (d, e); a fit of gpu.yaml 10x as long, for
-#   stability; the tests marked cuda (pytest -m cuda); gpu.yaml on a terminal with the bar at 10 and
-#   100 redraws a second; variants of (c) (scripts/plugins_ab.py: analyses in a thread, analyses on the CPU)
-#   (~8 min; lease 4's version, with all of plugins_ab's variants, ran past 560 s).
+#   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe; the
+#   fast path without and with the plugins (d, e); the tests marked cuda (pytest -m cuda); variants of (c)
+#   (scripts/plugins_ab.py: analyses in a thread, analyses on the CPU). About 6 minutes on an H100, estimated (lease 4
+#   ran the same and the EXTRA part in 560 s, cut near the end; its log had no clock). EXTRA=1 adds what lease 4 measured (~3 minutes more): b in bf16-mixed, a fit of gpu.yaml
+#   10x as long (stability), and gpu.yaml on a terminal with the bar at 10 and 100 redraws a second.
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -19,7 +19,7 @@ OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 QUICK=${QUICK:-0}  # QUICK=1: tiny sizes, to try this script on a CPU
-log() { echo "== $*" | tee -a "$OUT/log.txt"; }
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/log.txt"; }  # the clock: how long each part took, for the next plan
 
 if ! python3 -c "import transformer_lens, jsonargparse, google_crc32c" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -52,23 +52,25 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
   GPU_YAML="--batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY"
   bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 2
-  bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed
   bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 2
-  log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
-  LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
-  [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
-  ( cd "$(mktemp -d)" && TIMEFORMAT="fit wall %R s" && time timeout 240 python3 -m prevpos fit \
-      --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
-    python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/gpu/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "tests (CUDA)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
-  log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
-  BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
-  [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
-  timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
   timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c "c, analyses in a thread" \
     "c, analyses on the CPU" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  if [ "${EXTRA:-0}" = 1 ]; then  # measured in lease 4; again when the recipe, the bar or the precision changes
+    bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed
+    log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
+    LONG_ARGS="--trainer.max_epochs $((EPOCHS * 10)) --trainer.callbacks=[] --trainer.enable_progress_bar false"
+    [ "$QUICK" = 1 ] && LONG_ARGS="--trainer.max_epochs 2 --data.steps_per_epoch 2 --data.batch_size 64 --trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.accelerator cpu"
+    ( cd "$(mktemp -d)" && TIMEFORMAT="fit wall %R s" && time timeout 240 python3 -m prevpos fit \
+        --config "$OLDPWD/experiments/gpu.yaml" $LONG_ARGS >fit.log 2>&1; tail -1 fit.log
+      python3 "$OLDPWD/scripts/run_summary.py" lightning_logs/gpu/version_0 ) 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+    log "fit --config experiments/gpu.yaml on a terminal, progress bar redrawn 10 vs 100 times a second"
+    BAR_ARGS="--config experiments/gpu.yaml --trainer.callbacks=[]"
+    [ "$QUICK" = 1 ] && BAR_ARGS="$BAR_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
+    timeout 200 python3 scripts/bar_cost.py --repeats 2 $BAR_ARGS 2>&1 | grep -v Warn | tee -a "$OUT/log.txt"
+  fi
   grep -i "fail\|error" "$OUT/log.txt" | grep -v "^== " | head -5
   log "tables"; cat "$OUT/tables.txt"; exit 0
 fi
