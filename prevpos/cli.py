@@ -11,7 +11,7 @@ from prevpos.errors import ConfigError, DivergenceError, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
                               refuse_logging_in_barebones)
-from prevpos.wandb_runs import ends_its_wandb_run
+from prevpos.wandb_runs import drop_unset_anonymous, ends_its_wandb_run, make_wandb_folders
 
 EXTRA_COMMANDS = {
     "analyze": "prevpos.commands.analyze",
@@ -147,6 +147,7 @@ def build_cli(args: list[str] | None, run: bool = True):
             if trainer_config.get("enable_checkpointing") is False or trainer_config.get("barebones"):
                 extra = [callback for callback in extra if not isinstance(callback, ModelCheckpoint)]
             trainer = self._instantiate_trainer(trainer_config, extra)
+            drop_unset_anonymous(trainer.loggers)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             calm_default_progress_bar(trainer, configured)
@@ -170,6 +171,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                 refuse_a_live_run(run_dir)
             keep_csv_history(self.trainer, checkpoint)
             expect_own_checkpoints(path)
+            make_wandb_folders(self.trainer.loggers)
 
         def _version_chosen(self) -> bool:
             """Does the config name the logger's version (or have no logger to name one for)?"""

@@ -1,4 +1,5 @@
-"""A W&B run that a command started ends with the command, as it does when `python -m prevpos fit` exits.
+"""W&B runs as the commands use them: a run that a command started ends with the command, as it does when
+`python -m prevpos fit` exits; and none of W&B's warnings about what Lightning passes it.
 
 Lightning's WandbLogger leaves its run open after fit (so a script can log more to it), and a later WandbLogger in
 the same process joins the run in progress. So a second `main(["fit", ...])` in a notebook logged into the first
@@ -7,6 +8,7 @@ run: its W&B history, its folder, `config.resume1.yaml` and numbered checkpoints
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def _open_run():
@@ -26,3 +28,22 @@ def ends_its_wandb_run():
         run = _open_run()
         if run is not None and run is not before:
             run.finish(exit_code=1 if failed else 0)
+
+
+def drop_unset_anonymous(loggers: list) -> None:
+    """Lightning's WandbLogger passes `anonymous=None` to `wandb.init` when the user gives none, and W&B 0.31 then
+    warns at every fit that "the anonymous setting has no effect". Unset, it is left out, and W&B says nothing."""
+    for logger in loggers:
+        init = getattr(logger, "_wandb_init", None)  # Lightning's WandbLogger: its keyword arguments to wandb.init
+        if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+            del init["anonymous"]
+
+
+def make_wandb_folders(loggers: list) -> None:
+    """W&B looks for a git repository from its `dir` (lightning_logs) as the run starts, and warned "git root
+    lightning_logs does not exist" at a first fit, since W&B makes that folder later (the run still recorded the
+    code's commit: noise). Call once the run is sure to start: a refused command leaves no folder behind."""
+    for logger in loggers:
+        init = getattr(logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("dir"):
+            Path(init["dir"]).mkdir(parents=True, exist_ok=True)

@@ -113,3 +113,16 @@ def test_a_wandb_run_the_user_opened_stays_open_after_fit(in_tmp, offline_wandb)
         main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
     assert offline_wandb.run is own
     own.log({"after_fit": 1.0})  # a finished run would refuse this
+
+
+def test_a_wandb_fit_gets_no_warning_about_what_lightning_passes_it(in_tmp, offline_wandb, monkeypatch):
+    """Lightning passed anonymous=None to wandb.init, and W&B 0.31 warned at every fit: "The anonymous setting has no
+    effect"; and at a first fit "git root lightning_logs does not exist", W&B's folder being made later. An
+    anonymous setting the user gives still goes to W&B."""
+    warned = []
+    monkeypatch.setattr(offline_wandb, "termwarn", lambda message, *args, **kwargs: warned.append(message))
+    main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
+    assert not warned, warned
+    main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true",
+          "--trainer.logger.anonymous=true"])
+    assert [message for message in warned if "anonymous" in message]
