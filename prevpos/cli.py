@@ -87,7 +87,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.registry import discover_plugins, drop_repeated_plugins
     from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                                 logs_a_folder_per_run)
-    from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run
+    from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run, share_the_run_folder
     from prevpos.step_files import FIGURES
 
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
@@ -164,6 +164,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                 return
             if self.trainer.is_global_zero and not self._version_chosen():
                 claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
+                share_the_run_folder(self.trainer.loggers)
             check_run_dir(self.trainer, path)
             # Before a resume writes into the run (W&B's run folder is known from setup on: RunLock checks it).
             run_dir = self.trainer.log_dir if logs_a_folder_per_run(self.trainer) else None  # all ranks ask
@@ -174,8 +175,9 @@ def build_cli(args: list[str] | None, run: bool = True):
             make_wandb_folders(self.trainer.loggers)
 
         def _version_chosen(self) -> bool:
-            """Does the config name the logger's version (or have no logger to name one for)?"""
-            init = getattr(self.config[self.subcommand].trainer.logger, "init_args", None)
+            """Does the config name the (first) logger's version, or have no logger to name one for?"""
+            logger = self.config[self.subcommand].trainer.logger
+            init = getattr(logger[0] if isinstance(logger, list) and logger else logger, "init_args", None)
             return init is None or init.get("version") is not None
 
         before_validate = before_test = _check_ckpt_path

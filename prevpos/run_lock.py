@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
 
 from prevpos.errors import ConfigError
 from prevpos.resume import FOLDER_PER_RUN, run_folder
@@ -102,3 +103,18 @@ def claim_a_new_version(logger) -> None:
             return
         except FileExistsError:
             version += 1
+
+
+def share_the_run_folder(loggers: list) -> None:
+    """Several loggers of one run (TensorBoard and CSV, say) write into the first one's version_N, where each would
+    have taken the next free version: version_0 and version_1, which the next fit and `report` took for two runs.
+    A CSV logger opens its writer now, while the folder is empty: opened beside TensorBoard's events, it warned
+    that "previous log files in this directory will be deleted" (only its own metrics.csv would be)."""
+    first = loggers[0] if loggers else None
+    if not isinstance(first, FOLDER_PER_RUN):
+        return
+    for logger in loggers[1:]:
+        if isinstance(logger, FOLDER_PER_RUN) and logger._version is None and logger.root_dir == first.root_dir:
+            logger._version = first.version
+            if isinstance(logger, CSVLogger) and not any(Path(logger.log_dir).iterdir()):
+                _ = logger.experiment  # its writer, opened now

@@ -126,3 +126,19 @@ def test_a_wandb_fit_gets_no_warning_about_what_lightning_passes_it(in_tmp, offl
     main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true",
           "--trainer.logger.anonymous=true"])
     assert [message for message in warned if "anonymous" in message]
+
+
+def test_a_run_logged_to_tensorboard_and_csv_keeps_both_in_one_folder(in_tmp):
+    """Each logger took the next free version: the TensorBoard events in version_0 and metrics.csv in version_1,
+    which the next fit and `report` took for two runs."""
+    both = "[{class_path: TensorBoardLogger}, {class_path: CSVLogger}]"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            main(["fit", *TINY, *NO_PLUGINS, f"--trainer.logger={both}"])
+    runs = sorted((in_tmp / "lightning_logs/default").iterdir())
+    assert [run.name for run in runs] == ["version_0", "version_1"]
+    for run in runs:
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert list(run.glob("events.out.tfevents.*")) and "val/acc" in (run / "metrics.csv").read_text()
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # CSV's "will be deleted"
