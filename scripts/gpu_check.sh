@@ -52,7 +52,7 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
   GPU_YAML="--batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY"
   bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 3  # 3: the median is not the cold first run (the JSON has it)
-  bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 2
+  bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 3
   log "tests (CUDA)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
