@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.checkpoints import names_a_file, read_checkpoint
 from prevpos.errors import ConfigError
-from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order
+from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order, run_holding
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -37,8 +37,8 @@ def expand_resume(argv: list[str]) -> list[str]:
                           "override it, e.g. --trainer.max_epochs 48)")
     config, last = run_dir / "config.yaml", last_checkpoint(run_dir)
     if run_dir.is_file():
-        runs = [p for p in run_dir.parents if (p / "config.yaml").is_file()]
-        hint = f": --resume {runs[0]}" if runs else ""
+        run = run_holding(run_dir)
+        hint = f": --resume {run}" if run else ""
         raise ConfigError(f"--resume {run_dir}: a file; --resume takes the run's directory (it continues from "
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
     if not config.is_file() or not last.is_file():

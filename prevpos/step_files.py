@@ -1,6 +1,6 @@
 """The names of a CSV-logged run's figures and text files (RUN_DIR/figures/<tag>/step_000020.png): written by the
 run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume; `analyze` names its <tag>.png the
-same way; and run folders in number order. Imports nothing heavy: `report` reads runs without torch."""
+same way; run folders in number order, and the run a file is in. Imports nothing heavy: `report` reads runs without torch."""
 
 import re
 from pathlib import Path
@@ -31,3 +31,8 @@ def in_number_order(paths: list[Path]) -> list[Path]:
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
     return sorted(paths, key=key)
+
+
+def run_holding(path: Path) -> Path | None:
+    """The run directory (the nearest folder above with a config.yaml) that a file such as a checkpoint is in."""
+    return next((parent for parent in path.parents if (parent / "config.yaml").is_file()), None)

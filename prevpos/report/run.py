@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from prevpos.errors import ConfigError
-from prevpos.step_files import FIGURES, file_step, in_number_order
+from prevpos.step_files import FIGURES, file_step, in_number_order, run_holding
 
 
 @dataclass
@@ -37,8 +37,8 @@ class RunRecord:
 def read_run(path: str | Path) -> RunRecord:
     path = Path(path)
     if not path.is_dir():
-        runs = [parent for parent in path.parents if (parent / "config.yaml").is_file()] if path.is_file() else []
-        hint = f": a file; pass its run's directory, {runs[0]}" if runs else ": no such directory"
+        run = run_holding(path) if path.is_file() else None
+        hint = f": a file; pass its run's directory, {run}" if run else ": no such directory"
         raise ConfigError(f"{path}{hint} (report reads a run directory, lightning_logs/<name>/version_N)")
     if any(path.glob("events.out.tfevents.*")):
         return _read_events(path)
