@@ -30,12 +30,17 @@ def ends_its_wandb_run():
             run.finish(exit_code=1 if failed else 0)
 
 
+def _wandb_init(logger) -> dict | None:
+    """Lightning's WandbLogger's keyword arguments to wandb.init (None for any other logger)."""
+    init = getattr(logger, "_wandb_init", None)
+    return init if isinstance(init, dict) else None
+
+
 def drop_unset_anonymous(loggers: list) -> None:
     """Lightning's WandbLogger passes `anonymous=None` to `wandb.init` when the user gives none, and W&B 0.31 then
     warns at every fit that "the anonymous setting has no effect". Unset, it is left out, and W&B says nothing."""
-    for logger in loggers:
-        init = getattr(logger, "_wandb_init", None)  # Lightning's WandbLogger: its keyword arguments to wandb.init
-        if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+    for init in (_wandb_init(logger) for logger in loggers):
+        if init is not None and "anonymous" in init and init["anonymous"] is None:
             del init["anonymous"]
 
 
@@ -43,7 +48,6 @@ def make_wandb_folders(loggers: list) -> None:
     """W&B looks for a git repository from its `dir` (lightning_logs) as the run starts, and warned "git root
     lightning_logs does not exist" at a first fit, since W&B makes that folder later (the run still recorded the
     code's commit: noise). Call once the run is sure to start: a refused command leaves no folder behind."""
-    for logger in loggers:
-        init = getattr(logger, "_wandb_init", None)
-        if isinstance(init, dict) and init.get("dir"):
+    for init in (_wandb_init(logger) for logger in loggers):
+        if init is not None and init.get("dir"):
             Path(init["dir"]).mkdir(parents=True, exist_ok=True)
