@@ -189,9 +189,7 @@ def test_a_file_where_the_runs_folder_goes_is_one_line(in_tmp, capsys):
     """The file system refusing a write (here a file named lightning_logs; no space, no permission) was a
     traceback through Lightning's logger."""
     (in_tmp / "lightning_logs").write_text("my notes")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *TINY])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and "Traceback" not in err
+    code, err = refused(["fit", *TINY], in_tmp, capsys)
+    assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "prevpos: error: the file system refused lightning_logs/default: Not a directory"
     assert (in_tmp / "lightning_logs").read_text() == "my notes"
