@@ -14,6 +14,7 @@ from PIL import Image
 from prevpos.analysis.sinks import FolderSink
 from prevpos.cli import main
 from prevpos.commands.report import main as report
+from prevpos.step_files import file_step
 from tests.conftest import lightning_info_lines
 from tests.test_writer import assert_real_picture, read_images
 from tests.wandb_records import wandb_history
@@ -29,7 +30,7 @@ def png_files(run: Path) -> dict[str, dict[int, np.ndarray]]:
     images: dict[str, dict[int, np.ndarray]] = {}
     for png in (run / "figures").rglob("*.png"):
         tag = png.parent.relative_to(run / "figures").as_posix()
-        images.setdefault(tag, {})[int(png.stem.removeprefix("step_"))] = np.asarray(Image.open(png))
+        images.setdefault(tag, {})[file_step(png)] = np.asarray(Image.open(png))
     return images
 
 
