@@ -158,10 +158,14 @@ def build_cli(args: list[str] | None, run: bool = True):
             checkpoint = read_checkpoint(path) if names_a_file(path) else None
             if checkpoint is not None:
                 check_fits(checkpoint, self.model, path)
-                if self.subcommand == "fit":
-                    refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
-            if self.subcommand != "fit":
-                return
+            if self.subcommand == "fit":
+                self._check_the_fit(path, checkpoint)
+            make_wandb_folders(self.trainer.loggers)  # nothing after this refuses the command
+
+        def _check_the_fit(self, path, checkpoint):
+            """fit's own refusals: a resume to fewer epochs, a run folder in use; and its new version_N."""
+            if checkpoint is not None:
+                refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
             if self.trainer.is_global_zero and not self._version_chosen():
                 claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
                 share_the_run_folder(self.trainer.loggers)
@@ -172,7 +176,6 @@ def build_cli(args: list[str] | None, run: bool = True):
                 refuse_a_live_run(run_dir)
             keep_csv_history(self.trainer, checkpoint)
             expect_own_checkpoints(path)
-            make_wandb_folders(self.trainer.loggers)
 
         def _version_chosen(self) -> bool:
             """Does the config name the (first) logger's version, or have no logger to name one for?"""

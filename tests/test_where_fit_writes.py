@@ -128,6 +128,20 @@ def test_a_wandb_fit_gets_no_warning_about_what_lightning_passes_it(in_tmp, offl
     assert [message for message in warned if "anonymous" in message]
 
 
+def test_validate_and_test_with_wandb_get_no_warning_about_its_folder(in_tmp, offline_wandb, monkeypatch):
+    """Where no lightning_logs folder was yet (the checkpoint's run is elsewhere), validate and test with W&B warned
+    "git root lightning_logs does not exist": only fit made W&B's folder before its run started."""
+    main(["fit", *TINY, *NO_PLUGINS, "--trainer.default_root_dir=elsewhere"])
+    checkpoint = str(in_tmp / "elsewhere/lightning_logs/default/version_0/checkpoints/last.ckpt")
+    warned = []
+    monkeypatch.setattr(offline_wandb, "termwarn", lambda message, *args, **kwargs: warned.append(message))
+    for command in ("validate", "test"):
+        main([command, "--ckpt_path", checkpoint, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true",
+              "--trainer.enable_progress_bar=false"])
+    assert not warned, warned
+    assert len(list((in_tmp / "lightning_logs/wandb").glob("offline-run-*"))) == 2
+
+
 def test_a_run_logged_to_tensorboard_and_csv_keeps_both_in_one_folder(in_tmp):
     """Each logger took the next free version: the TensorBoard events in version_0 and metrics.csv in version_1,
     which the next fit and `report` took for two runs."""
