@@ -13,10 +13,8 @@ from pathlib import Path
 import torch
 
 from prevpos.errors import ConfigError
+from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS, RUNS
 
-RUNS = {"a": "plain PyTorch loop", "b": "fit, no plugins", "c": "fit + default plugins", "d": "fit, fast path",
-        "e": "fast path + plugins"}
-FAST_RUNS, PLUGIN_RUNS = "de", "ce"  # the runs on the fast path (CUDA only), and those with the default plugins
 METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "end_s", "peak_mib", "val_acc")
 
 

@@ -13,6 +13,7 @@ from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from prevpos.cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
+from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS
 from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
 from prevpos.fast.timing import SpeedCallback, SpeedMeter, now, peak_memory_mib, reset_peak_memory
 from prevpos.fast.training import FastStep
@@ -49,12 +50,12 @@ def default_plugins() -> list:
 
 def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: SpeedMeter) -> dict:
     """`python -m prevpos fit`'s trainer (defaults, checkpoints, TensorBoard), minus the progress bar."""
-    fast = kind in "de"
+    fast = kind in FAST_RUNS
     k = args.steps_per_call if fast else 1
     module = PrevTokenModel(lr=args.lr, warmup_steps=args.warmup_steps, fast=FastStep() if fast else None)
     data = PrevTokenData(batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch // k, batches_per_step=k)
     timer = Timer()
-    plugins = default_plugins() if kind in "ce" else []
+    plugins = default_plugins() if kind in PLUGIN_RUNS else []
     # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
     callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
                  RunCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
