@@ -1,3 +1,3 @@
-from prevpos.cli import main
+from prevpos.cli import command_line
 
-main()
+command_line()

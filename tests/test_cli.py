@@ -1,15 +1,24 @@
 """The command line: a real short fit, help, print_config, and every experiment file."""
 
+import contextlib
+import gc
+import io
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from PIL import Image
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from prevpos.cli import build_cli, main
+from prevpos import cli
+from prevpos.cli import build_cli, command_line, main
 from tests.conftest import lightning_info_lines
 
 EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.yaml"))
@@ -255,3 +264,36 @@ def test_a_default_plugin_given_again_runs_once_with_the_settings_given(in_tmp):
     assert len(callbacks) == 6 and [c["init_args"]["dense_figure_every_n_epochs"] for c in attention] == [1]
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
     assert sorted(e.step for e in events.Images("attention/mean_pattern/L1H0")) == [0, 2, 4]  # each epoch, once
+
+
+@pytest.mark.parametrize("ends", ["returns", "exits"])
+def test_the_command_line_freezes_what_is_alive_so_that_python_exits_without_collecting_it(monkeypatch, ends):
+    def finished():
+        if ends == "exits":
+            sys.exit(2)  # a refused command: one line, then exit 2
+
+    monkeypatch.setattr(cli, "main", finished)
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) if ends == "exits" else contextlib.nullcontext():
+            command_line()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_fit_from_the_command_line_has_written_everything_when_it_exits(tmp_path):
+    """The quick exit (command_line) loses nothing: the last step's scalars and figures, and its checkpoint."""
+    result = subprocess.run(
+        [sys.executable, "-m", "prevpos", "fit", "--trainer.max_epochs=2", "--data.steps_per_epoch=3",
+         "--data.batch_size=16", "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
+         "--trainer.callbacks=[AttentionPatterns]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "lightning_logs" / "default" / "version_0"
+    assert scalars(run)["val/acc"][-1].step == 5  # Lightning logs the last validation one behind global_step
+    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    figures = events.Images("attention/mean_pattern/L1H0")
+    assert [e.step for e in figures] == [0, 6]
+    assert Image.open(io.BytesIO(figures[-1].encoded_image_string)).size[0] > 100
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
