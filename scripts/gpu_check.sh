@@ -5,8 +5,9 @@
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe; the
-#   fast path without and with the plugins (d, e); the tests marked cuda (pytest -m cuda); variants of (c)
-#   (scripts/plugins_ab.py: analyses in a thread, analyses on the CPU). About 6 minutes on an H100, estimated (lease 4
+#   fast path without and with the plugins (d, e); the tests marked cuda (pytest -m cuda); where a gpu.yaml fit
+#   command's time goes (scripts/fit_phases.py); variants of (c) (scripts/plugins_ab.py: analyses in a thread,
+#   analyses on the CPU). About 6.5 minutes on an H100, estimated (lease 4
 #   ran the same and the EXTRA part in 560 s, cut near the end; its log had no clock). EXTRA=1 adds what lease 4 measured (~3 minutes more): b in bf16-mixed, a fit of gpu.yaml
 #   10x as long (stability), and gpu.yaml on a terminal with the bar at 10 and 100 redraws a second.
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
@@ -55,6 +56,10 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 3
   log "tests (CUDA)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
+  log "where a gpu.yaml command's ~25 s go (scripts/fit_phases.py)"
+  PHASE_ARGS="--config experiments/gpu.yaml"
+  [ "$QUICK" = 1 ] && PHASE_ARGS="$PHASE_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
+  timeout 120 python3 scripts/fit_phases.py $PHASE_ARGS 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   log "where (c)'s extra time goes (scripts/plugins_ab.py)"
   timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c "c, analyses in a thread" \
     "c, analyses on the CPU" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
