@@ -54,6 +54,8 @@ class PrevTokenModel(L.LightningModule):
             raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1] (the final lr as a fraction of the peak)")
         if warmup_steps < 0:
             raise ConfigError(f"model.warmup_steps={warmup_steps}: must be >= 0 (0: no warm-up)")
+        if not all(0 <= beta < 1 for beta in betas):  # torch refused them later, as a traceback in a new run folder
+            raise ConfigError(f"model.betas={list(betas)}: each must be in [0, 1) (AdamW's usual: [0.9, 0.999])")
         self.save_hyperparameters()
         self.fast = fast
         self.automatic_optimization = fast is None

@@ -26,6 +26,8 @@ CASES = [
     ("lr_not_a_number", ["fit", "--model.lr=fast"], "Parser key \"model.lr\": Expected a <class 'float'>. Got value: fast"),
     ("weight_decay_negative", ["fit", "--model.weight_decay=-0.1"], "model.weight_decay=-0.1: must be >= 0"),
     ("min_lr_ratio_above_1", ["fit", "--model.min_lr_ratio=2"], "model.min_lr_ratio=2.0 must be in [0, 1]"),
+    ("beta_of_2", ["fit", "--model.betas=[0.9, 2.0]"], "model.betas=[0.9, 2.0]: each must be in [0, 1)"),
+    ("beta_of_1", ["fit", "--model.betas=[1.0, 0.999]"], "model.betas=[1.0, 0.999]: each must be in [0, 1)"),
     ("accelerator_gpu_without_one", ["fit", "--trainer.accelerator=gpu"],
      "trainer.accelerator=gpu: torch finds no GPU on this machine (no CUDA, no MPS): use --trainer.accelerator cpu"),
     ("warmup_negative", ["fit", "--model.warmup_steps=-1"], "model.warmup_steps=-1: must be >= 0 (0: no warm-up)"),
