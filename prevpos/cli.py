@@ -270,10 +270,10 @@ def command_line() -> None:
     """`python -m prevpos ...` and the `prevpos` script: main, then an exit that skips Python's last collection.
 
     That collection walks every object still alive, and after torch, Lightning and TransformerLens are imported it
-    took 1.3-2.1 s after each command had finished (2-core CPU; docs/speed.md, change 17). By then the command has closed what it wrote (event
-    files, checkpoints, figures, the W&B run), and the exit still runs every atexit hook; only objects in reference
-    cycles are no longer finalized, which Python does not promise at exit anyway. Not for main() from Python: that
-    interpreter goes on.
+    took 1.3-2.1 s after each command had finished (2-core CPU; docs/speed.md, change 17). By then the command has
+    closed what it wrote (event files, checkpoints, figures, the W&B run), and the exit still runs every atexit
+    hook; only objects in reference cycles are no longer finalized, which Python does not promise at exit anyway.
+    Not for main() from Python: that interpreter goes on.
     """
     try:
         main()

@@ -1,6 +1,7 @@
 """The names of a CSV-logged run's figures and text files (RUN_DIR/figures/<tag>/step_000020.png): written by the
 run's sinks (prevpos/analysis/sinks.py), read by `report` and trimmed by a resume; `analyze` names its <tag>.png the
-same way; run folders in number order, and the run a file is in. Imports nothing heavy: `report` reads runs without torch."""
+same way; run folders in number order, and the run a file is in. Imports nothing heavy: `report` reads runs
+without torch."""
 
 import re
 from pathlib import Path

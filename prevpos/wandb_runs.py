@@ -46,8 +46,9 @@ def drop_unset_anonymous(loggers: list) -> None:
 
 def make_wandb_folders(loggers: list) -> None:
     """W&B looks for a git repository from its `dir` (lightning_logs) as the run starts, and warned "git root
-    lightning_logs does not exist" at a first fit, since W&B makes that folder later (the run still recorded the
-    code's commit: noise). Call once the run is sure to start: a refused command leaves no folder behind."""
+    lightning_logs does not exist" wherever that folder was not yet (a first fit, or a validate or test of a run
+    kept elsewhere), since W&B makes it later (the run still recorded the code's commit: noise). Call once the
+    command is sure to run: a refused command leaves no folder behind."""
     for init in (_wandb_init(logger) for logger in loggers):
         if init is not None and init.get("dir"):
             Path(init["dir"]).mkdir(parents=True, exist_ok=True)

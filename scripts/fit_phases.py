@@ -40,9 +40,6 @@ class PhaseClock(Callback):
             torch.cuda.synchronize()
         self.marks.append((name, time.time()))
 
-    def on_train_start(self, trainer, pl_module):
-        self._mark("train_start", trainer)
-
     def on_train_epoch_start(self, trainer, pl_module):
         self._mark("epoch_start", trainer)
 

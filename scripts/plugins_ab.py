@@ -34,7 +34,8 @@ PURE_PYTHON_CRC = pywrap_tensorflow.masked_crc32c  # nothing has installed the C
 LOG = PrevTokenModel.log
 ADAMW = fast_path.adamw
 VARIANTS = ["b", "b, train metrics on the progress bar", "b, fused AdamW", "b, unfused AdamW", "c",
-            "c, analyses in a thread", "c, analyses on the CPU", "c, pure-Python event checksums", "c, figures every 10 epochs", "c, figures at start and end only"]
+            "c, analyses in a thread", "c, analyses on the CPU", "c, pure-Python event checksums",
+            "c, figures every 10 epochs", "c, figures at start and end only"]
 
 
 def plugins_for(variant: str) -> list:
