@@ -2,6 +2,7 @@
 each with a 7-byte header) holding W&B's Record protobufs."""
 
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -29,6 +30,12 @@ def wandb_history(run_file: Path) -> list[dict[str, str]]:
             for record in wandb_records(run_file) if record.WhichOneof("record_type") == "history"]
 
 
-def wandb_run(run_file: Path):
-    """The run record: id, display_name, project."""
-    return next(record.run for record in wandb_records(run_file) if record.WhichOneof("record_type") == "run")
+def wandb_run(run_file: Path, wait_s: float = 10.0):
+    """The run record: id, display_name, project. Waits up to `wait_s` for it: once, in a full test run, a session's
+    file had no run record yet when read (W&B's writer is a process of its own)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = [record.run for record in wandb_records(run_file) if record.WhichOneof("record_type") == "run"]
+        if runs or time.monotonic() > deadline:
+            return next(iter(runs))
+        time.sleep(0.2)
