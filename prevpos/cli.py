@@ -82,6 +82,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
+    from prevpos.loop_settings import refuse_no_devices, refuse_unrunnable_loop
     from prevpos.module import PrevTokenModel
     from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
@@ -209,9 +210,11 @@ def build_cli(args: list[str] | None, run: bool = True):
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 
         def before_instantiate_classes(self):
+            refuse_no_devices((self.config[self.subcommand] if self.subcommand else self.config).trainer)
             if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
                 fit = self.config.fit
                 refuse_float16_weights(fit.trainer.precision)
+                refuse_unrunnable_loop(fit.trainer, fit.data.steps_per_epoch)
                 refuse_logging_in_barebones(fit.trainer)
                 logs_under_root_dir(fit.trainer)
                 for name in drop_repeated_plugins(fit.trainer.callbacks or []):

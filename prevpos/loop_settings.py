@@ -1,0 +1,45 @@
+"""Trainer settings that Lightning accepts and then fails on inside fit (a ZeroDivisionError or ValueError traceback,
+after the run folder was made): refused in one line before anything is written."""
+
+from prevpos.errors import ConfigError
+
+
+def refuse_no_devices(trainer_config) -> None:
+    """Lightning refuses devices 0 on every accelerator, in a line that names no fix."""
+    if trainer_config.devices in (0, "0", []):
+        raise ConfigError(f"trainer.devices={trainer_config.devices}: Lightning needs at least one device: use a count "
+                          "(1, 2, ...), -1 for all, or auto; to train without a GPU, --trainer.accelerator cpu")
+
+
+def refuse_unrunnable_loop(trainer_config, steps_per_epoch: int) -> None:
+    """The settings fit's loop divides by, and a validation interval longer than the epoch it must fall in."""
+    accumulate = trainer_config.accumulate_grad_batches
+    if accumulate < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={accumulate}: must be at least 1 (1: an optimizer step "
+                          "per batch)")
+    every_n_epochs = trainer_config.check_val_every_n_epoch
+    if every_n_epochs is not None and every_n_epochs < 1:
+        raise ConfigError(f"trainer.check_val_every_n_epoch={every_n_epochs}: must be at least 1, or null to "
+                          "validate every trainer.val_check_interval steps across epochs")
+    interval = trainer_config.val_check_interval
+    if not isinstance(interval, int):  # None, or a float: a fraction of the epoch, which Lightning checks itself
+        return
+    if interval < 1:
+        raise ConfigError(f"trainer.val_check_interval={interval}: a number of steps must be at least 1 (or a "
+                          "fraction of the epoch, e.g. 0.5)")
+    batches = epoch_batches(steps_per_epoch, trainer_config.limit_train_batches)
+    if every_n_epochs is not None and interval > batches > 0:
+        counted_by = "data.steps_per_epoch" if batches == steps_per_epoch else "trainer.limit_train_batches"
+        raise ConfigError(f"trainer.val_check_interval={interval} is more steps than an epoch has ({batches}, "
+                          f"{counted_by}): use at most that, or add --trainer.check_val_every_n_epoch null to "
+                          f"validate every {interval} steps across epochs")
+
+
+def epoch_batches(steps_per_epoch: int, limit_train_batches) -> int:
+    """Training batches in an epoch, as Lightning counts them under trainer.limit_train_batches (a count or a
+    fraction; None is all)."""
+    if limit_train_batches is None:
+        return steps_per_epoch
+    if isinstance(limit_train_batches, int):
+        return min(steps_per_epoch, limit_train_batches)
+    return int(steps_per_epoch * limit_train_batches)
