@@ -33,6 +33,11 @@ class HeldOutMetrics(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         by_position = self.correct / self.sequences
-        scores = {"loss": (self.loss_sum / self.sequences).float(),
-                  "acc": self.correct.sum() / (self.sequences * self.correct.numel())}
-        return scores | {f"acc_pos{pos}": by_position[pos - 1] for pos in range(1, self.correct.numel() + 1)}
+        loss = (self.loss_sum / self.sequences).float()
+        accuracy = self.correct.sum() / (self.sequences * self.correct.numel())
+        return dict(zip(held_out_names(self.correct.numel() + 1), [loss, accuracy, *by_position], strict=True))
+
+
+def held_out_names(n_ctx: int) -> list[str]:
+    """The names HeldOutMetrics computes: loss, acc, and acc_pos1 .. acc_pos{n_ctx-1} (position 0 is BOS)."""
+    return ["loss", "acc", *(f"acc_pos{pos}" for pos in range(1, n_ctx))]

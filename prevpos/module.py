@@ -12,9 +12,15 @@ from prevpos.errors import ConfigError
 from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
 from prevpos.loss import previous_token_loss
-from prevpos.metrics import HeldOutMetrics
+from prevpos.metrics import HeldOutMetrics, held_out_names
 from prevpos.optimizer import refuse_float16_weights
 from prevpos.transformer import Positional, build_transformer
+
+
+def fit_metric_names(n_ctx: int) -> list[str]:
+    """Every name a fit logs through Lightning (log_training_step, log_held_out), so its callback_metrics: what
+    --checkpoint.monitor can watch (tests/test_checkpoints.py checks them against a fit's)."""
+    return ["train/loss", "train/acc", *(f"val/{name}" for name in held_out_names(n_ctx))]
 
 
 class PrevTokenModel(L.LightningModule):

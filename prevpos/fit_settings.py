@@ -1,7 +1,12 @@
-"""Trainer settings that Lightning accepts and then fails on inside fit (a ZeroDivisionError or ValueError traceback,
-after the run folder was made): refused in one line before anything is written."""
+"""Settings that Lightning accepts and then fails on inside fit (a ZeroDivisionError, ValueError or
+MisconfigurationException traceback, after the run folder was made): refused in one line before anything is written."""
+
+import difflib
 
 from prevpos.errors import ConfigError
+
+# Callbacks from these packages log nothing through Lightning that a checkpoint could monitor.
+OWN_CALLBACKS = ("prevpos.", "prevpos_plugins.", "lightning.")
 
 
 def refuse_no_devices(trainer_config) -> None:
@@ -43,3 +48,15 @@ def epoch_batches(steps_per_epoch: int, limit_train_batches) -> int:
     if isinstance(limit_train_batches, int):
         return min(steps_per_epoch, limit_train_batches)
     return int(steps_per_epoch * limit_train_batches)
+
+
+def refuse_unknown_monitor(monitor: str | None, logged: list[str], callbacks) -> None:
+    """checkpoint.monitor must name a metric the fit logs (Lightning checks at the first checkpoint, an epoch in).
+    Left to Lightning when a callback of another package is configured: it may log the metric itself."""
+    watchable = [*logged, "epoch", "step"]  # Lightning adds the last two to what a checkpoint can monitor
+    if monitor is None or monitor in watchable or any(not str(callback.class_path).startswith(OWN_CALLBACKS)
+                                                       for callback in callbacks or []):
+        return
+    close = difflib.get_close_matches(monitor, watchable, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"checkpoint.monitor={monitor}: fit logs no such metric ({hint}it logs {', '.join(watchable)})")
