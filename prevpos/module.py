@@ -19,7 +19,7 @@ from prevpos.transformer import Positional, build_transformer
 
 def fit_metric_names(n_ctx: int) -> list[str]:
     """Every name a fit logs through Lightning (log_training_step, log_held_out), so its callback_metrics: what
-    --checkpoint.monitor can watch (tests/test_checkpoints.py checks them against a fit's)."""
+    --checkpoint.monitor can watch (tests/test_fit_settings.py checks them against a fit's)."""
     return ["train/loss", "train/acc", *(f"val/{name}" for name in held_out_names(n_ctx))]
 
 
