@@ -4,11 +4,15 @@ import logging
 import warnings
 from contextlib import contextmanager
 
-ADVERT = "💡 Tip:"  # Lightning 2.6 advertises its cloud logger at every Trainer construction
+NOISE = (
+    "💡 Tip:",  # Lightning 2.6 advertises its cloud logger at every Trainer construction
+    # At every fit: the lr schedule asks for the run's length (configure_optimizers), which Lightning reports.
+    "Loading `train_dataloader` to estimate number of stepping batches.",
+)
 
 
-def _not_an_advert(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(ADVERT)
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(NOISE)
 
 
 def quiet_library_noise() -> None:
@@ -33,7 +37,7 @@ def quiet_library_noise() -> None:
     # LightningCLI, whenever it is given args while sys.argv holds any: at every `fit --resume` (prevpos expands it
     # into args) and at every main([...]) in a notebook (sys.argv holds the kernel's). Those args are what is meant.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
 
 
 @contextmanager
