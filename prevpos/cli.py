@@ -82,7 +82,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.fast.threads import CpuThreads
     from prevpos.guards import StopOnDivergence
     from prevpos.input_errors import as_config_error, explain_parser_error
-    from prevpos.fit_settings import refuse_no_devices, refuse_unknown_monitor, refuse_unrunnable_loop
+    from prevpos.fit_settings import refuse_no_devices, refuse_unknown_monitors, refuse_unrunnable_loop
     from prevpos.module import PrevTokenModel, fit_metric_names
     from prevpos.optimizer import refuse_float16_weights
     from prevpos.progress import calm_default_progress_bar
@@ -221,7 +221,8 @@ def build_cli(args: list[str] | None, run: bool = True):
                 fit = self.config.fit
                 refuse_float16_weights(fit.trainer.precision)
                 refuse_unrunnable_loop(fit.trainer, fit.data.steps_per_epoch)
-                refuse_unknown_monitor(fit.checkpoint.monitor, fit_metric_names(fit.model.n_ctx), fit.trainer.callbacks)
+                refuse_unknown_monitors(fit.checkpoint.monitor, fit_metric_names(fit.model.n_ctx),
+                                        fit.trainer.callbacks)
                 refuse_logging_in_barebones(fit.trainer)
                 logs_under_root_dir(fit.trainer)
                 for name in drop_repeated_plugins(fit.trainer.callbacks or []):

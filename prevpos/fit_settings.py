@@ -50,13 +50,22 @@ def epoch_batches(steps_per_epoch: int, limit_train_batches) -> int:
     return int(steps_per_epoch * limit_train_batches)
 
 
-def refuse_unknown_monitor(monitor: str | None, logged: list[str], callbacks) -> None:
-    """checkpoint.monitor must name a metric the fit logs (Lightning checks at the first checkpoint, an epoch in).
-    Left to Lightning when a callback of another package is configured: it may log the metric itself."""
-    watchable = [*logged, "epoch", "step"]  # Lightning adds the last two to what a checkpoint can monitor
-    if monitor is None or monitor in watchable or any(not str(callback.class_path).startswith(OWN_CALLBACKS)
-                                                       for callback in callbacks or []):
+def refuse_unknown_monitors(checkpoint_monitor: str | None, logged: list[str], callbacks) -> None:
+    """checkpoint.monitor, and the monitor of a callback such as EarlyStopping, must name a metric the fit logs:
+    Lightning checks once the first validation has ended, in a traceback, with the run folder made. Left to
+    Lightning when a callback of another package is configured: it may log the metric itself."""
+    callbacks = list(callbacks or [])
+    if any(not str(callback.class_path).startswith(OWN_CALLBACKS) for callback in callbacks):
         return
-    close = difflib.get_close_matches(monitor, watchable, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise ConfigError(f"checkpoint.monitor={monitor}: fit logs no such metric ({hint}it logs {', '.join(watchable)})")
+    monitors = [("checkpoint", checkpoint_monitor)]
+    for callback in callbacks:
+        monitors.append((str(callback.class_path).rsplit(".", 1)[-1],
+                         getattr(getattr(callback, "init_args", None), "monitor", None)))
+    for owner, monitor in monitors:
+        # A checkpoint can also monitor the two Lightning adds to its candidates.
+        watchable = [*logged, "epoch", "step"] if owner.lower().endswith("checkpoint") else logged
+        if monitor is None or monitor in watchable:
+            continue
+        close = difflib.get_close_matches(monitor, watchable, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{owner}.monitor={monitor}: fit logs no such metric ({hint}it logs {', '.join(watchable)})")

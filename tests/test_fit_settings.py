@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from prevpos.cli import build_cli
-from prevpos.fit_settings import epoch_batches, refuse_unknown_monitor, refuse_unrunnable_loop
+from prevpos.errors import ConfigError
+from prevpos.fit_settings import epoch_batches, refuse_unknown_monitors, refuse_unrunnable_loop
 from prevpos.module import fit_metric_names
 
 LIGHTNING_DEFAULTS = {"accumulate_grad_batches": 1, "check_val_every_n_epoch": 1, "val_check_interval": None,
@@ -45,8 +46,19 @@ def test_a_checkpoint_can_monitor_every_name_a_fit_logs_and_only_those(in_tmp):
 @pytest.mark.parametrize("monitor", [None, "val/acc", "val/loss", "train/loss", "val/acc_pos9", "epoch", "step"])
 def test_a_monitor_a_fit_logs_passes(monitor):
     lightnings = SimpleNamespace(class_path="lightning.pytorch.callbacks.EarlyStopping")
-    refuse_unknown_monitor(monitor, fit_metric_names(10), [lightnings])
+    refuse_unknown_monitors(monitor, fit_metric_names(10), [lightnings])
 
 
 def test_a_monitor_is_left_to_lightning_when_another_packages_callback_may_log_it():
-    refuse_unknown_monitor("my/score", fit_metric_names(10), [SimpleNamespace(class_path="mylab.callbacks.MyScore")])
+    refuse_unknown_monitors("my/score", fit_metric_names(10), [SimpleNamespace(class_path="mylab.callbacks.MyScore")])
+
+
+def test_an_early_stopping_monitor_a_fit_logs_passes_and_step_does_not():
+    """Lightning's EarlyStopping reads callback_metrics only; a checkpoint can also monitor epoch and step."""
+    def early_stopping(monitor):
+        return SimpleNamespace(class_path="lightning.pytorch.callbacks.EarlyStopping",
+                               init_args=SimpleNamespace(monitor=monitor))
+
+    refuse_unknown_monitors("step", fit_metric_names(10), [early_stopping("val/acc")])
+    with pytest.raises(ConfigError, match="EarlyStopping.monitor=step: fit logs no such metric"):
+        refuse_unknown_monitors("val/acc", fit_metric_names(10), [early_stopping("step")])
