@@ -202,7 +202,7 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(workspace, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "prevpos", "analyze", "--weights",
                                 str(workspace / RUN / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "a")],
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    time.sleep(3)  # inside main, importing TransformerLens (~10 s here)
+    time.sleep(3)  # inside main, importing torch, Lightning and TransformerLens (~5 s here)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     # 130, or death by SIGINT, which a shell also reports as 130: CPython (3.11, `python -m`) flags a
