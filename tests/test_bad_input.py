@@ -205,9 +205,10 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(workspace, tmp_path):
     time.sleep(3)  # inside main, importing torch, Lightning and TransformerLens (~5 s here)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    # 130, or death by SIGINT, which a shell also reports as 130: CPython (3.11, `python -m`) flags a
-    # KeyboardInterrupt that escapes any exec'd string (a dataclass being made while a module imports) as unhandled,
-    # even once main has caught it, and ends the process by SIGINT after exiting normally (1 of ~40 tries here).
+    # 130, or death by SIGINT, which a shell also reports as 130 (1 of ~40 tries here): with `python -m`, CPython 3.11
+    # flags a KeyboardInterrupt that escapes an exec'd string as unhandled even once main has caught it, and ends the
+    # process by SIGINT after its normal exit (reproduced with exec in a 6-line module; imports exec strings, e.g.
+    # for dataclasses, though which one it was here is not known).
     assert process.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "prevpos: analyze stopped (Ctrl-C)"
     assert "Traceback" not in err and not (tmp_path / "a").exists()
