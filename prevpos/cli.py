@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from prevpos.ctrl_c import end_as_interrupted, stopped_by_ctrl_c
 from prevpos.errors import ConfigError, DivergenceError, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
@@ -284,10 +285,16 @@ def command_line() -> None:
     took 1.3-2.1 s after each command had finished (2-core CPU; docs/speed.md, change 17). By then the command has
     closed what it wrote (event files, checkpoints, figures, the W&B run), and the exit still runs every atexit
     hook; only objects in reference cycles are no longer finalized, which Python does not promise at exit anyway.
-    Not for main() from Python: that interpreter goes on.
+    Not for main() from Python: that interpreter goes on. After Ctrl-C the process ends by SIGINT (prevpos/ctrl_c.py).
     """
     try:
         main()
+    except SystemExit as stop:
+        if not stopped_by_ctrl_c(stop):
+            raise
+        end_as_interrupted()
+    except KeyboardInterrupt:
+        end_as_interrupted()
     finally:
         gc.freeze()  # frozen objects are left out of every later collection, the one at exit included
 
@@ -333,7 +340,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"prevpos: error: the file system refused {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
-        if not typed:  # main([...]) from a notebook or a script: the Ctrl-C is theirs to see
-            raise
-        print(f"prevpos: {argv[0]} stopped (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
+        if typed:  # not main([...]) from a notebook or a script: the Ctrl-C is theirs to see, as it is
+            print(f"prevpos: {argv[0]} stopped (Ctrl-C)", file=sys.stderr)
+        raise

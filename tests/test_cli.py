@@ -4,6 +4,7 @@ import contextlib
 import gc
 import io
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -298,3 +299,32 @@ def test_a_fit_from_the_command_line_has_written_everything_when_it_exits(tmp_pa
     assert [e.step for e in figures] == [0, 6]
     assert Image.open(io.BytesIO(figures[-1].encoded_image_string)).size[0] > 100
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+CTRL_C_AT_STEP_3 = """
+import os, signal
+import lightning as L
+
+class CtrlCAtStep3(L.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C delivers it
+"""
+
+
+def test_ctrl_c_in_a_fit_says_how_to_resume_and_ends_the_process_by_sigint(tmp_path):
+    """Lightning stops a fit gracefully and exits 1, a normal exit after which a shell loop goes on to the next
+    command; the command line ends by SIGINT instead, as a program stopped with Ctrl-C does."""
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_AT_STEP_3)
+    result = subprocess.run(
+        [sys.executable, "-m", "prevpos", "fit", "--data.steps_per_epoch=2", "--data.batch_size=16",
+         "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
+         "--trainer.callbacks=[ctrl_c.CtrlCAtStep3]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)})
+    said = result.stdout + result.stderr
+    assert result.returncode == -signal.SIGINT, said[-2000:]
+    run = Path("lightning_logs", "default", "version_0")
+    assert f"prevpos: stopped at step 3; `python -m prevpos fit --resume {run}` goes on" in said
+    assert "Traceback" not in said
+    assert torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
