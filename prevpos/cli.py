@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"prevpos: error: the file system refused {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
-        if typed:  # not main([...]) from a notebook or a script: the Ctrl-C is theirs to see, as it is
+        # From the command line: one line, then command_line ends the process by SIGINT. main([...]) from a notebook
+        # or a script gets the KeyboardInterrupt as it came.
+        if typed:
             print(f"prevpos: {argv[0]} stopped (Ctrl-C)", file=sys.stderr)
         raise
