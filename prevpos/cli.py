@@ -217,7 +217,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                                f"`python -m prevpos report {self.trainer.log_dir}`")
 
         def before_instantiate_classes(self):
-            refuse_no_devices((self.config[self.subcommand] if self.subcommand else self.config).trainer)
+            refuse_no_devices(self._get(self.config, "trainer"))
             if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
                 fit = self.config.fit
                 refuse_float16_weights(fit.trainer.precision)
