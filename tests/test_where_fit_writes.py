@@ -6,6 +6,7 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -64,6 +65,26 @@ def test_barebones_with_its_logging_off_trains_and_writes_nothing(in_tmp):
 def test_fast_dev_run_writes_no_checkpoint(in_tmp):
     main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS])
     assert files(in_tmp) == {}  # Lightning wrote checkpoints/last.ckpt at train end, then last-v1.ckpt, ...
+
+
+def test_fast_dev_run_with_plugins_says_nothing_of_loggers(in_tmp):
+    """Lightning swaps the loggers for its DummyLogger and says logging is suppressed; fit added "DummyLogger takes
+    scalars only: ... (a TensorBoardLogger, CSVLogger or WandbLogger beside it keeps them)", advice that cannot
+    help under fast_dev_run."""
+    with lightning_info_lines() as said:
+        main(["fit", "--trainer.fast_dev_run=true", *TINY[1:]])  # the six default plugins
+    assert told(said) == [] and files(in_tmp) == {}
+
+
+def test_fast_dev_run_on_the_fast_path_runs_one_lightning_step(in_tmp, monkeypatch):
+    """fast_dev_run=true sets max_steps=1, which the fast path refused as "trainer.max_steps=1 is not a multiple of
+    data.batches_per_step=5", a setting the user never gave (experiments/gpu_fast.yaml with fast_dev_run)."""
+    trainers, fit = [], L.Trainer.fit
+    monkeypatch.setattr(L.Trainer, "fit", lambda trainer, *args, **kw: (trainers.append(trainer),
+                                                                       fit(trainer, *args, **kw)))
+    main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS, "--model.fast=FastStep",
+          "--data.batches_per_step=5", "--trainer.gradient_clip_val=null"])
+    assert trainers[0].global_step == 5 and files(in_tmp) == {}  # one batch: K = 5 optimizer steps
 
 
 def test_default_root_dir_holds_the_runs(in_tmp):

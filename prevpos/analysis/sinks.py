@@ -138,6 +138,8 @@ def figures_kept_nowhere(trainer) -> str | None:
     from prevpos.analysis.plugin import plugins_of
 
     loggers = trainer.loggers
+    if trainer.fast_dev_run:  # Lightning swapped the loggers for its DummyLogger and says logging is suppressed
+        return None
     if not plugins_of(trainer) or not loggers or any(isinstance(logger, KEEP_FIGURES) for logger in loggers):
         return None
     names = " and ".join(type(logger).__name__ for logger in loggers)

@@ -32,8 +32,10 @@ class FastStep:
 def check_setup(module: L.LightningModule) -> None:
     """check_settings on what the trainer made of them (fit from Python; the CLI checks its config before that)."""
     trainer = module.trainer
+    # fast_dev_run=N sets max_steps=N: "N batches", each K optimizer steps here, not a max_steps the user gave.
+    max_steps = -1 if trainer.fast_dev_run else trainer.max_steps
     check_settings(module.fast is not None, getattr(trainer.datamodule, "batches_per_step", 1), trainer.precision,
-                   trainer.max_steps)
+                   max_steps)
 
 
 def check_settings(fast: bool, batches_per_step: int, precision, max_steps: int) -> None:
