@@ -11,7 +11,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from prevpos.errors import ConfigError
+from prevpos.errors import ConfigError, NothingToTrain
 
 # Values of --ckpt_path that Lightning resolves itself.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -169,6 +169,23 @@ def refuse_fewer_epochs(checkpoint: dict, max_epochs, path) -> None:
         raise ConfigError(f"trainer.max_epochs={max_epochs}: the checkpoint {path} is already at epoch {epoch} (step "
                           f"{checkpoint.get('global_step')}); to train on, pass more, e.g. --trainer.max_epochs "
                           f"{2 * (epoch + 1)}")
+
+
+def refuse_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:
+    """NothingToTrain if `checkpoint` already reached trainer.max_steps or max_epochs. Lightning then ran no step
+    but still wrote a new event file and config.resumeN.yaml into the run, and said to read the report.
+    Epochs done are the fit loop's `processed` count, the one Lightning's own stop test reads."""
+    step = checkpoint.get("global_step", 0)
+    if max_steps > 0 and step >= max_steps:
+        setting, fix = f"trainer.max_steps={max_steps}", f"--trainer.max_steps {2 * step}"
+    else:
+        epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        done = epochs.get("processed", 0)
+        if max_epochs in (None, -1) or done < max_epochs:
+            return
+        setting, fix = f"trainer.max_epochs={max_epochs}", f"--trainer.max_epochs {2 * done}"
+    raise NothingToTrain(f"the checkpoint {path} (step {step}) already finished this fit, {setting}: nothing to "
+                         f"train. To train on, raise it, e.g. {fix}")
 
 
 def _reason(error: Exception) -> str:

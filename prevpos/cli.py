@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from prevpos.ctrl_c import end_as_interrupted, stopped_by_ctrl_c
-from prevpos.errors import ConfigError, DivergenceError, out_of_memory
+from prevpos.errors import ConfigError, DivergenceError, NothingToTrain, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged,
                               refuse_logging_in_barebones)
@@ -75,7 +75,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.analysis.plugin import plugins_of
     from prevpos.analysis.sinks import figures_kept_nowhere
     from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
-                                     refuse_fewer_epochs, replaced_settings)
+                                     refuse_a_finished_fit, refuse_fewer_epochs, replaced_settings)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
@@ -172,9 +172,11 @@ def build_cli(args: list[str] | None, run: bool = True):
             make_wandb_folders(self.trainer.loggers)  # nothing after this refuses the command
 
         def _check_the_fit(self, path, checkpoint):
-            """fit's own refusals: a resume to fewer epochs, a run folder in use; and its new version_N."""
+            """fit's own refusals: a resume to fewer epochs or of a finished fit, a run folder in use; and its new version_N."""
             if checkpoint is not None:
                 refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
+                if not self.trainer.fast_dev_run:  # which sets max_steps itself
+                    refuse_a_finished_fit(checkpoint, self.trainer.max_epochs, self.trainer.max_steps, path)
             if self.trainer.is_global_zero and not self._version_chosen():
                 claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
                 share_the_run_folder(self.trainer.loggers)
@@ -325,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             # would with the process: a later fit in the same notebook gets Lightning's warnings about its folder.
             with ends_its_wandb_run(), warnings.catch_warnings():
                 build_cli(None if from_command_line else argv)
+    except NothingToTrain as finished:
+        print(f"prevpos: {finished}", file=sys.stderr)
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)

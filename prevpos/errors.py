@@ -8,6 +8,11 @@ class ConfigError(ValueError):
     """A setting the user can fix; the message names the setting and the fix."""
 
 
+class NothingToTrain(Exception):
+    """A fit from a checkpoint that already reached the fit's end: one line, then a normal exit (a preempted job
+    that resumes a run that had just finished must not fail)."""
+
+
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss; the message says what to change."""
 

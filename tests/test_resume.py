@@ -361,6 +361,25 @@ def test_resuming_a_csv_logged_run_keeps_its_earlier_figures_and_drops_a_dead_se
     assert (figure / "step_000000.png").read_bytes() == at_start
 
 
+def test_resuming_a_finished_run_says_so_writes_nothing_and_exits_normally(tmp_path, monkeypatch, capsys):
+    """Lightning ran no step but wrote a new event file and config.resume1.yaml into the run, and fit pointed to the
+    report as after training. Not an error: a preempted job may resume a run that had just finished."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.callbacks=[]"])
+    before = {p: p.stat().st_mtime_ns for p in RUN.rglob("*")}
+    capsys.readouterr()
+    last = RUN / "checkpoints" / "last.ckpt"
+    for given, said in [([], "trainer.max_epochs=3: nothing to train. To train on, raise it, e.g. --trainer.max_epochs 6"),
+                        (["--trainer.max_steps=12"], "trainer.max_steps=12: nothing to train. To train on, raise it, "
+                                                     "e.g. --trainer.max_steps 24")]:
+        main(["fit", "--resume", str(RUN), *given])  # returns: no SystemExit
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"prevpos: the checkpoint {last} (step 12) already finished this fit, {said}")
+        assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
+    main(["fit", "--resume", str(RUN), "--trainer.max_epochs=4"])  # one more epoch does train
+    assert torch.load(last, weights_only=False)["global_step"] == 16
+
+
 def test_resuming_to_fewer_epochs_than_done_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     """Lightning raised "You restored a checkpoint with current_epoch=2, but you have set Trainer(max_epochs=1)" from
     inside fit, as a traceback, after writing config.resume1.yaml and an event file into the run."""
