@@ -171,8 +171,8 @@ def refuse_fewer_epochs(checkpoint: dict, max_epochs, path) -> None:
                           f"{2 * (epoch + 1)}")
 
 
-def refuse_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:
-    """NothingToTrain if `checkpoint` already reached trainer.max_steps or max_epochs. Lightning then ran no step
+def stop_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:
+    """Raise NothingToTrain if `checkpoint` already reached trainer.max_steps or max_epochs. Lightning then ran no step
     but still wrote a new event file and config.resumeN.yaml into the run, and said to read the report.
     Epochs done are the fit loop's `processed` count, the one Lightning's own stop test reads."""
     step = checkpoint.get("global_step", 0)

@@ -75,7 +75,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from prevpos.analysis.plugin import plugins_of
     from prevpos.analysis.sinks import figures_kept_nowhere
     from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
-                                     refuse_a_finished_fit, refuse_fewer_epochs, replaced_settings)
+                                     refuse_fewer_epochs, replaced_settings, stop_a_finished_fit)
     from prevpos.dashboard import MechanismDashboard
     from prevpos.data import PrevTokenData
     from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
@@ -172,11 +172,12 @@ def build_cli(args: list[str] | None, run: bool = True):
             make_wandb_folders(self.trainer.loggers)  # nothing after this refuses the command
 
         def _check_the_fit(self, path, checkpoint):
-            """fit's own refusals: a resume to fewer epochs or of a finished fit, a run folder in use; and its new version_N."""
+            """fit's own refusals (a resume to fewer epochs, a run folder in use), the end of a fit already finished,
+            and the new version_N."""
             if checkpoint is not None:
                 refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
                 if not self.trainer.fast_dev_run:  # which sets max_steps itself
-                    refuse_a_finished_fit(checkpoint, self.trainer.max_epochs, self.trainer.max_steps, path)
+                    stop_a_finished_fit(checkpoint, self.trainer.max_epochs, self.trainer.max_steps, path)
             if self.trainer.is_global_zero and not self._version_chosen():
                 claim_a_new_version(self.trainer.logger)  # a new, empty version_N: the checks below cannot refuse it
                 share_the_run_folder(self.trainer.loggers)
