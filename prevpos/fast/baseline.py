@@ -31,7 +31,8 @@ class PlainTraining:
         self.generator = torch.Generator(device).manual_seed(data_seed)
         self.n_ctx, self.d_vocab = hp["n_ctx"], hp["d_vocab"]
 
-    def step(self, batch_size: int) -> None:
+    def step(self, batch_size: int) -> torch.Tensor:
+        """One optimizer step; its training loss (still on the device: reading it would be a GPU sync)."""
         tokens = random_sequences(batch_size, self.n_ctx, self.d_vocab, self.d_vocab - 1, self.generator, self.device)
         loss = previous_token_loss(self.model(tokens), tokens)
         self.optimizer.zero_grad(set_to_none=True)
@@ -39,6 +40,7 @@ class PlainTraining:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.schedule.step()
+        return loss.detach()
 
     def held_out(self, size: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
         """The fixed validation set, made by fit's datamodule, in its validation batches, on this device."""
