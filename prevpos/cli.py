@@ -302,7 +302,10 @@ def command_line() -> None:
         gc.freeze()  # frozen objects are left out of every later collection, the one at exit included
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
+    """Run one command, as `python -m prevpos ARGV...` does. fit, validate and test return their LightningCLI (in a
+    notebook: `cli = main(["fit"])`, then `cli.model.model` is the trained HookedTransformer and
+    `cli.trainer.log_dir` its run); the other commands, and a fit that had nothing to train, return None."""
     from_command_line = typed = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -327,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             # catch_warnings: filters a command adds for its own run (expect_own_checkpoints) end with it, as they
             # would with the process: a later fit in the same notebook gets Lightning's warnings about its folder.
             with ends_its_wandb_run(), warnings.catch_warnings():
-                build_cli(None if from_command_line else argv)
+                return build_cli(None if from_command_line else argv)
     except NothingToTrain as finished:
         print(f"prevpos: {finished}", file=sys.stderr)
     except (ConfigError, DivergenceError) as error:

@@ -54,6 +54,20 @@ def test_short_fit_learns_and_logs_every_core_scalar(in_tmp):
     assert "hp_metric" not in logged  # Lightning's placeholder column, -1 in every run
 
 
+def test_fit_from_python_returns_the_trained_model_and_its_run(in_tmp):
+    """A notebook goes on from the fit without loading its checkpoint; analyze and report return nothing."""
+    cli_of_fit = main(["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3", "--data.batch_size=16",
+                       "--data.val_size=32", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"])
+    run = Path(cli_of_fit.trainer.log_dir)  # relative to the working directory, as fit prints it
+    assert run.resolve() == in_tmp / "lightning_logs" / "default" / "version_0" and cli_of_fit.trainer.global_step == 3
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    model = cli_of_fit.model.model  # the HookedTransformer
+    assert all(torch.equal(value, saved[f"model.{name}"]) for name, value in model.state_dict().items())
+    _, cache = model.run_with_cache(cli_of_fit.datamodule.probe_tokens()[:4])
+    assert cache["pattern", 1].shape == (4, 1, 10, 10)
+    assert main(["report", str(run)]) is None
+
+
 def test_model_summary_counts_the_flops_of_one_training_batch(in_tmp):
     batch, n_ctx, d_model, d_head, d_vocab, n_layers = 4, 10, 128, 128, 101, 2
     cli = build_cli([f"--data.batch_size={batch}", "--data.val_size=64", "--trainer.max_epochs=1",
