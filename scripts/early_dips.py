@@ -4,8 +4,8 @@ its peak here), validated every 25 steps as gpu.yaml does; AdamW's beta2 and eps
     python scripts/early_dips.py --seed 2                 (CPU, one thread: ~8 minutes for 700 steps)
     python scripts/early_dips.py --seed 2 --eps 1e-5
 On our CPU (2026-11-28) seed 2 fell to 0.840 at step 525 and recovered by step 600, as lease 4's H100 run fell to
-0.640; seeds 0 and 1 held >= 0.99. eps 1e-5 moved the dip to seed 1 (0.888) and beta2 0.95 spiked seed 0: neither
-was taken (experiments/gpu.yaml)."""
+0.640; seeds 0 and 1 held >= 0.99. With eps 1e-5 seed 2 held but seed 1 fell to 0.888, and beta2 0.95 spiked seed 0:
+neither was taken (experiments/gpu.yaml)."""
 
 import argparse
 import json
@@ -38,7 +38,8 @@ def main() -> None:
     after = [accuracy for step, accuracy in accuracies if first is not None and step >= first]
     print(json.dumps({"seed": args.seed, "beta2": args.beta2, "eps": args.eps, "first_0.99": first,
                       "lowest_after": min(after, default=None),
-                      "largest_loss_after_100": torch.stack(losses[100:]).max().item(), "val_acc": accuracies}))
+                      "largest_loss_after_100": torch.stack(losses[100:]).max().item() if len(losses) > 100 else None,
+                      "val_acc": accuracies}))
 
 
 if __name__ == "__main__":
