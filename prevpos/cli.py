@@ -232,7 +232,7 @@ def build_cli(args: list[str] | None, run: bool = True):
                 for name in drop_repeated_plugins(fit.trainer.callbacks or []):
                     rank_zero_info(f"prevpos: {name} was given twice: only the last one runs, with its settings")
                 fast_path.check_settings(fit.model.fast is not None, fit.data.batches_per_step, fit.trainer.precision,
-                                         fit.trainer.max_steps)
+                                         fit.trainer.max_steps, fit.trainer.gradient_clip_val)
             if self.subcommand in ("validate", "test"):
                 require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
                 log_beside_the_run(self.config[self.subcommand], self.subcommand)

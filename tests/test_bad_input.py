@@ -41,6 +41,9 @@ CASES = [
      "trainer.barebones=true turns logging off, and prevpos logs to TensorBoard every 5 steps by default: add "
      "--trainer.logger false --trainer.log_every_n_steps 0"),
     ("batches_per_step_without_fast", ["fit", "--data.batches_per_step=4"], "data.batches_per_step=4 needs model.fast"),
+    # Lightning's MisconfigurationException traceback from inside fit, "Automatic gradient clipping is not supported"
+    ("fast_with_trainer_clipping", ["fit", "--model.fast=FastStep"],
+     "model.fast clips inside its own step (model.fast.clip): add --trainer.gradient_clip_val null (it is 1.0;"),
     ("fast_with_mixed_precision", ["fit", "--model.fast={}", "--trainer.gradient_clip_val=null",
                                    "--trainer.precision=bf16-mixed"], "model.fast needs trainer.precision 32-true"),
     ("accelerator_unknown", ["fit", "--trainer.accelerator=tpuu"], "invalid accelerator name: `accelerator='tpuu'`"),

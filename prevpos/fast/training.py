@@ -38,14 +38,18 @@ def check_setup(module: L.LightningModule) -> None:
                    max_steps)
 
 
-def check_settings(fast: bool, batches_per_step: int, precision, max_steps: int) -> None:
+def check_settings(fast: bool, batches_per_step: int, precision, max_steps: int, gradient_clip_val=None) -> None:
     """One clear line for settings that do not go with the fast path (or the lack of it)."""
     k = batches_per_step
     if not fast:
         if k > 1:
             raise ConfigError(f"data.batches_per_step={k} needs model.fast (K optimizer steps per Lightning step)")
         return
-    # trainer.gradient_clip_val: Lightning itself refuses it with manual optimization, before setup runs.
+    # Lightning refuses trainer.gradient_clip_val with manual optimization too, but as a traceback from inside fit
+    # (from Python, before setup runs: check_setup never sees it).
+    if gradient_clip_val is not None:
+        raise ConfigError(f"model.fast clips inside its own step (model.fast.clip): add --trainer.gradient_clip_val "
+                          f"null (it is {gradient_clip_val}; experiments/gpu_fast.yaml sets both)")
     if precision not in (None, 32, "32", "32-true"):
         raise ConfigError(f"model.fast needs trainer.precision 32-true, not {precision}")
     if max_steps > 0 and max_steps % k:
