@@ -6,7 +6,6 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -76,15 +75,12 @@ def test_fast_dev_run_with_plugins_says_nothing_of_loggers(in_tmp):
     assert told(said) == [] and files(in_tmp) == {}
 
 
-def test_fast_dev_run_on_the_fast_path_runs_one_lightning_step(in_tmp, monkeypatch):
+def test_fast_dev_run_on_the_fast_path_runs_one_lightning_step(in_tmp):
     """fast_dev_run=true sets max_steps=1, which the fast path refused as "trainer.max_steps=1 is not a multiple of
     data.batches_per_step=5", a setting the user never gave (experiments/gpu_fast.yaml with fast_dev_run)."""
-    trainers, fit = [], L.Trainer.fit
-    monkeypatch.setattr(L.Trainer, "fit", lambda trainer, *args, **kw: (trainers.append(trainer),
-                                                                       fit(trainer, *args, **kw)))
-    main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS, "--model.fast=FastStep",
-          "--data.batches_per_step=5", "--trainer.gradient_clip_val=null"])
-    assert trainers[0].global_step == 5 and files(in_tmp) == {}  # one batch: K = 5 optimizer steps
+    cli = main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS, "--model.fast=FastStep",
+                "--data.batches_per_step=5", "--trainer.gradient_clip_val=null"])
+    assert cli.trainer.global_step == 5 and files(in_tmp) == {}  # one batch: K = 5 optimizer steps
 
 
 def test_default_root_dir_holds_the_runs(in_tmp):
