@@ -161,14 +161,18 @@ def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
                       "same model settings (e.g. --config RUN_DIR/config.yaml)")
 
 
-def refuse_fewer_epochs(checkpoint: dict, max_epochs, path) -> None:
+def refuse_fewer_epochs(checkpoint: dict, max_epochs, path, fast_dev_run=False) -> None:
     """ConfigError if fit would continue `checkpoint` to a trainer.max_epochs it is already past: Lightning raises
     that from inside fit, as a traceback."""
     epoch = checkpoint.get("epoch", 0)
-    if max_epochs not in (None, -1) and epoch > max_epochs:
-        raise ConfigError(f"trainer.max_epochs={max_epochs}: the checkpoint {path} is already at epoch {epoch} (step "
-                          f"{checkpoint.get('global_step')}); to train on, pass more, e.g. --trainer.max_epochs "
-                          f"{2 * (epoch + 1)}")
+    if max_epochs in (None, -1) or epoch <= max_epochs:
+        return
+    at = f"the checkpoint {path} is already at epoch {epoch} (step {checkpoint.get('global_step')})"
+    if fast_dev_run:  # it set max_epochs=1 itself: raising that cannot help
+        raise ConfigError(f"trainer.fast_dev_run runs one batch of epoch 0 and {at}: to smoke-test these settings, "
+                          "leave out --resume and --ckpt_path")
+    raise ConfigError(f"trainer.max_epochs={max_epochs}: {at}; to train on, pass more, e.g. --trainer.max_epochs "
+                      f"{2 * (epoch + 1)}")
 
 
 def stop_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:

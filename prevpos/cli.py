@@ -175,7 +175,7 @@ def build_cli(args: list[str] | None, run: bool = True):
             """fit's own refusals (a resume to fewer epochs, a run folder in use), the end of a fit already finished,
             and the new version_N."""
             if checkpoint is not None:
-                refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path)
+                refuse_fewer_epochs(checkpoint, self.trainer.max_epochs, path, self.trainer.fast_dev_run)
                 if not self.trainer.fast_dev_run:  # which sets max_steps itself
                     stop_a_finished_fit(checkpoint, self.trainer.max_epochs, self.trainer.max_steps, path)
             if self.trainer.is_global_zero and not self._version_chosen():
