@@ -3,6 +3,7 @@
 import difflib
 import inspect
 import re
+from pathlib import Path
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -27,6 +28,47 @@ def explain_parser_error(message: str, parser) -> str:
         if close:
             message += f" (did you mean --{close[0]}?)"
     return message
+
+
+def check_config_files(argv: list[str]) -> None:
+    """ConfigError naming the file for each --config that cannot be a config: jsonargparse's messages do not name it
+    ("Problems parsing config: ... in "<unicode string>", line 16"), and a binary file (a checkpoint) was a
+    UnicodeDecodeError traceback. A value that is no file is left to jsonargparse, which also takes YAML text."""
+    import yaml
+
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    given += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
+    for name in given:
+        path = Path(name)
+        if not path.exists() and path.suffix in (".yaml", ".yml"):
+            raise ConfigError(f"--config {name}: no such file{_experiments_hint()}")
+        if path.is_dir():
+            raise ConfigError(f"--config {name}: a directory; pass a YAML file (a run's own is RUN_DIR/config.yaml; "
+                              "--resume RUN_DIR continues a run)")
+        if not path.is_file():
+            continue
+        try:
+            settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config {name}: not a YAML file but binary (a checkpoint goes to --ckpt_path FILE, "
+                              "a run to continue to --resume RUN_DIR)") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            problem = getattr(error, "problem", None) or " ".join(str(error).split())
+            raise ConfigError(f"--config {name}: not valid YAML ({where}{problem}); a config maps settings to "
+                              "values, as experiments/*.yaml and a run's config.yaml do") from None
+        if not isinstance(settings, dict):
+            held = "nothing" if settings is None else " ".join(repr(settings).split())[:40]
+            raise ConfigError(f"--config {name}: holds {held}, not settings; a config maps them to values, e.g. "
+                              "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
+
+
+def _experiments_hint() -> str:
+    """Where the project's experiment configs are, when this package runs from its source tree."""
+    folder = Path(__file__).resolve().parent.parent / "experiments"
+    names = sorted(p.name for p in folder.glob("*.yaml"))
+    return f" (the experiments are in {folder}: {', '.join(names)})" if names else ""
 
 
 def as_config_error(error: Exception) -> ConfigError | None:

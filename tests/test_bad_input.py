@@ -72,8 +72,14 @@ CASES = [
     ("checkpoint_every_negative", ["fit", "--checkpoint.every_n_epochs=-1"], "every_n_epochs=-1"),
     ("section_misspelled", ["fit", "--modle.lr=1"], "unrecognized arguments: --modle.lr=1 (did you mean --model.lr?)"),
     ("key_misspelled", ["fit", "--model.nlayers=3"], "(did you mean --model.n_layers?)"),
-    ("config_missing", ["fit", "--config", "nope.yaml"], "File does not exist"),
-    ("config_malformed", ["fit", "--config", "malformed.yaml"], "Problems parsing config"),
+    ("config_missing", ["fit", "--config", "nope.yaml"], "--config nope.yaml: no such file (the experiments are in "),
+    ("config_malformed", ["fit", "--config", "malformed.yaml"],
+     "--config malformed.yaml: not valid YAML (line 2: expected ',' or ']', but got ':'); a config maps settings"),
+    # a checkpoint given as a config was a UnicodeDecodeError traceback
+    ("config_a_checkpoint", ["fit", "--config", str(RUN / "checkpoints" / "last.ckpt")],
+     "last.ckpt: not a YAML file but binary (a checkpoint goes to --ckpt_path FILE"),
+    ("config_a_list", ["fit", "--config", "a_list.yaml"], "--config a_list.yaml: holds ['model', 'data'], not settings"),
+    ("config_a_run_directory", ["test", "--config", str(RUN)], f"--config {RUN}: a directory; pass a YAML file"),
     ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
     ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),
     ("plugin_unknown", ["fit", "--trainer.callbacks+=OVCircuits"],
@@ -125,6 +131,7 @@ def workspace(tmp_path_factory) -> Path:
     torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
     torch.save(other.model.state_dict(), root / "other_state_dict.pt")
     (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
+    (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
     (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
     (root / "empty").mkdir()
@@ -206,7 +213,12 @@ def test_ctrl_c_outside_training_is_one_line_and_ends_the_process_by_sigint(work
     process = subprocess.Popen([sys.executable, "-m", "prevpos", "analyze", "--weights",
                                 str(workspace / RUN / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "a")],
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    time.sleep(3)  # inside main, importing torch, Lightning and TransformerLens (~5 s here)
+    # Inside main's imports (torch, Lightning, TransformerLens: seconds). A fixed 3 s wait was flaky: with the files
+    # cached, analyze had finished by then.
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "libtorch_cpu" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGINT, err
