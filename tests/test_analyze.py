@@ -56,7 +56,7 @@ def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_pat
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not an empty directory"):
+    with pytest.raises(ConfigError, match="exists, a directory that is not empty; pick a new directory"):
         from prevpos.commands.analyze import main as analyze_main
 
         analyze_main(["--weights", str(fit_checkpoint), "--out", str(out)])

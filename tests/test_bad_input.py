@@ -106,6 +106,8 @@ CASES = [
     ("report_a_checkpoint", ["report", str(RUN / "checkpoints" / "last.ckpt")], f"a file; pass its run's directory, {RUN}"),
     ("resume_the_runs_parent", ["fit", "--resume", "lightning_logs/default"], "It holds the runs version_0: pass one."),
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
+    ("analyze_out_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "notes.txt"],
+     "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
     ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
     ("analyze_wrong_shape", ["analyze", "--weights", "other_state_dict.pt", "--out", "analysis"], "does not fit the model"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",

@@ -74,6 +74,6 @@ def _write_whole(out: Path, write) -> None:
 
 def _fresh_dir(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not an empty directory; pick a new one (analyze never "
-                          "overwrites files)")
+        what = "a directory that is not empty" if out.is_dir() else "a file"
+        raise ConfigError(f"--out {out}: exists, {what}; pick a new directory (analyze never overwrites files)")
     return out
