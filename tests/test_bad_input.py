@@ -112,6 +112,7 @@ CASES = [
     ("analyze_wrong_shape", ["analyze", "--weights", "other_state_dict.pt", "--out", "analysis"], "does not fit the model"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
+    ("report_a_file", ["report", "notes.txt"], "notes.txt: a file, not a directory (report reads a run directory"),
     ("report_empty_dir", ["report", "empty"], "has no TensorBoard events"),
 ]
 

@@ -38,7 +38,8 @@ def read_run(path: str | Path) -> RunRecord:
     path = Path(path)
     if not path.is_dir():
         run = run_holding(path) if path.is_file() else None
-        hint = f": a file; pass its run's directory, {run}" if run else ": no such directory"
+        hint = (f": a file; pass its run's directory, {run}" if run else ": a file, not a directory"
+                if path.is_file() else ": no such directory")
         raise ConfigError(f"{path}{hint} (report reads a run directory, lightning_logs/<name>/version_N)")
     if any(path.glob("events.out.tfevents.*")):
         return _read_events(path)
