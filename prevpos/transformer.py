@@ -37,8 +37,6 @@ def check_shape(n_layers: int, n_heads: int, d_model: int, d_head: int, n_ctx: i
         raise ConfigError(f"model.n_heads={n_heads}: need at least 1 head")
     if d_model < 1 or d_head < 1:
         raise ConfigError(f"model.d_model={d_model}, model.d_head={d_head}: both must be positive")
-    if d_model % n_heads:
-        raise ConfigError(f"model.d_model={d_model} is not divisible by model.n_heads={n_heads}: pick a multiple")
     if n_ctx < 2:
         raise ConfigError(f"model.n_ctx={n_ctx}: need at least 2 positions (BOS and one token to look back at)")
     if d_vocab < 3:

@@ -61,9 +61,10 @@ def random_model():
     return build_transformer(n_layers=3, n_heads=2, d_model=32, d_head=16, n_ctx=6, d_vocab=12, seed=1)
 
 
-@pytest.mark.parametrize("layer, head", [(1, 0), (2, 1)])
-def test_four_terms_sum_to_the_scores_on_random_weights(layer, head):
-    model = random_model()
+@pytest.mark.parametrize("layer, head, heads", [(1, 0, 2), (2, 1, 2), (1, 2, 3)])
+def test_four_terms_sum_to_the_scores_on_random_weights(layer, head, heads):
+    model = random_model() if heads == 2 else build_transformer(n_layers=2, n_heads=3, d_model=32, d_head=10,
+                                                                n_ctx=6, d_vocab=12, seed=1)  # 3 x 10 != 32
     _, cache = model.run_with_cache(tokens_for(model))
     terms = qk_terms(model, cache, layer, head)
     assert set(terms) == set(QK_TERMS)

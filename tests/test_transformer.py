@@ -49,12 +49,19 @@ def test_init_is_seeded_and_leaves_global_rng_alone():
 
 
 @pytest.mark.parametrize("kwargs, setting", [
-    (dict(n_ctx=1), "n_ctx"), (dict(d_vocab=2), "d_vocab"), (dict(d_model=128, n_heads=3), "n_heads"),
+    (dict(n_ctx=1), "n_ctx"), (dict(d_vocab=2), "d_vocab"), (dict(n_heads=0), "n_heads"),
     (dict(n_layers=0), "n_layers"),
 ])
 def test_bad_shapes_name_the_setting(kwargs, setting):
     with pytest.raises(ConfigError, match=setting):
         build_transformer(**kwargs)
+
+
+def test_heads_need_not_divide_d_model():
+    """TransformerLens sizes each head by d_head alone; 3 heads of 32 on d_model 128 were refused for a while."""
+    model = build_transformer(n_heads=3, d_head=32)
+    _, cache = model.run_with_cache(torch.randint(0, 100, (2, 10)))
+    assert cache["pattern", 1].shape == (2, 3, 10, 10) and model.W_O.shape == (2, 3, 32, 128)
 
 
 def test_embedding_lookup_matches_transformer_lens_values_gradients_and_hooks():
