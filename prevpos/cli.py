@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None):
             with ends_its_wandb_run(), warnings.catch_warnings():
                 return build_cli(None if from_command_line else argv)
     except NothingToTrain as finished:
-        print(f"prevpos: {finished}", file=sys.stderr)
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:  # under torchrun or SLURM every rank gets here
+            print(f"prevpos: {finished}", file=sys.stderr)
     except (ConfigError, DivergenceError) as error:
         print(f"prevpos: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -376,6 +377,10 @@ def test_resuming_a_finished_run_says_so_writes_nothing_and_exits_normally(tmp_p
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"prevpos: the checkpoint {last} (step 12) already finished this fit, {said}")
         assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
+    with monkeypatch.context() as as_rank_1:  # as torchrun's other ranks: only rank 0 says it
+        as_rank_1.setattr(rank_zero_only, "rank", 1)
+        main(["fit", "--resume", str(RUN)])
+    assert "already finished" not in capsys.readouterr().err
     main(["fit", "--resume", str(RUN), "--trainer.max_epochs=4"])  # one more epoch does train
     assert torch.load(last, weights_only=False)["global_step"] == 16
 
