@@ -33,12 +33,33 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     if isinstance(saved, dict) and "embed.W_E" in saved:
         from prevpos.transformer import build_transformer
 
-        model = build_transformer()
+        settings = shape_of(saved)
+        model = build_transformer(**settings)
         _load_checked(model, saved, path)
         _warn_if_positions(model, path)
-        return model, {}, 0
+        return model, settings, 0
     raise ConfigError(f"--weights {path}: neither a `prevpos fit` checkpoint (no state_dict/hyper_parameters) nor a "
                       "TransformerLens state_dict (no embed.W_E)")
+
+
+def shape_of(saved: dict) -> dict:
+    """The model settings (n_layers, n_heads, ...) that a raw TransformerLens state_dict was saved from, read off its
+    tensor shapes; those it does not show keep their defaults, and _load_checked names any tensor that then differs."""
+    shapes = {key: tuple(value.shape) for key, value in saved.items() if isinstance(value, torch.Tensor)}
+    settings = {}
+    if len(shapes.get("embed.W_E", ())) == 2:
+        settings["d_vocab"], settings["d_model"] = shapes["embed.W_E"]
+    if len(shapes.get("blocks.0.attn.W_Q", ())) == 3:
+        settings["n_heads"], _, settings["d_head"] = shapes["blocks.0.attn.W_Q"]
+    if len(shapes.get("pos_embed.W_pos", ())) == 2:
+        settings["n_ctx"] = shapes["pos_embed.W_pos"][0]
+        if saved["pos_embed.W_pos"].count_nonzero() > 0:  # trained positions: the model uses them
+            settings["positional"] = "learned"
+    layers = {key.split(".")[1] for key in shapes if key.startswith("blocks.")}
+    if layers and all(layer.isdigit() for layer in layers):
+        settings["n_layers"] = max(int(layer) for layer in layers) + 1
+    settings["attn_only"] = not any(key.startswith("blocks.0.mlp.") for key in shapes)
+    return settings
 
 
 def _from_checkpoint(saved: dict, path: Path) -> tuple[HookedTransformer, dict, int]:
@@ -58,7 +79,8 @@ def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
     wrong += [f"unexpected {k}" for k in saved if k not in expected]
     if wrong:
         raise ConfigError(f"--weights {path}: does not fit the model ({wrong[0]}; {len(wrong)} difference(s)); "
-                          "a raw state_dict must be of the default 2-layer attention-only model")
+                          "a raw state_dict must be of a HookedTransformer without LayerNorm, attention-only or with "
+                          "ReLU MLPs of 4 x d_model")
     model.load_state_dict({k: saved[k] for k in expected if k in saved}, strict=False)
 
 

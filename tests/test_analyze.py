@@ -12,7 +12,8 @@ from prevpos.cli import main
 from prevpos.errors import ConfigError
 from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
-from prevpos.transformer import build_transformer
+from prevpos.transformer import HookedTransformer, HookedTransformerConfig, build_transformer
+from prevpos.weights import load_weights
 from tests.conftest import build_data, quiet_trainer
 
 KEY_TAGS = ["probe/loss", "probe/acc", "attention/prev_token_score/L1H0", "ov/copy_top1/L1H0", "ov/copy_eigen/L1H0",
@@ -114,17 +115,39 @@ def test_notebook_probe_is_the_literal_expression():
     assert torch.equal(torch.rand(1), before)  # and the global RNG is left as it was
 
 
+@pytest.mark.parametrize("shape", [
+    dict(),  # the tutorial's model
+    dict(n_layers=3, n_heads=2, d_model=64, d_head=16, n_ctx=6, d_vocab=21),
+    dict(n_layers=1, attn_only=False, positional="learned"),
+])
+def test_a_raw_state_dict_is_rebuilt_with_its_own_shape(shape, tmp_path):
+    """A model trained elsewhere (a notebook) is analysed without saying its settings: they are read off its
+    tensors. Only the tutorial's own shape loaded before."""
+    saved = build_transformer(**shape, seed=3)
+    if shape.get("positional") == "learned":
+        with torch.no_grad():
+            saved.pos_embed.W_pos.normal_()  # as training would leave them
+    torch.save(saved.state_dict(), tmp_path / "model.pth")
+    model, settings, step = load_weights(tmp_path / "model.pth")
+    assert {k: settings[k] for k in shape} == shape and step == 0
+    tokens = torch.randint(0, model.cfg.d_vocab - 1, (4, model.cfg.n_ctx))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), saved(tokens), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("content, message", [
     ("text", "not a torch file of weights"),
     ({"something": torch.zeros(2)}, "neither a `prevpos fit` checkpoint"),
-    ("small_model", "does not fit the model"),
+    ("layer_norm_model", "does not fit the model (unexpected blocks.0.ln1.w;"),
 ])
 def test_a_bad_weights_file_is_one_clear_line(content, message, tmp_path, capsys):
     path = tmp_path / "weights.pt"
     if content == "text":
         path.write_text("not weights")
-    elif content == "small_model":
-        torch.save(build_transformer(d_model=64, d_head=64).state_dict(), path)
+    elif content == "layer_norm_model":  # prevpos builds none: its weights cannot be analysed as saved
+        config = HookedTransformerConfig(n_layers=2, d_model=32, d_head=16, n_heads=2, n_ctx=10, d_vocab=101,
+                                         attn_only=True, normalization_type="LN")
+        torch.save(HookedTransformer(config).state_dict(), path)
     else:
         torch.save(content, path)
     with pytest.raises(SystemExit) as exit_:

@@ -13,8 +13,8 @@ from prevpos.errors import ConfigError
 
 DESCRIPTION = """Run every analysis plugin once on a saved model; write DIR/metrics.json, one DIR/<tag>.png per figure,
 DIR/config.yaml and TensorBoard events in DIR/tensorboard. FILE is a checkpoint saved by `python -m prevpos fit` or a
-raw TransformerLens state_dict of the default model (the public tutorial's format). The probe defaults are fit's, so
-the numbers match a default run's last logged ones."""
+raw TransformerLens state_dict (the public tutorial's format; its shape is read off its tensors). The probe defaults
+are fit's, so the numbers match a default run's last logged ones."""
 
 
 class _OneLineParser(ArgumentParser):
