@@ -18,7 +18,7 @@ from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord
 from prevpos.report.snapshots import snapshot_steps
-from prevpos.report.story import loss
+from prevpos.report.story import claims, loss
 
 # 60 steps at batch 256 with the default plugins (4 analyses: steps 0, 20, 40, 60): val acc leaves chance and
 # several scores move. Most of its ~30 s (quiet 2-core CPU) is the plugins drawing figures.
@@ -217,3 +217,23 @@ def test_snapshots_are_before_during_and_after_the_val_acc_rise():
     run = RunRecord(Path("."), "run", scalars={"val/acc": [(25 * (i + 1) - 1, a) for i, a in enumerate(accs)]})
     steps = snapshot_steps(run, [0, 25, 50, 75, 100, 125, 150, 175])
     assert steps == {"before": 50, "during": 100, "after": 150, "end": 175}
+
+
+def test_the_story_follows_the_head_that_attends_to_the_previous_token():
+    """With several heads in the last layer, the claims read head 0's scores, whichever head did the work: a run
+    whose head 1 looks back (0.9) was said not to (0.1) and to copy at head 0's 20%."""
+    scores = {"attention/prev_token_score/L1H0": 0.1, "attention/prev_token_score/L1H1": 0.9,
+              "attention/self_score/L1H0": 0.6, "attention/self_score/L1H1": 0.05,
+              "ov/copy_top1/L1H0": 0.2, "ov/copy_top1/L1H1": 1.0}
+    scores |= {f"qk_terms/zero_ablation_loss/{term}/L1H{h}": loss_ for h, losses in [(0, (0.1, 0.2, 0.3, 0.4)),
+                                                                                     (1, (5.0, 1.2, 0.1, 0.02))]
+               for term, loss_ in zip(["direct", "qk_comp", "k_comp", "q_comp"], losses)}
+    run = RunRecord(Path("."), "run", scalars={tag: [(600, value)] for tag, value in scores.items()})
+    by_title = {claim.title[:2]: claim for claim in claims(run)}
+    assert by_title["2."].text.startswith("On average layer 1 (head 1, the one most on the previous token) puts "
+                                          "0.900 of each position's attention on the previous token, 0.050 on itself")
+    assert by_title["2."].check[0] and by_title["4."].check[0] and by_title["3."].check[0]
+    assert "For 100.0% of source tokens" in by_title["4."].text
+    assert "the most important term is direct, then qk_comp" in by_title["3."].text
+    one_head = RunRecord(Path("."), "run", scalars={"attention/prev_token_score/L1H0": [(600, 0.7)]})
+    assert "(head" not in claims(one_head)[2].text

@@ -19,9 +19,25 @@ class Claim:
 
 
 def claims(run: RunRecord) -> list[Claim]:
-    last, final = last_layer(run), run.final
-    return [_task(run, final), _counting(run, final), _prev_token(run, final, last), _terms(run, final, last),
-            _copying(run, final, last), _explanation(run, final), _adversarial(run, final), _length(run, final)]
+    final = run.final
+    head = followed_head(run, final)
+    return [_task(run, final), _counting(run, final), _prev_token(run, final, head), _terms(run, final, head),
+            _copying(run, final, head), _explanation(run, final), _adversarial(run, final), _length(run, final)]
+
+
+def followed_head(run: RunRecord, final: dict) -> str:
+    """The last layer's head the story follows, e.g. "L1H0": the one that attends most to the previous token (with
+    several heads, not always head 0). A glob over the layer's heads if the run has no prev-token scores."""
+    tags = matching(run, "attention/prev_token_score/L{last}H*")
+    if not tags:
+        return f"L{last_layer(run)}H*"
+    return max(tags, key=final.get).rsplit("/", 1)[-1]
+
+
+def _which_head(run: RunRecord, head: str) -> str:
+    """" (head 2, the most on the previous token)" where the layer has several heads; "" where it has one."""
+    several = len(matching(run, f"attention/prev_token_score/{head.split('H')[0]}H*")) > 1
+    return f" (head {head.split('H')[1]}, the one most on the previous token)" if several else ""
 
 
 def loss(value: float) -> str:
@@ -75,29 +91,35 @@ def _counting(run: RunRecord, final: dict) -> Claim:
                  check=(falling, "BOS weight falls at every position (uniform attention at init does too)"))
 
 
-def _prev_token(run: RunRecord, final: dict, last: int) -> Claim:
+def _prev_token(run: RunRecord, final: dict, head: str) -> Claim:
+    last = _layer(head)
     title = f"2. Layer {last} attends to the previous token"
-    prev = _first(run, "attention/prev_token_score/L{last}H*", final)
+    prev = _first(run, f"attention/prev_token_score/{head}", final)
     figures = ["attention/mean_pattern/L{last}H*", "attention/example_pattern/L{last}H*"]
     if prev is None:
         return _absent(run, title, "attention/prev_token_score", "AttentionPatterns", figures)
-    text = f"On average layer {last} puts {prev:.3f} of each position's attention on the previous token"
+    text = (f"On average layer {last}{_which_head(run, head)} puts {prev:.3f} of each position's attention on the "
+            "previous token")
     for name, where in [("self", "itself"), ("bos", "BOS")]:
-        value = _first(run, f"attention/{name}_score/L{{last}}H*", final)
+        value = _first(run, f"attention/{name}_score/{head}", final)
         text += f", {value:.3f} on {where}" if value is not None else ""
     return Claim(title, text + ".", figures, check=(prev >= 0.5, "prev-token score ≥ 0.5"))
 
 
-def _terms(run: RunRecord, final: dict, last: int) -> Claim:
+def _terms(run: RunRecord, final: dict, head: str) -> Claim:
+    last = _layer(head)
     title = f"3. Layer {last}'s scores: recency (Q/K-composition with layer 0) plus \"not my own token\" (direct term)"
     figures = ["qk_terms/ablation_losses/*", "qk_terms/mean_terms/*", "qk_terms/composition_circuit/*",
                "qk_terms/full_qk_circuit/L{last}H*"]
-    losses = {term: _first(run, f"qk_terms/zero_ablation_loss/{term}*", final) for term in TERMS}
+    # The tags name the head only where the plugin split several (qk_terms/zero_ablation_loss/direct/L1H0).
+    losses = {term: _first(run, f"qk_terms/zero_ablation_loss/{term}/{head}", final) for term in TERMS}
+    if all(value is None for value in losses.values()):
+        losses = {term: _first(run, f"qk_terms/zero_ablation_loss/{term}", final) for term in TERMS}
     if any(v is None for v in losses.values()):
         return _absent(run, title, "qk_terms/zero_ablation_loss", "QKTermImportance", figures)
     clean = final.get("qk_terms/clean_loss", final.get("probe/loss"))
     ranked = sorted(losses, key=losses.get, reverse=True)
-    text = ("Zero-ablating one term of the score raises the probe loss "
+    text = (f"Zero-ablating one term of the score{_which_head(run, head)} raises the probe loss "
             + (f"from {loss(clean)} " if clean is not None else "")
             + "to " + ", ".join(f"{t} {loss(losses[t])}" for t in TERMS)
             + f": the most important term is {ranked[0]}, then {ranked[1]}")
@@ -108,17 +130,21 @@ def _terms(run: RunRecord, final: dict, last: int) -> Claim:
                  check=(set(ranked[:2]) == {"direct", "qk_comp"}, "direct and qk_comp are the two most important"))
 
 
-def _copying(run: RunRecord, final: dict, last: int) -> Claim:
-    title = f"4. Layer {last}'s OV circuit copies what it attends to"
-    top1 = _first(run, "ov/copy_top1/L{last}H*", final)
+def _copying(run: RunRecord, final: dict, head: str) -> Claim:
+    title = f"4. Layer {_layer(head)}'s OV circuit copies what it attends to"
+    top1 = _first(run, f"ov/copy_top1/{head}", final)
     figures = ["ov/full_circuit/L{last}H*"]
     if top1 is None:
         return _absent(run, title, "ov/copy_top1", "OVCircuit", figures)
-    text = f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U is the token itself"
-    eigen = _first(run, "ov/copy_eigen/L{last}H*", final)
+    text = f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U{_which_head(run, head)} is the token itself"
+    eigen = _first(run, f"ov/copy_eigen/{head}", final)
     if eigen is not None:
         text += f"; its eigenvalues are positive in the ratio Σλ/Σ|λ| = {eigen:.3f}"
     return Claim(title, text + ".", figures, check=(top1 >= 0.9, "copy top-1 ≥ 0.9"))
+
+
+def _layer(head: str) -> int:
+    return int(head.split("H")[0].removeprefix("L"))
 
 
 def _explanation(run: RunRecord, final: dict) -> Claim:
