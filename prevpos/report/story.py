@@ -31,11 +31,12 @@ def followed_head(run: RunRecord, final: dict) -> str:
     tags = matching(run, "attention/prev_token_score/L{last}H*")
     if not tags:
         return f"L{last_layer(run)}H*"
-    return max(tags, key=final.get).rsplit("/", 1)[-1]
+    return max(tags, key=lambda tag: final.get(tag, float("-inf"))).rsplit("/", 1)[-1]
 
 
 def _which_head(run: RunRecord, head: str) -> str:
-    """" (head 2, the most on the previous token)" where the layer has several heads; "" where it has one."""
+    """Which head the numbers are of, e.g. ' (head 2, the one most on the previous token)', where the layer has
+    several; '' where it has one."""
     several = len(matching(run, f"attention/prev_token_score/{head.split('H')[0]}H*")) > 1
     return f" (head {head.split('H')[1]}, the one most on the previous token)" if several else ""
 
@@ -136,7 +137,8 @@ def _copying(run: RunRecord, final: dict, head: str) -> Claim:
     figures = ["ov/full_circuit/L{last}H*"]
     if top1 is None:
         return _absent(run, title, "ov/copy_top1", "OVCircuit", figures)
-    text = f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U{_which_head(run, head)} is the token itself"
+    text = (f"For {top1:.1%} of source tokens the largest logit of W_E W_OV W_U{_which_head(run, head)} is the token "
+            "itself")
     eigen = _first(run, f"ov/copy_eigen/{head}", final)
     if eigen is not None:
         text += f"; its eigenvalues are positive in the ratio Σλ/Σ|λ| = {eigen:.3f}"
