@@ -321,7 +321,10 @@ def main(argv: list[str] | None = None):
 
             argv, from_command_line = expand_resume(argv), False
         if argv[0] == "fit":
-            prestart_analysis_process()
+            from prevpos.analysis.writer import render_mode
+
+            render_mode()  # a bad PREVPOS_RENDER is one line here, not a traceback at the first figure
+            prestart_analysis_process()  # and a bad PREVPOS_ANALYSIS
         if argv[0] in EXTRA_COMMANDS:
             import importlib
 

@@ -165,12 +165,16 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, expected, worksp
     assert expected in errors[0], errors[0]
 
 
-def test_a_bad_analysis_place_is_one_line_before_anything_runs(workspace, monkeypatch, capsys):
+@pytest.mark.parametrize("variable, said", [("PREVPOS_ANALYSIS", "must be one of process, thread"),
+                                             ("PREVPOS_RENDER", "must be one of process, thread, inline")])
+def test_a_bad_analysis_or_render_place_is_one_line_before_anything_runs(variable, said, workspace, monkeypatch,
+                                                                         capsys):
+    """PREVPOS_RENDER=fork was a ValueError traceback at the first figure, after the run folder was made."""
     monkeypatch.chdir(workspace)
-    monkeypatch.setenv("PREVPOS_ANALYSIS", "fork")
-    code, err = refused(["fit", *TINY], workspace, capsys)
+    monkeypatch.setenv(variable, "fork")
+    code, err = refused(["fit", *TINY[:-1]], workspace, capsys)  # with the plugins, which draw figures
     assert code == 2 and err.strip().splitlines() == [err.strip()]
-    assert err.startswith("prevpos: error: PREVPOS_ANALYSIS=fork: must be one of process, thread")
+    assert err.startswith(f"prevpos: error: {variable}=fork: {said}")
 
 
 def test_every_case_is_distinct_and_there_are_at_least_20():

@@ -8,9 +8,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.render import RENDER_MODES, BackgroundRenderer
 from prevpos.analysis.sinks import sinks_for
+from prevpos.errors import ConfigError
 from prevpos.fast import tensorboard_crc
 
 DEFAULT_RENDER = "process"
+
+
+def render_mode(render: str | None = None) -> str:
+    """Where figures are drawn: PREVPOS_RENDER if set, else `render`, else the default; ConfigError if unknown."""
+    from_environment = os.environ.get("PREVPOS_RENDER")
+    mode = from_environment or render or DEFAULT_RENDER
+    if mode not in RENDER_MODES:
+        raise ConfigError(f"{'PREVPOS_RENDER' if from_environment else 'render'}={mode}: must be one of "
+                          f"{', '.join(RENDER_MODES)} (unset: {DEFAULT_RENDER})")
+    return mode
 
 
 class FindingsWriter:
@@ -29,9 +40,7 @@ class FindingsWriter:
     def __init__(self, loggers, render: str | None = None):
         self.loggers = list(loggers)
         self.sinks = sinks_for(self.loggers)
-        render = os.environ.get("PREVPOS_RENDER") or render or DEFAULT_RENDER
-        if render not in RENDER_MODES:
-            raise ValueError(f"render={render!r}: must be one of {', '.join(RENDER_MODES)}")
+        render = render_mode(render)
         if any(isinstance(logger, TensorBoardLogger) for logger in self.loggers):
             tensorboard_crc.install()  # the writer thread's checksums would otherwise hold the GIL for ~0.7 s a run
         self.renderer = BackgroundRenderer(self.sinks, render) if self.sinks else None
