@@ -45,6 +45,19 @@ class _NotFindings(AnalysisPlugin):
 FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings]
 
 
+class _OwnInitOnly(AnalysisPlugin):
+    """Healthy, but its __init__ does not call super().__init__(), as a Lightning Callback need not: that was an
+    AttributeError ('no attribute dense_epochs') in the middle of the fit."""
+
+    def __init__(self, value: float = 2.0):
+        self.value = value
+
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.scalar("own_init/value", self.value)
+        return findings
+
+
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory):
     """One 3-epoch run with a healthy plugin and every kind of faulty one (figures drawn inline), analysing in the
@@ -56,7 +69,8 @@ def faulty_run(tmp_path_factory):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             trainer = quiet_trainer(max_epochs=3, logger=TensorBoardLogger(str(tmp_path), name="run"),
-                                    log_every_n_steps=1, callbacks=[AttentionPatterns(figure_every_n_epochs=1), *(cls() for cls in FAULTY)])
+                                    log_every_n_steps=1, callbacks=[AttentionPatterns(figure_every_n_epochs=1), _OwnInitOnly(),
+                                               *(cls() for cls in FAULTY)])
             trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     finally:
         os.environ.pop("PREVPOS_RENDER") if previous is None else os.environ.update(PREVPOS_RENDER=previous)
@@ -74,6 +88,7 @@ def test_training_and_the_healthy_plugin_go_on(faulty_run):
     assert [e.step for e in events.Scalars("attention/prev_token_score/L1H0")] == [0, 3, 6, 9]
     assert [e.step for e in events.Images("attention/mean_pattern/L1H0")] == [0, 3, 6, 9]
     assert [e.step for e in events.Scalars("val/acc")] == [2, 5, 8]
+    assert [(e.step, e.value) for e in events.Scalars("own_init/value")] == [(0, 2.0), (3, 2.0), (6, 2.0), (9, 2.0)]
 
 
 def test_a_failure_skips_only_that_epoch(faulty_run):

@@ -39,8 +39,16 @@ class AnalysisPlugin(Callback):
         strict: Re-raise a failure of this plugin instead of reporting it and going on.
     """
 
-    def __init__(self, every_n_epochs: int = 10, dense_epochs: int = 12, figure_every_n_epochs: int = 10,
-                 dense_figure_every_n_epochs: int = 2, strict: bool = False):
+    # The settings and state below are class attributes too: a plugin whose own __init__ does not call
+    # super().__init__() (Lightning's Callback needs no such call) runs on the default schedule, instead of
+    # failing with an AttributeError in the middle of its first fit. The __init__ defaults are these values.
+    every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict = 10, 12, 10, 2, False
+    _last_step: int | None = None
+    _skip_noted = False
+
+    def __init__(self, every_n_epochs: int = every_n_epochs, dense_epochs: int = dense_epochs,
+                 figure_every_n_epochs: int = figure_every_n_epochs,
+                 dense_figure_every_n_epochs: int = dense_figure_every_n_epochs, strict: bool = strict):
         for name, value, least in [("every_n_epochs", every_n_epochs, 1), ("dense_epochs", dense_epochs, 0),
                                    ("figure_every_n_epochs", figure_every_n_epochs, 1),
                                    ("dense_figure_every_n_epochs", dense_figure_every_n_epochs, 1)]:
@@ -51,8 +59,6 @@ class AnalysisPlugin(Callback):
         self.figure_every_n_epochs = figure_every_n_epochs
         self.dense_figure_every_n_epochs = dense_figure_every_n_epochs
         self.strict = strict
-        self._last_step: int | None = None
-        self._skip_noted = False
 
     def analyze(self, run: ProbeRun) -> Findings:
         raise NotImplementedError
