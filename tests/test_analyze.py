@@ -171,3 +171,28 @@ def test_the_readme_python_block_runs_on_a_fit_checkpoint(fit_checkpoint, in_tmp
     assert 0 <= names["findings"].scalars["attention/prev_token_score/L1H0"] <= 1
     with Image.open(in_tmp / "mean_pattern_L1.png") as png:
         assert png.format == "PNG" and min(png.size) > 100
+
+
+def test_plugins_by_class_path_as_fit_takes_them(fit_checkpoint, tmp_path, monkeypatch, capsys):
+    """A plugin kept in a module of one's own ran in fit (--trainer.callbacks+=mymodule.MyPlugin) but analyze knew
+    short names only."""
+    (tmp_path / "my_probe_plugins.py").write_text(
+        "from prevpos.analysis import AnalysisPlugin, Findings\n\n\n"
+        "class ProbeSize(AnalysisPlugin):\n"
+        "    def analyze(self, run):\n"
+        "        findings = Findings()\n"
+        "        findings.scalar('mine/probe_size', run.tokens.shape[0])\n"
+        "        return findings\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
+            "my_probe_plugins.ProbeSize", "OVCircuit")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["mine/probe_size"] == 32 and "ov/copy_top1/L1H0" in metrics
+    capsys.readouterr()
+    for name, said in [("no_such_module.P", "--plugins no_such_module.P: cannot import no_such_module "
+                                             "(ModuleNotFoundError: No module named 'no_such_module')"),
+                       ("my_probe_plugins.Absent", "--plugins: no plugin named my_probe_plugins.Absent (known: ")]:
+        with pytest.raises(SystemExit):
+            analyze("--weights", fit_checkpoint, "--out", tmp_path / "out2", "--plugins", name)
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

@@ -14,6 +14,7 @@ import torch
 from prevpos.cli import main
 from prevpos.errors import out_of_memory
 from prevpos.module import PrevTokenModel
+from prevpos.transformer import HookedTransformer, HookedTransformerConfig
 
 RUN = Path("lightning_logs/default/version_0")
 TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
@@ -109,7 +110,8 @@ CASES = [
     ("analyze_out_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "notes.txt"],
      "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
     ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
-    ("analyze_wrong_shape", ["analyze", "--weights", "other_state_dict.pt", "--out", "analysis"], "does not fit the model"),
+    ("analyze_layer_norm_weights", ["analyze", "--weights", "layer_norm_state_dict.pt", "--out", "analysis"],
+     "does not fit the model (unexpected blocks.0.ln1.w;"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
     ("report_a_file", ["report", "notes.txt"], "notes.txt: a file, not a directory (report reads a run directory"),
@@ -132,7 +134,9 @@ def workspace(tmp_path_factory) -> Path:
     (root / "notes.txt").write_text("not a checkpoint\n")
     other = PrevTokenModel(d_model=64, d_head=64)
     torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
-    torch.save(other.model.state_dict(), root / "other_state_dict.pt")
+    layer_norm = HookedTransformerConfig(n_layers=1, d_model=16, d_head=16, n_ctx=10, d_vocab=101, attn_only=True,
+                                         normalization_type="LN")  # prevpos builds no LayerNorm
+    torch.save(HookedTransformer(layer_norm).state_dict(), root / "layer_norm_state_dict.pt")
     (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
     (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")

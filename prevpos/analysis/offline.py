@@ -20,9 +20,11 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
     from prevpos.registry import discover_plugins
 
     plugins = discover_plugins()
-    unknown = sorted(set(names or []) - set(plugins))
+    chosen = {name: plugins.get(name) or _by_class_path(name) for name in names or sorted(plugins)}
+    unknown = sorted(name for name, cls in chosen.items() if cls is None)
     if unknown:
-        raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))})")
+        raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))}; "
+                          "or a class path, e.g. mymodule.MyPlugin)")
     cfg = model.cfg
     tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
     findings = Findings()
@@ -30,11 +32,29 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
         run = ProbeRun(model, tokens.to(cfg.device), step)
         findings.scalar("probe/loss", run.loss)
         findings.scalar("probe/acc", run.acc)
-        for name in names or sorted(plugins):
-            result = plugins[name]().analyze_safely(run)
+        for plugin in chosen.values():
+            result = plugin().analyze_safely(run)
             if result is not None:
                 findings.update(result)
     return findings
+
+
+def _by_class_path(name: str) -> type | None:
+    """The plugin class that a class path such as `mymodule.MyPlugin` names (fit's trainer.callbacks takes those
+    too), or None; ConfigError with the reason if its module does not import."""
+    import importlib
+
+    from prevpos.analysis.plugin import AnalysisPlugin
+
+    module, _, attribute = name.rpartition(".")
+    if not module:
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), attribute, None)
+    except Exception as error:  # the user's module: any error in it
+        raise ConfigError(f"--plugins {name}: cannot import {module} ({type(error).__name__}: "
+                          f"{' '.join(str(error).split())})") from None
+    return cls if isinstance(cls, type) and issubclass(cls, AnalysisPlugin) else None
 
 
 def write_findings(findings: Findings, out: Path, step: int, config: dict) -> None:

@@ -36,8 +36,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--notebook_probe", type=bool, default=False,
                         help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
     parser.add_argument("--plugins", type=str, nargs="+", default=None, metavar="NAME",
-                        help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy (default: "
-                             "every discovered plugin).")
+                        help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy, or class "
+                             "paths, e.g. mymodule.MyPlugin (default: every discovered plugin).")
     return parser
 
 
