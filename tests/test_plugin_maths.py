@@ -1,16 +1,29 @@
-"""The analysis maths on hand-built and random weights: copying scores, the four-term split, term ablation."""
+"""The analysis maths on hand-built and random weights: copying scores, the four-term split, term and head ablation."""
 
 import pytest
 import torch
+from prevpos_plugins.adversarial import CASES, adversarial_batch
+from prevpos_plugins.head_ablation import HeadAblation, ablated_logits
+from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
+from prevpos_plugins.qk_terms import (
+    QKTermImportance,
+    composition_circuit,
+    full_qk_circuit,
+    sum_check_error,
+)
 
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
-from prevpos.circuits import (QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits,
-                              term_ablation)
+from prevpos.circuits import (
+    QK_TERMS,
+    ablate_terms,
+    qk_terms,
+    run_with_edited_scores,
+    run_with_score_edits,
+    term_ablation,
+)
+from prevpos.loss import previous_token_loss
 from prevpos.transformer import build_transformer
-from prevpos_plugins.adversarial import CASES, adversarial_batch
-from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
-from prevpos_plugins.qk_terms import QKTermImportance, composition_circuit, full_qk_circuit, sum_check_error
 
 
 def tokens_for(model, batch: int = 16, seed: int = 0) -> torch.Tensor:
@@ -149,3 +162,30 @@ def test_adversarial_batches_are_what_they_say():
     assert (batches["all_same"][:, 1:] == batches["all_same"][:, 1:2]).all()
     assert (batches["bos_mid"][:, [0, 4]] == bos).all() and (batches["bos_mid"][:, 5:] < bos).all()
     assert torch.equal(adversarial_batch("no_bos", 32, 9, 101, seed=5), batches["no_bos"])
+
+
+@pytest.mark.parametrize("how", ["zero", "mean"])
+def test_ablating_a_last_layer_head_removes_exactly_its_own_output(how):
+    """In the last layer nothing reads a head's output but the unembedding, so its ablated logits are the clean ones
+    minus (its z - the replacement) W_O W_U, from the cached activations."""
+    model = random_model()
+    last, head = model.cfg.n_layers - 1, 1
+    run = ProbeRun(model, tokens_for(model))
+    with analysis_mode(model):
+        z = run.cache["z", last][:, :, head]
+        replacement = torch.zeros_like(z) if how == "zero" else z.mean(0).expand_as(z)
+        expected = run.logits - (z - replacement) @ model.W_O[last, head] @ model.W_U
+        torch.testing.assert_close(ablated_logits(run, last, head, how), expected, atol=1e-4, rtol=1e-4)
+        findings = HeadAblation().analyze(run)
+    assert findings.scalars[f"head_ablation/{how}_loss/L{last}H{head}"] == pytest.approx(
+        previous_token_loss(expected, run.tokens).item(), rel=1e-4)
+    assert len(findings.scalars) == 2 * 2 * len(run.heads()) and "head_ablation/losses" in findings.figures
+
+
+def test_ablating_a_head_that_writes_nothing_changes_nothing():
+    model = random_model()
+    with torch.no_grad():
+        model.blocks[0].attn.W_O[0].zero_()
+    run = ProbeRun(model, tokens_for(model))
+    with analysis_mode(model):
+        torch.testing.assert_close(ablated_logits(run, 0, 0, "zero"), run.logits, atol=1e-5, rtol=0)

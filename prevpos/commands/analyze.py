@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
-          f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figures as "
+          f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figure{'' if len(findings.figures) == 1 else 's'} as "
           f"{out}/<tag>.png, TensorBoard events to {out / 'tensorboard'}")
 
 
