@@ -1,29 +1,19 @@
-"""The analysis maths on hand-built and random weights: copying scores, the four-term split, term and head ablation."""
+"""The analysis maths on hand-built and random weights: copying, the four-term split, term and head ablation, DLA."""
 
 import pytest
 import torch
-from prevpos_plugins.adversarial import CASES, adversarial_batch
-from prevpos_plugins.head_ablation import HeadAblation, ablated_logits
-from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
-from prevpos_plugins.qk_terms import (
-    QKTermImportance,
-    composition_circuit,
-    full_qk_circuit,
-    sum_check_error,
-)
 
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
-from prevpos.circuits import (
-    QK_TERMS,
-    ablate_terms,
-    qk_terms,
-    run_with_edited_scores,
-    run_with_score_edits,
-    term_ablation,
-)
+from prevpos.circuits import (QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits,
+                              term_ablation)
 from prevpos.loss import previous_token_loss
 from prevpos.transformer import build_transformer
+from prevpos_plugins.adversarial import CASES, adversarial_batch
+from prevpos_plugins.head_ablation import HeadAblation, ablated_logits
+from prevpos_plugins.logit_attribution import LogitAttribution, attributions, logit_above_mean
+from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
+from prevpos_plugins.qk_terms import QKTermImportance, composition_circuit, full_qk_circuit, sum_check_error
 
 
 def tokens_for(model, batch: int = 16, seed: int = 0) -> torch.Tensor:
@@ -189,3 +179,35 @@ def test_ablating_a_head_that_writes_nothing_changes_nothing():
     run = ProbeRun(model, tokens_for(model))
     with analysis_mode(model):
         torch.testing.assert_close(ablated_logits(run, 0, 0, "zero"), run.logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(attn_only=False, positional="learned")])
+def test_logit_attributions_add_up_to_the_models_own_logits(shape):
+    """Embedding, each head, each MLP and the biases: their shares sum to the correct logit above the mean logit
+    that the model computes itself, here with non-zero biases and positions too."""
+    model = build_transformer(n_layers=2, n_heads=2, d_model=32, d_head=16, n_ctx=6, d_vocab=12, seed=1, **shape)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.split(".")[-1].startswith("b_") or name == "pos_embed.W_pos":
+                param.normal_(generator=torch.Generator().manual_seed(len(name)))
+    run = ProbeRun(model, tokens_for(model))
+    with analysis_mode(model):
+        shares = attributions(run)
+        findings = LogitAttribution().analyze(run)
+    assert ("L1 mlp" in shares) == (not model.cfg.attn_only) and all(s.abs().max() > 0 for s in shares.values())
+    torch.testing.assert_close(torch.stack(list(shares.values())).sum(0), logit_above_mean(run.logits, run.tokens),
+                               atol=1e-4, rtol=1e-5)
+    assert findings.scalars["dla/sum_check_max_abs_err"] < 1e-4
+    assert {"dla/embed", "dla/L1H1", "dla/biases"} <= set(findings.scalars)
+
+
+def test_a_head_that_writes_nothing_is_attributed_nothing_and_left_out():
+    model = random_model()
+    with torch.no_grad():
+        model.blocks[2].attn.W_O[1].zero_()
+    run = ProbeRun(model, tokens_for(model))
+    with analysis_mode(model):
+        assert attributions(run)["L2H1"].abs().max() == 0
+        scalars = LogitAttribution().analyze(run).scalars
+    assert "dla/L2H1" not in scalars and "dla/L2H0" in scalars
+    assert "dla/biases" not in scalars and "dla/pos_embed" not in scalars  # zero and frozen in prevpos's models
