@@ -17,6 +17,7 @@ from prevpos.cli import main
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord
+from prevpos.report.seeds import build_summary, run_labels, spread
 from prevpos.report.snapshots import snapshot_steps
 from prevpos.report.story import claims, loss
 
@@ -237,3 +238,16 @@ def test_the_story_follows_the_head_that_attends_to_the_previous_token():
     assert "the most important term is direct, then qk_comp" in by_title["3."].text
     one_head = RunRecord(Path("."), "run", scalars={"attention/prev_token_score/L1H0": [(600, 0.7)]})
     assert "(head" not in claims(one_head)[2].text
+
+
+def test_runs_of_several_experiments_get_columns_that_tell_them_apart():
+    """`report lightning_logs/two_heads/version_0 lightning_logs/default/version_0` headed both columns version_0."""
+    def runs(*paths):
+        return [RunRecord(Path(p), "run", scalars={"val/acc": [(9, 0.5)]}) for p in paths]
+
+    assert run_labels(runs("logs/two_heads/version_0", "logs/default/version_0")) == ["two_heads/version_0",
+                                                                                       "default/version_0"]
+    assert run_labels(runs("logs/seeds/seed_0", "logs/seeds/seed_1")) == ["seed_0", "seed_1"]
+    html = build_summary(runs("logs/two_heads/version_0", "logs/default/version_0"))
+    assert "<th>two_heads/version_0</th><th>default/version_0</th>" in html
+    assert spread([[0.5], [None]])["std"] == [None]  # one value has no spread: shown as "-", not 0

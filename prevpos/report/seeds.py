@@ -29,8 +29,20 @@ def values_table(runs: list[RunRecord]) -> tuple[list[str], list[list]]:
 
 def spread(rows: list[list]) -> dict[str, list]:
     columns = [[v for v in col if v is not None] for col in zip(*rows)]
-    stats = {"mean": statistics.fmean, "std": lambda c: statistics.stdev(c) if len(c) > 1 else 0.0, "min": min, "max": max}
+    stats = {"mean": statistics.fmean, "std": lambda c: statistics.stdev(c) if len(c) > 1 else None, "min": min,
+             "max": max}  # no spread from one value: "-", not 0
     return {name: [fn(c) if c else None for c in columns] for name, fn in stats.items()}
+
+
+def run_labels(runs: list[RunRecord]) -> list[str]:
+    """A column name per run: the last parts of its path, as few as tell the runs apart (`version_0` for seeds of
+    one experiment, `two_heads/version_0` and `default/version_0` across experiments)."""
+    parts = [run.path.resolve().parts for run in runs]
+    for k in range(1, max(map(len, parts)) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(run.path) for run in runs]  # the same directory given twice
 
 
 def _seed(run: RunRecord, group: str, key: str):
@@ -42,14 +54,14 @@ def _top_term(run: RunRecord) -> str:
     return " > ".join(sorted(losses, key=losses.get, reverse=True)) if losses else "-"
 
 
-def _curves(runs: list[RunRecord]) -> Figure:
+def _curves(runs: list[RunRecord], labels: list[str]) -> Figure:
     fig = Figure(figsize=(10, 3.6), dpi=80, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     for ax, (pattern, title) in zip(axes, [("val/acc", "val accuracy"),
                                            ("attention/prev_token_score/L{last}H*", "last layer's prev-token score")]):
-        for run in runs:
+        for run, label in zip(runs, labels):
             for tag in matching(run, pattern)[:1]:
-                ax.plot(*zip(*run.scalars[tag]), marker=".", label=run.path.name)
+                ax.plot(*zip(*run.scalars[tag]), marker=".", label=label)
         ax.set(title=title, xlabel="training step", ylim=(-0.03, 1.03))
     if axes[0].lines:
         axes[0].legend(fontsize=7)
@@ -59,6 +71,7 @@ def _curves(runs: list[RunRecord]) -> Figure:
 def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     """The page across runs; `skipped`: a line for each run directory given that could not be read."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    labels = run_labels(runs)
     tags, rows = values_table(runs)
     stats = spread(rows) if rows else {}
     # One row per score (they are many), one column per run, then the spread.
@@ -66,19 +79,19 @@ def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     seeds = [[f"{group}.{key}"] + [_seed(run, group, key) for run in runs] + [""] * len(stats)
              for group, key in [("model", "init_seed"), ("data", "seed")]]
     steps = [{c["label"] + f" ≥ {c['threshold']:g}": c["step"] for c in crossings(run)} for run in runs]
-    labels = list(dict.fromkeys(k for s in steps for k in s))
-    order = [[run.path.name, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in labels]
-             for run, s in zip(runs, steps)]
+    crossed = list(dict.fromkeys(k for s in steps for k in s))
+    order = [[label, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in crossed]
+             for run, label, s in zip(runs, labels, steps)]
     sections = [
         f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values of each run, then their "
         "mean, standard deviation, minimum and maximum.</p>",
-        table(["score", *(run.path.name for run in runs), *stats], seeds + by_tag),
+        table(["score", *labels, *stats], seeds + by_tag),
         "<h2>Did every run learn the same algorithm?</h2><p>Ranking of the zero-ablated score terms (most "
         "important first) and the first step each score crossed its threshold:</p>",
-        table(["run", "term ranking", *labels], order, numeric_from=2),
-        img(png_bytes(_curves(runs)), "val accuracy and prev-token score of every run"),
+        table(["run", "term ranking", *crossed], order, numeric_from=2),
+        img(png_bytes(_curves(runs, labels)), "val accuracy and prev-token score of every run"),
     ]
-    for run in runs:
-        sections += [f'<p class="note">{esc(run.path.name)}: {esc(n)}</p>' for n in run.notes]
+    for run, label in zip(runs, labels):
+        sections += [f'<p class="note">{esc(label)}: {esc(n)}</p>' for n in run.notes]
     sections += [f'<p class="note">skipped {esc(reason)}</p>' for reason in skipped]
     return page(f"prevpos report across {len(runs)} runs", sections)
