@@ -36,7 +36,7 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
         settings = shape_of(saved)
         model = build_transformer(**settings)
         _load_checked(model, saved, path)
-        _warn_if_positions(model, path)
+        _note_frozen_weights_in_use(model, path)
         return model, settings, 0
     raise ConfigError(f"--weights {path}: neither a `prevpos fit` checkpoint (no state_dict/hyper_parameters) nor a "
                       "TransformerLens state_dict (no embed.W_E)")
@@ -84,7 +84,8 @@ def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
     model.load_state_dict({k: saved[k] for k in expected if k in saved}, strict=False)
 
 
-def _warn_if_positions(model: HookedTransformer, path: Path) -> None:
+def _note_frozen_weights_in_use(model: HookedTransformer, path: Path) -> None:
+    """Say so if the file holds non-zero values where prevpos's models hold zeros (biases): they are analysed as saved."""
     used = [n for n, p in model.named_parameters() if not p.requires_grad and p.count_nonzero() > 0]
     if used:
         print(f"note: {path} has non-zero {', '.join(used[:3])}: analysed as saved (the model uses them)",
