@@ -32,6 +32,10 @@ class HeadAblation(AnalysisPlugin):
     same). Mean-ablation keeps what the head writes on average, so it removes only what depends on the sequence.
     """
 
+    dashboard = {"head ablation (loss and accuracy without each head)": {
+        "probe loss, one head ablated": [r"head_ablation/\w+_loss/"],
+        "probe accuracy, one head ablated": [r"head_ablation/\w+_acc/"]}}
+
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         losses = {}

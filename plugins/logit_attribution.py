@@ -58,6 +58,9 @@ class LogitAttribution(AnalysisPlugin):
     layers (layer 0's count, read by layer 1) is not in it; `HeadAblation` measures that.
     """
 
+    dashboard = {"direct logit attribution": {
+        "contribution to the correct logit": [r"dla/(embed|pos_embed|biases|L\d+H\d+|L\d+_mlp)$"]}}
+
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         shares = attributions(run)

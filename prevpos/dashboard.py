@@ -57,6 +57,16 @@ def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
 
 
+def layout_for(callbacks) -> dict:
+    """LAYOUT, then the panels of the plugins in this fit that bring their own (`AnalysisPlugin.dashboard`), numbered
+    on from it: an opt-in plugin's charts appear only in the runs that log its tags."""
+    layout = dict(LAYOUT)
+    for callback in callbacks:
+        for panel, charts in (getattr(callback, "dashboard", None) or {}).items():
+            layout[f"{len(layout) + 1} {panel}"] = {chart: ["Multiline", list(tags)] for chart, tags in charts.items()}
+    return layout
+
+
 class MechanismDashboard(Callback):
     """Writes the dashboard layout (TensorBoard's "Custom Scalars" tab) and the HPARAMS table into each TensorBoard
     log at fit start. The table replaces Lightning's, whose one column, hp_metric, was -1 for every run; a logger
@@ -72,7 +82,7 @@ class MechanismDashboard(Callback):
         for logger in trainer.loggers:
             writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
             if writer is not None and id(writer) not in self._written:  # one layout per writer, or TB merges twins
-                writer.add_custom_scalars(LAYOUT)
+                writer.add_custom_scalars(layout_for(trainer.callbacks))
                 if not logger._default_hp_metric:
                     for summary in hparams(run_settings(trainer, pl_module), dict.fromkeys(TABLE_SCORES, 0)):
                         writer._get_file_writer().add_summary(summary)

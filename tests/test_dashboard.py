@@ -15,15 +15,13 @@ TINY_DEFAULT_FIT = ["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3",
 NOT_YET = {"fraction of loss recovered"}
 
 
-def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0(in_tmp):
-    main(TINY_DEFAULT_FIT)
-    events = EventAccumulator(str(in_tmp / "lightning_logs" / "default" / "version_0"),
-                              size_guidance={TENSORS: 0, "scalars": 0})
+def fit_and_read_layout(run_dir, *args) -> tuple[EventAccumulator, layout_pb2.Layout, dict]:
+    """Fit, then its events, its dashboard layout and its scalars; every chart of the layout must have curves."""
+    main([*TINY_DEFAULT_FIT, *args])
+    events = EventAccumulator(str(run_dir), size_guidance={TENSORS: 0, "scalars": 0})
     events.Reload()
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    assert [c.title for c in layout.category] == list(LAYOUT)
-
     assert not [t for t in events.Tags()[TENSORS] if t.startswith("plugin_errors/")]
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
     for category in layout.category:
@@ -32,6 +30,23 @@ def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0
                 continue
             drawn = [t for t in scalars if any(re.match(regex, t) for regex in chart.multiline.tag)]
             assert drawn, f"{category.title} / {chart.title}: no logged tag matches {list(chart.multiline.tag)}"
+    return events, layout, scalars
+
+
+def test_opt_in_plugins_add_their_own_panels_and_a_default_fit_has_none_of_them(in_tmp):
+    _, layout, scalars = fit_and_read_layout(in_tmp / "lightning_logs" / "default" / "version_0",
+                                             "--trainer.callbacks+=HeadAblation",
+                                             "--trainer.callbacks+=LogitAttribution")
+    assert [c.title for c in layout.category] == [*LAYOUT, "8 head ablation (loss and accuracy without each head)",
+                                                  "9 direct logit attribution"]
+    charted = layout.category[-1].chart[0].multiline.tag
+    assert {t for t in scalars if t.startswith("dla/") and any(re.match(r, t) for r in charted)} == {
+        "dla/embed", "dla/L0H0", "dla/L1H0"}  # not the sum check
+
+
+def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0(in_tmp):
+    events, layout, scalars = fit_and_read_layout(in_tmp / "lightning_logs" / "default" / "version_0")
+    assert [c.title for c in layout.category] == list(LAYOUT)
 
     # Every analysis scalar starts at step 0 (before training), so each curve shows where it began.
     analysis = [t for t in scalars if not t.startswith(("train/", "val/", "epoch"))]

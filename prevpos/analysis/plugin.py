@@ -2,6 +2,7 @@
 
 import traceback
 from types import MethodType
+from typing import ClassVar
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -38,6 +39,10 @@ class AnalysisPlugin(Callback):
         dense_figure_every_n_epochs: In the dense phase, log figures every N epochs.
         strict: Re-raise a failure of this plugin instead of reporting it and going on.
     """
+
+    # Panels this plugin adds to the dashboard (TensorBoard's Custom Scalars tab) in the runs it is in:
+    # {panel title: {chart title: [tag regex, ...]}}, each regex matched from the start of a tag.
+    dashboard: ClassVar[dict[str, dict[str, list[str]]]] = {}
 
     # The settings and state below are class attributes too: a plugin whose own __init__ does not call
     # super().__init__() (Lightning's Callback needs no such call) runs on the default schedule, instead of
