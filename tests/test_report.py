@@ -251,3 +251,16 @@ def test_runs_of_several_experiments_get_columns_that_tell_them_apart():
     html = build_summary(runs("logs/two_heads/version_0", "logs/default/version_0"))
     assert "<th>two_heads/version_0</th><th>default/version_0</th>" in html
     assert spread([[0.5], [None]])["std"] == [None]  # one value has no spread: shown as "-", not 0
+
+
+def test_the_opt_in_plugins_add_a_claim_only_where_they_ran():
+    base = {"attention/prev_token_score/L1H0": 0.7, "qk_terms/clean_loss": 0.008}
+    without = RunRecord(Path("."), "run", scalars={t: [(600, v)] for t, v in base.items()})
+    assert len(claims(without)) == 8  # no "not measured" line for a plugin the run was never meant to have
+    scores = base | {"head_ablation/zero_loss/L0H0": 3.54, "head_ablation/zero_loss/L1H0": 3.74,
+                     "dla/L1H0": 16.9, "dla/L0H0": 1.05, "dla/embed": 0.006, "dla/sum_check_max_abs_err": 1e-5}
+    parts = claims(RunRecord(Path("."), "run", scalars={t: [(600, v)] for t, v in scores.items()}))[-1]
+    assert parts.text == ("Zeroing one head's output raises the probe loss to L0H0 3.5400, L1H0 3.7400 (clean 0.0080). "
+                          "Directly, each part adds this much to the correct logit above the mean logit: L1H0 16.90, "
+                          "L0H0 1.05, embed 0.01.")
+    assert parts.check == (True, "L1H0, the previous-token head, writes the most")

@@ -21,8 +21,11 @@ class Claim:
 def claims(run: RunRecord) -> list[Claim]:
     final = run.final
     head = followed_head(run, final)
-    return [_task(run, final), _counting(run, final), _prev_token(run, final, head), _terms(run, final, head),
-            _copying(run, final, head), _explanation(run, final), _adversarial(run, final), _length(run, final)]
+    story = [_task(run, final), _counting(run, final), _prev_token(run, final, head), _terms(run, final, head),
+             _copying(run, final, head), _explanation(run, final), _adversarial(run, final), _length(run, final)]
+    if matching(run, "head_ablation/zero_loss/*") or matching(run, "dla/*"):  # opt-in plugins: no "not measured"
+        story.append(_parts(run, final, head))
+    return story
 
 
 def followed_head(run: RunRecord, final: dict) -> str:
@@ -143,6 +146,25 @@ def _copying(run: RunRecord, final: dict, head: str) -> Claim:
     if eigen is not None:
         text += f"; its eigenvalues are positive in the ratio Σλ/Σ|λ| = {eigen:.3f}"
     return Claim(title, text + ".", figures, check=(top1 >= 0.9, "copy top-1 ≥ 0.9"))
+
+
+def _parts(run: RunRecord, final: dict, head: str) -> Claim:
+    title = "8. Which parts the model needs, and which write the answer"
+    zeroed = {tag.rsplit("/", 1)[-1]: final[tag] for tag in matching(run, "head_ablation/zero_loss/*")}
+    direct = {tag.removeprefix("dla/"): final[tag] for tag in matching(run, "dla/*") if "sum_check" not in tag}
+    sentences = []
+    if zeroed:
+        clean = final.get("qk_terms/clean_loss", final.get("probe/loss"))
+        sentences.append("Zeroing one head's output raises the probe loss to " + ", ".join(
+            f"{name} {loss(value)}" for name, value in zeroed.items()) + (f" (clean {loss(clean)})" if clean else ""))
+    if direct:
+        ranked = sorted(direct, key=direct.get, reverse=True)
+        sentences.append("Directly, each part adds this much to the correct logit above the mean logit: " + ", ".join(
+            f"{name} {direct[name]:.2f}" for name in ranked))
+    check = None
+    if direct and "*" not in head:
+        check = (max(direct, key=direct.get) == head, f"{head}, the previous-token head, writes the most")
+    return Claim(title, ". ".join(sentences) + ".", ["head_ablation/losses", "dla/by_part"], check=check)
 
 
 def _layer(head: str) -> int:
