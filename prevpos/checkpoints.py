@@ -1,6 +1,7 @@
 """Checkpoint files: written atomically, and checked before a command loads one (one readable line if unusable)."""
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,9 +193,18 @@ def stop_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> N
                          f"train. To train on, raise it, e.g. {fix}")
 
 
+def pickled_object(error: Exception) -> str | None:
+    """The class of the object torch.load refused to unpickle with weights_only (torch.save(model) pickles the whole
+    module, and loading it would run the code it names), or None for other failures."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    return found.group(1).rsplit(".", 1)[-1] if found else None
+
+
 def _reason(error: Exception) -> str:
     """torch.load's first sentence (the rest is advice about torch.save options that does not apply here)."""
     text = " ".join(str(error).split())
     if "mmap can only be used" in text:
         return "not a zip archive written by torch.save"
+    if pickled_object(error):
+        return f"a pickled {pickled_object(error)} object, not weights"
     return text.split(". ")[0] if text else type(error).__name__

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from prevpos.checkpoints import shape_mismatches
+from prevpos.checkpoints import pickled_object, shape_mismatches
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -27,6 +27,10 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and unpickler errors all mean the same to the user
+        if pickled_object(error):  # e.g. torch.save(model), a notebook's habit
+            raise ConfigError(f"--weights {path}: a pickled {pickled_object(error)} object, not weights; prevpos "
+                              "loads only tensors (unpickling could run code): save them with "
+                              f"torch.save(model.state_dict(), \"{path}\")") from None
         raise ConfigError(f"--weights {path}: not a torch file of weights ({_reason(error)})") from None
     if isinstance(saved, dict) and "state_dict" in saved and "hyper_parameters" in saved:
         return _from_checkpoint(saved, path)

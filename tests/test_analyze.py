@@ -139,11 +139,16 @@ def test_a_raw_state_dict_is_rebuilt_with_its_own_shape(shape, tmp_path):
     ("text", "not a torch file of weights"),
     ({"something": torch.zeros(2)}, "neither a `prevpos fit` checkpoint"),
     ("layer_norm_model", "does not fit the model (unexpected blocks.0.ln1.w;"),
+    # torch.save(model), a notebook's habit: torch's weights_only paragraph, cut at its first line, said nothing useful
+    ("whole_model", "a pickled HookedTransformer object, not weights; prevpos loads only tensors (unpickling could "
+                    "run code): save them with torch.save(model.state_dict(), "),
 ])
 def test_a_bad_weights_file_is_one_clear_line(content, message, tmp_path, capsys):
     path = tmp_path / "weights.pt"
     if content == "text":
         path.write_text("not weights")
+    elif content == "whole_model":
+        torch.save(build_transformer(n_layers=1, d_model=16, d_head=16), path)
     elif content == "layer_norm_model":  # prevpos builds none: its weights cannot be analysed as saved
         config = HookedTransformerConfig(n_layers=2, d_model=32, d_head=16, n_heads=2, n_ctx=10, d_vocab=101,
                                          attn_only=True, normalization_type="LN")

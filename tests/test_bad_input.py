@@ -92,6 +92,8 @@ CASES = [
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
+    ("ckpt_a_whole_model", ["validate", "--ckpt_path", "whole_model.pt"], "--ckpt_path whole_model.pt: not a readable "
+     "checkpoint (a pickled PrevTokenModel object, not weights); pass a .ckpt file saved by `python -m prevpos fit`"),
     ("ckpt_wrong_shape", ["fit", "--ckpt_path", "other_model.ckpt"],
      "--ckpt_path other_model.ckpt: its weights do not fit this model (model.embed.W_E (101, 64) vs (101, 128))"),
     ("validate_no_checkpoint", ["validate"], "validate --ckpt_path: pass a checkpoint file of a fit"),
@@ -134,6 +136,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "notes.txt").write_text("not a checkpoint\n")
     other = PrevTokenModel(d_model=64, d_head=64)
     torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
+    torch.save(other, root / "whole_model.pt")  # torch.save(model): a pickle of the whole module
     layer_norm = HookedTransformerConfig(n_layers=1, d_model=16, d_head=16, n_ctx=10, d_vocab=101, attn_only=True,
                                          normalization_type="LN")  # prevpos builds no LayerNorm
     torch.save(HookedTransformer(layer_norm).state_dict(), root / "layer_norm_state_dict.pt")
