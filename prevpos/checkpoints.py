@@ -205,6 +205,6 @@ def _reason(error: Exception) -> str:
     text = " ".join(str(error).split())
     if "mmap can only be used" in text:
         return "not a zip archive written by torch.save"
-    if pickled_object(error):
-        return f"a pickled {pickled_object(error)} object, not weights"
+    if pickled := pickled_object(error):
+        return f"a pickled {pickled} object, not weights"
     return text.split(". ")[0] if text else type(error).__name__

@@ -27,8 +27,8 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and unpickler errors all mean the same to the user
-        if pickled_object(error):  # e.g. torch.save(model), a notebook's habit
-            raise ConfigError(f"--weights {path}: a pickled {pickled_object(error)} object, not weights; prevpos "
+        if pickled := pickled_object(error):  # e.g. torch.save(model), a notebook's habit
+            raise ConfigError(f"--weights {path}: a pickled {pickled} object, not weights; prevpos "
                               "loads only tensors (unpickling could run code): save them with "
                               f"torch.save(model.state_dict(), \"{path}\")") from None
         raise ConfigError(f"--weights {path}: not a torch file of weights ({_reason(error)})") from None

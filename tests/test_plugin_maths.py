@@ -172,12 +172,17 @@ def test_ablating_a_last_layer_head_removes_exactly_its_own_output(how):
     assert len(findings.scalars) == 2 * 2 * len(run.heads()) and "head_ablation/losses" in findings.figures
 
 
-def test_ablating_a_head_that_writes_nothing_changes_nothing():
+def silenced(layer: int, head: int) -> ProbeRun:
+    """The probe run of random_model() with one head writing nothing (its W_O zero)."""
     model = random_model()
     with torch.no_grad():
-        model.blocks[0].attn.W_O[0].zero_()
-    run = ProbeRun(model, tokens_for(model))
-    with analysis_mode(model):
+        model.blocks[layer].attn.W_O[head].zero_()
+    return ProbeRun(model, tokens_for(model))
+
+
+def test_ablating_a_head_that_writes_nothing_changes_nothing():
+    run = silenced(0, 0)
+    with analysis_mode(run.model):
         torch.testing.assert_close(ablated_logits(run, 0, 0, "zero"), run.logits, atol=1e-5, rtol=0)
 
 
@@ -202,11 +207,8 @@ def test_logit_attributions_add_up_to_the_models_own_logits(shape):
 
 
 def test_a_head_that_writes_nothing_is_attributed_nothing_and_left_out():
-    model = random_model()
-    with torch.no_grad():
-        model.blocks[2].attn.W_O[1].zero_()
-    run = ProbeRun(model, tokens_for(model))
-    with analysis_mode(model):
+    run = silenced(2, 1)
+    with analysis_mode(run.model):
         assert attributions(run)["L2H1"].abs().max() == 0
         scalars = LogitAttribution().analyze(run).scalars
     assert "dla/L2H1" not in scalars and "dla/L2H0" in scalars

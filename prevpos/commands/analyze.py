@@ -55,9 +55,10 @@ def main(argv: list[str]) -> None:
     _write_whole(out, lambda folder: write_findings(findings, folder, step, {"analyze": settings, "model": hparams}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
+    figures = f"{len(findings.figures)} figure{'' if len(findings.figures) == 1 else 's'}"
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
-          f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {len(findings.figures)} figure{'' if len(findings.figures) == 1 else 's'} as "
-          f"{out}/<tag>.png, TensorBoard events to {out / 'tensorboard'}")
+          f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {figures} as {out}/<tag>.png, "
+          f"TensorBoard events to {out / 'tensorboard'}")
 
 
 def _write_whole(out: Path, write) -> None:
