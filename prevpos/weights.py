@@ -89,7 +89,7 @@ def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
 
 
 def _note_frozen_weights_in_use(model: HookedTransformer, path: Path) -> None:
-    """Say so if the file holds non-zero values where prevpos's models hold zeros (biases): they are analysed as saved."""
+    """Say so if the file holds non-zero values where prevpos's models hold zeros (biases): analysed as saved."""
     used = [n for n, p in model.named_parameters() if not p.requires_grad and p.count_nonzero() > 0]
     if used:
         print(f"note: {path} has non-zero {', '.join(used[:3])}: analysed as saved (the model uses them)",

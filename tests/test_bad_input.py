@@ -79,7 +79,8 @@ CASES = [
     # a checkpoint given as a config was a UnicodeDecodeError traceback
     ("config_a_checkpoint", ["fit", "--config", str(RUN / "checkpoints" / "last.ckpt")],
      "last.ckpt: not a YAML file but binary (a checkpoint goes to --ckpt_path FILE"),
-    ("config_a_list", ["fit", "--config", "a_list.yaml"], "--config a_list.yaml: holds ['model', 'data'], not settings"),
+    ("config_a_list", ["fit", "--config", "a_list.yaml"],
+     "--config a_list.yaml: holds ['model', 'data'], not settings"),
     ("config_a_run_directory", ["test", "--config", str(RUN)], f"--config {RUN}: a directory; pass a YAML file"),
     ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
     ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),

@@ -69,7 +69,8 @@ def faulty_run(tmp_path_factory):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             trainer = quiet_trainer(max_epochs=3, logger=TensorBoardLogger(str(tmp_path), name="run"),
-                                    log_every_n_steps=1, callbacks=[AttentionPatterns(figure_every_n_epochs=1), _OwnInitOnly(),
+                                    log_every_n_steps=1,
+                                    callbacks=[AttentionPatterns(figure_every_n_epochs=1), _OwnInitOnly(),
                                                *(cls() for cls in FAULTY)])
             trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     finally:
