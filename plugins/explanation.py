@@ -1,5 +1,7 @@
 """Is the explanation sufficient and necessary? Loss recovered by the explanation's parts and by the algorithm."""
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
@@ -22,29 +24,49 @@ def recovered(base: float, x: float, model: float) -> float:
 def not_applicable(model: HookedTransformer) -> str | None:
     """None if the explanation is about this model's shape, else why not (one line)."""
     reason = decomposable(model)
-    if reason is None and (model.cfg.n_layers != 2 or model.cfg.n_heads != 1):
-        reason = f"it explains 2 layers of 1 head, not {model.cfg.n_layers} layers of {model.cfg.n_heads}"
+    if reason is None and model.cfg.n_layers != 2:
+        reason = f"it explains 2 layers, not {model.cfg.n_layers}"
     return reason
 
 
-def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[str, Tensor],
+def has_algorithm(model: HookedTransformer) -> bool:
+    """The hand-written algorithm has the numbers of one head per layer (prevpos.algorithm)."""
+    return model.cfg.n_heads == 1
+
+
+def in_every_head(edits: list[Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
+    """One score edit made of one per head (each edits its own head's scores in place)."""
+    def edit(scores: Tensor) -> Tensor:
+        for head_edit in edits:
+            scores = head_edit(scores)
+        return scores
+    return edit
+
+
+def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int, dict[str, Tensor]],
                        resid_pre: Tensor | None = None) -> dict[str, float]:
-    """Losses with layer 1's scores kept to the explained terms (the others zero-ablated), kept to the other
-    terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the algorithm's.
-    `terms`: qk_terms(model, cache of tokens, 1, 0); `resid_pre`: that cache's layer-1 input, to skip layer 0."""
-    edits = {"restricted": term_ablation(0, terms, UNEXPLAINED), "excluded": term_ablation(0, terms, EXPLAINED),
-             "base": torch.zeros_like}
+    """Losses with every layer-1 head's scores kept to the explained terms (the others zero-ablated), kept to the
+    other terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the
+    algorithm's, for a model of one head per layer.
+    `terms`: {head: qk_terms(model, cache of tokens, 1, head)} for every layer-1 head; `resid_pre`: that cache's
+    layer-1 input, to skip layer 0."""
+    def kept_to(names: tuple[str, ...]) -> Callable[[Tensor], Tensor]:
+        return in_every_head([term_ablation(head, head_terms, names) for head, head_terms in terms.items()])
+
+    edits = {"restricted": kept_to(UNEXPLAINED), "excluded": kept_to(EXPLAINED), "base": torch.zeros_like}
     logits = run_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three
-    logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
+    if has_algorithm(model):
+        logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
     return previous_token_losses(logits, tokens)
 
 
 class Explanation(AnalysisPlugin):
     """% of the loss gap (uniform layer-1 attention -> the model) recovered by the explanation.
 
-    `restricted`: layer 1 keeps only the direct and qk_comp score terms (sufficiency, expect ~1);
+    `restricted`: every layer-1 head keeps only the direct and qk_comp score terms (sufficiency, expect ~1);
     `excluded`: only k_comp and q_comp (necessity, expect ~0); `algorithm`: prevpos.algorithm's 16 numbers
-    read off the weights, nothing else. Skips, with a one-line note, models that are not 2x1-head attention-only.
+    read off the weights, nothing else (one head per layer only). Skips, with a one-line note, models that are
+    not 2-layer attention-only.
     The losses are logged from step 0; the fractions only once the gap is at least `min_gap` (at random init
     both losses are ~ln(vocab) and their ratio is noise over noise, e.g. 1638).
 
@@ -61,14 +83,22 @@ class Explanation(AnalysisPlugin):
         if reason is not None:
             return self.skip("explanation/skipped", reason)
         findings = Findings()
-        losses = explanation_losses(run.model, run.tokens, cached_qk_terms(run, 1, 0), run.cache["resid_pre", 1])
+        terms = {h: cached_qk_terms(run, 1, h) for h in range(run.model.cfg.n_heads)}
+        losses = explanation_losses(run.model, run.tokens, terms, run.cache["resid_pre", 1])
         losses["model"] = run.loss
         for name, value in losses.items():
             findings.scalar(f"explanation/{name}_loss", value)
         for name in ("restricted", "excluded", "algorithm"):
-            if losses["base"] - losses["model"] >= self.min_gap:
+            if name in losses and losses["base"] - losses["model"] >= self.min_gap:
                 fraction = recovered(losses["base"], losses[name], losses["model"])
                 findings.scalar(f"explanation/{name}_recovered", fraction)
+        if has_algorithm(run.model):
+            self._algorithm_findings(findings, run)
+            return findings
+        reason = f"its hand-written algorithm, which has the numbers of one head per layer, not {run.model.cfg.n_heads}"
+        return self.skip("explanation/skipped", reason, findings)
+
+    def _algorithm_findings(self, findings: Findings, run: ProbeRun) -> None:
         params = read_params(run.model)
         _, layer1 = algorithm_patterns(params, run.tokens, run.model.cfg.d_vocab - 1)
         findings.figure("explanation/algorithm_pattern_L1", heatmap, matrix=layer1.mean(0),
@@ -76,4 +106,3 @@ class Explanation(AnalysisPlugin):
                         y_labels=run.pos_labels, xlabel="source position", ylabel="destination position",
                         colorbar_label="attention")
         findings.text("explanation/algorithm_params", params.table())
-        return findings

@@ -2,13 +2,18 @@
 
 import pytest
 import torch
+from transformer_lens.utilities import get_act_name
 
 from prevpos.algorithm import AlgorithmParams, PairScores, algorithm_logits, algorithm_patterns, read_params
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
+from prevpos.circuits import cached_qk_terms
+from prevpos.loss import previous_token_loss
+from prevpos.module import PrevTokenModel
 from prevpos.sequences import probe_tokens
 from prevpos.transformer import build_transformer
-from prevpos_plugins.explanation import Explanation, recovered
+from tests.conftest import build_data, quiet_trainer
+from prevpos_plugins.explanation import EXPLAINED, UNEXPLAINED, Explanation, explanation_losses, recovered
 
 PROBE = probe_tokens(512, 10, 101, 100, seed=7)
 
@@ -87,3 +92,45 @@ def test_other_shapes_are_skipped_with_one_line():
     with analysis_mode(model):
         findings = Explanation(strict=True).analyze(ProbeRun(model, PROBE))
     assert not findings.scalars and "one layer" in findings.texts["explanation/skipped"]
+
+
+def kept_scores_loss(model, terms: dict, kept: tuple[str, ...]) -> float:
+    """The probe loss with each layer-1 head's scores replaced outright by the sum of its `kept` terms."""
+    def only_kept(scores, hook):
+        heads = [sum(terms[h][name] for name in kept) for h in range(model.cfg.n_heads)]
+        return model.blocks[1].attn.apply_causal_mask(torch.stack(heads, 1))
+
+    logits = model.run_with_hooks(PROBE, fwd_hooks=[(get_act_name("attn_scores", 1), only_kept)])
+    return previous_token_loss(logits, PROBE).item()
+
+
+@pytest.fixture(scope="module")
+def trained_two_heads():
+    """experiments/two_heads.yaml's model (2 heads of 64 per layer), trained 300 steps (~10 s on 2 cores)."""
+    module = PrevTokenModel(n_heads=2, d_head=64)
+    quiet_trainer(max_epochs=3, gradient_clip_val=1.0).fit(module, build_data(batch_size=256, steps_per_epoch=100))
+    return module.eval().model
+
+
+def test_with_two_heads_every_layer1_head_keeps_only_its_explained_terms(trained_two_heads):
+    model = trained_two_heads
+    with analysis_mode(model):
+        run = ProbeRun(model, PROBE)
+        terms = {h: cached_qk_terms(run, 1, h) for h in range(2)}
+        losses = explanation_losses(model, PROBE, terms, run.cache["resid_pre", 1])
+        head0_only = explanation_losses(model, PROBE, {0: terms[0]})
+        for name, kept in [("restricted", EXPLAINED), ("excluded", UNEXPLAINED)]:
+            assert losses[name] == pytest.approx(kept_scores_loss(model, terms, kept), abs=1e-4)
+            assert abs(head0_only[name] - losses[name]) > 0.01  # editing head 0 alone is told apart
+    assert "algorithm" not in losses
+
+
+def test_with_two_heads_the_plugin_logs_the_terms_and_notes_the_algorithm_once(trained_two_heads):
+    with analysis_mode(trained_two_heads):
+        plugin = Explanation(strict=True)
+        first, second = (plugin.analyze(ProbeRun(trained_two_heads, PROBE)) for _ in range(2))
+    assert set(first.scalars) == {f"explanation/{n}_{kind}" for n in ("restricted", "excluded")
+                                  for kind in ("loss", "recovered")} | {"explanation/base_loss", "explanation/model_loss"}
+    assert first.scalars["explanation/restricted_recovered"] > 0.8
+    assert "one head per layer, not 2" in first.texts["explanation/skipped"] and not first.figures
+    assert not second.texts

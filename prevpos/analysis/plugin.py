@@ -79,9 +79,10 @@ class AnalysisPlugin(Callback):
                 del state[name]
         return state
 
-    def skip(self, tag: str, reason: str) -> Findings:
-        """Empty findings for a model this plugin does not apply to, with the reason as text the first time only."""
-        findings = Findings()
+    def skip(self, tag: str, reason: str, findings: Findings | None = None) -> Findings:
+        """Empty findings for a model this plugin does not apply to (or `findings`, for a part of it that does not
+        apply), with the reason as text the first time only."""
+        findings = Findings() if findings is None else findings
         if not self._skip_noted:
             self._skip_noted = True
             findings.text(tag, f"{type(self).__name__} skipped: {reason}")
