@@ -33,15 +33,16 @@ def explain_parser_error(message: str, parser) -> str:
 def check_config_files(argv: list[str]) -> None:
     """ConfigError naming the file for each --config that cannot be a config: jsonargparse's messages do not name it
     ("Problems parsing config: ... in "<unicode string>", line 16"), and a binary file (a checkpoint) was a
-    UnicodeDecodeError traceback. A value that is no file is left to jsonargparse, which also takes YAML text."""
+    UnicodeDecodeError traceback. A value that is YAML text, not a file (`--config 'model: {lr: 0.01}'`), is left
+    to jsonargparse."""
     import yaml
 
     given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
     given += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
     for name in given:
         path = Path(name)
-        if not path.exists() and path.suffix in (".yaml", ".yml"):
-            raise ConfigError(f"--config {name}: no such file{_experiments_hint()}")
+        if not path.exists() and (path.suffix in (".yaml", ".yml") or ":" not in name):  # a word is not settings
+            raise ConfigError(f"--config {name}: no such file{_experiments_hint(path)}")
         if path.is_dir():
             raise ConfigError(f"--config {name}: a directory; pass a YAML file (a run's own is RUN_DIR/config.yaml; "
                               "--resume RUN_DIR continues a run)")
@@ -64,9 +65,13 @@ def check_config_files(argv: list[str]) -> None:
                               "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
 
 
-def _experiments_hint() -> str:
-    """Where the project's experiment configs are, when this package runs from its source tree."""
+def _experiments_hint(missing: Path) -> str:
+    """The project's experiment config that `missing` names (`two_heads`, or `experiments/two_heads.yaml` given from
+    another directory), else where they are, when this package runs from its source tree."""
     folder = Path(__file__).resolve().parent.parent / "experiments"
+    meant = folder / f"{missing.stem}.yaml"
+    if meant.is_file():
+        return f" (did you mean --config {meant}?)"
     names = sorted(p.name for p in folder.glob("*.yaml"))
     return f" (the experiments are in {folder}: {', '.join(names)})" if names else ""
 

@@ -17,6 +17,7 @@ from prevpos.module import PrevTokenModel
 from prevpos.transformer import HookedTransformer, HookedTransformerConfig
 
 RUN = Path("lightning_logs/default/version_0")
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
         "--data.probe_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         "--trainer.callbacks=[]"]
@@ -74,6 +75,12 @@ CASES = [
     ("section_misspelled", ["fit", "--modle.lr=1"], "unrecognized arguments: --modle.lr=1 (did you mean --model.lr?)"),
     ("key_misspelled", ["fit", "--model.nlayers=3"], "(did you mean --model.n_layers?)"),
     ("config_missing", ["fit", "--config", "nope.yaml"], "--config nope.yaml: no such file (the experiments are in "),
+    # a bare word was jsonargparse's "File does not exist"; an experiment's name, from anywhere, finds its file
+    ("config_missing_no_suffix", ["fit", "--config", "nope"], "--config nope: no such file (the experiments are in "),
+    ("config_experiment_by_name", ["fit", "--config", "two_heads"],
+     f"--config two_heads: no such file (did you mean --config {EXPERIMENTS / 'two_heads.yaml'}?)"),
+    ("config_experiment_elsewhere", ["fit", "--config", "experiments/two_heads.yaml"],
+     f"--config experiments/two_heads.yaml: no such file (did you mean --config {EXPERIMENTS / 'two_heads.yaml'}?)"),
     ("config_malformed", ["fit", "--config", "malformed.yaml"],
      "--config malformed.yaml: not valid YAML (line 2: expected ',' or ']', but got ':'); a config maps settings"),
     # a checkpoint given as a config was a UnicodeDecodeError traceback

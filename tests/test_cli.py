@@ -250,6 +250,12 @@ def test_print_config_is_valid_yaml_with_the_defaults(capsys):
     assert config["trainer"]["logger"]["class_path"].endswith("TensorBoardLogger")
 
 
+def test_config_given_as_yaml_text_is_taken(capsys):
+    with pytest.raises(SystemExit):  # jsonargparse takes text as well as a file: not refused as a missing file
+        main(["fit", "--config", "model: {lr: 0.01}", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["lr"] == 0.01
+
+
 def test_default_experiment_file_is_the_default():
     plain = build_cli([], run=False).config
     from_file = build_cli(["--config", "experiments/default.yaml"], run=False).config
