@@ -225,7 +225,7 @@ def test_the_story_follows_the_head_that_attends_to_the_previous_token():
     whose head 1 looks back (0.9) was said not to (0.1) and to copy at head 0's 20%."""
     scores = {"attention/prev_token_score/L1H0": 0.1, "attention/prev_token_score/L1H1": 0.9,
               "attention/self_score/L1H0": 0.6, "attention/self_score/L1H1": 0.05,
-              "ov/copy_top1/L1H0": 0.2, "ov/copy_top1/L1H1": 1.0}
+              "ov/copy_top1/L1H0": 0.2, "ov/copy_top1/L1H1": 1.0, "explanation/restricted_recovered": 0.83}
     scores |= {f"qk_terms/zero_ablation_loss/{term}/L1H{h}": loss_ for h, losses in [(0, (0.1, 0.2, 0.3, 0.4)),
                                                                                      (1, (5.0, 1.2, 0.1, 0.02))]
                for term, loss_ in zip(["direct", "qk_comp", "k_comp", "q_comp"], losses)}
@@ -236,8 +236,12 @@ def test_the_story_follows_the_head_that_attends_to_the_previous_token():
     assert by_title["2."].check[0] and by_title["4."].check[0] and by_title["3."].check[0]
     assert "For 100.0% of source tokens" in by_title["4."].text
     assert "the most important term is direct, then qk_comp" in by_title["3."].text
-    one_head = RunRecord(Path("."), "run", scalars={"attention/prev_token_score/L1H0": [(600, 0.7)]})
+    assert by_title["5."].text.startswith("Keeping only the direct and qk_comp terms in every layer-1 head recovers "
+                                          "83.0% of the loss")  # the explanation edits every head, not one
+    one_head = RunRecord(Path("."), "run", scalars={"attention/prev_token_score/L1H0": [(600, 0.7)],
+                                                    "explanation/restricted_recovered": [(600, 0.95)]})
     assert "(head" not in claims(one_head)[2].text
+    assert claims(one_head)[5].text.startswith("Keeping only the direct and qk_comp terms recovers 95.0%")
 
 
 def test_runs_of_several_experiments_get_columns_that_tell_them_apart():

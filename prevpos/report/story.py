@@ -178,7 +178,9 @@ def _explanation(run: RunRecord, final: dict) -> Claim:
     values = {n: final.get(f"explanation/{n}_recovered") for n in names}
     if all(v is None for v in values.values()):
         return _absent(run, title, "explanation/*_recovered", "Explanation", figures)
-    parts = {"restricted": "keeping only the direct and qk_comp terms recovers {:.1%} of the loss (sufficiency)",
+    every = " in every layer-1 head" if len(matching(run, "attention/prev_token_score/L1H*")) > 1 else ""
+    parts = {"restricted": f"keeping only the direct and qk_comp terms{every} recovers {{:.1%}} of the loss "
+                           "(sufficiency)",
              "excluded": "keeping only k_comp and q_comp recovers {:.1%} (necessity: low means they are not the mechanism)",
              "algorithm": "the hand-written algorithm with a handful of scalars read off the weights recovers {:.1%}"}
     text = "; ".join(parts[n].format(values[n]) for n in names if values[n] is not None)
