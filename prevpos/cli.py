@@ -276,6 +276,18 @@ def prestart_analysis_process() -> None:
         analysis_process.prestart()
 
 
+def refuse_a_bad_matplotlib_backend() -> None:
+    """An MPLBACKEND that matplotlib refuses: one line, not the ValueError traceback of its first import, which every
+    command makes (the figures). An interactive backend with no display is no problem: prevpos draws off screen."""
+    name = os.environ.get("MPLBACKEND")
+    if name:
+        try:
+            import matplotlib  # noqa: F401  (reads MPLBACKEND as it is imported)
+        except ValueError:
+            raise ConfigError(f"MPLBACKEND={name}: not a matplotlib backend; unset it, or name one, e.g. "
+                              "MPLBACKEND=Agg") from None
+
+
 # The file system refusing a write (a file where a folder must go, no space, no permission): the machine's problem,
 # said in one line with the path, not a traceback through Lightning.
 FILESYSTEM_REFUSALS = {errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -313,6 +325,7 @@ def main(argv: list[str] | None = None):
         return
     quiet_library_noise()
     try:
+        refuse_a_bad_matplotlib_backend()
         if argv[0] not in COMMANDS and not argv[0].startswith("-"):  # LightningCLI's message lists only its own
             raise ConfigError(f"unknown command {argv[0]!r}: use one of {', '.join(COMMANDS)} "
                               "(`python -m prevpos --help` says what each does)")

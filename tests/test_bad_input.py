@@ -205,6 +205,16 @@ def test_real_command_line_prints_one_line_and_exits_2(workspace, tmp_path):
     assert result.stderr.startswith("prevpos: error: trainer.callbacks: no plugin or callback named 'OVCircuits'")
 
 
+@pytest.mark.parametrize("command", [["fit"], ["report", "."]])
+def test_a_backend_matplotlib_refuses_is_one_line(command, tmp_path):
+    """MPLBACKEND=bogus was matplotlib's ValueError traceback, at the import every command makes for its figures."""
+    result = subprocess.run([sys.executable, "-m", "prevpos", *command], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "bogus"})
+    assert (result.returncode, result.stderr) == (2, "prevpos: error: MPLBACKEND=bogus: not a matplotlib backend; "
+                                                     "unset it, or name one, e.g. MPLBACKEND=Agg\n")
+    assert not list(tmp_path.iterdir())  # no run folder
+
+
 @pytest.mark.parametrize("argv, lower", [
     (["fit", "--model.d_model=100000000000", *TINY], "lower data.batch_size (or data.val_size, data.probe_size), or "
                                                      "the model's size (model.d_model, model.n_ctx, model.d_vocab)"),
