@@ -27,6 +27,15 @@ def attention_scores(pattern: Float[Tensor, "dest src"]) -> dict[str, float]:
     }
 
 
+def prev_token_head(run: ProbeRun) -> tuple[int, int]:
+    """(layer, head) of the head that attends most to the previous token over the probe, in any layer: layer 1's
+    head in the default model, another of layer 1's with several heads, layer 0's with learned positions."""
+    def score(head: tuple[int, int]) -> float:
+        return run.cache["pattern", head[0]][:, head[1]].mean(0).diagonal(-1).mean().item()
+
+    return max(run.heads(), key=score)
+
+
 class AttentionPatterns(AnalysisPlugin):
     """Each head's mean attention pattern over the probe and on one example, with its summary scores.
 
@@ -56,4 +65,6 @@ class AttentionPatterns(AnalysisPlugin):
                             matrix=run.cache["pattern", l][self.example, h], title=f"{head} attention, one example",
                             x_labels=example_labels, y_labels=example_labels, xlabel="source",
                             ylabel="destination", colorbar_label="attention")
+        # A tag every model has, so that the HPARAMS table compares models of any shape:
+        findings.scalar("attention/prev_token_score/prev_token_head", patterns[prev_token_head(run)].diagonal(-1).mean())
         return findings

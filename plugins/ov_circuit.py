@@ -7,6 +7,7 @@ from transformer_lens import FactoredMatrix, HookedTransformer
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.figures import heatmap
+from prevpos_plugins.attention import prev_token_head
 
 
 def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
@@ -36,6 +37,7 @@ class OVCircuit(AnalysisPlugin):
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         tokens = [str(t) for t in range(run.model.cfg.d_vocab - 1)] + ["BOS"]
+        copier = prev_token_head(run)  # the head the mechanism copies with
         for l, h in run.heads():
             head = f"L{l}H{h}"
             circuit = full_ov_circuit(run.model, l, h)
@@ -45,4 +47,6 @@ class OVCircuit(AnalysisPlugin):
             findings.figure(f"ov/full_circuit/{head}", heatmap, matrix=dense, title=f"{head} full OV circuit W_E W_OV W_U",
                             x_labels=tokens, y_labels=tokens, xlabel="output logit", ylabel="token attended to",
                             centered=True, colorbar_label="logit")
+            if (l, h) == copier:  # a tag every model has, as attention/prev_token_score/prev_token_head
+                findings.scalar("ov/copy_top1/prev_token_head", copy_top1(dense))
         return findings

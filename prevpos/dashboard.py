@@ -21,11 +21,11 @@ LAYOUT = {
     "3 layer 1 attends to the previous token": {
         "where layer 1 attends: previous, itself, BOS": ["Multiline",
                                                          [r"attention/(prev_token|self|bos)_score/L1H\d+$"]],
-        "previous-token score, every head": ["Multiline", [r"attention/prev_token_score/"]],
+        "previous-token score, every head": ["Multiline", [r"attention/prev_token_score/L"]],
     },
     "4 OV copying": {
-        "copy top-1 (fraction of tokens copied)": ["Multiline", [r"ov/copy_top1/"]],
-        "copy eigenvalue score": ["Multiline", [r"ov/copy_eigen/"]],
+        "copy top-1 (fraction of tokens copied)": ["Multiline", [r"ov/copy_top1/L"]],
+        "copy eigenvalue score": ["Multiline", [r"ov/copy_eigen/L"]],
     },
     "5 QK term ablation": {
         "zero-ablation loss per term": ["Multiline", [r"qk_terms/zero_ablation_loss/"]],
@@ -43,8 +43,11 @@ LAYOUT = {
 
 
 # The HPARAMS tab's columns: TensorBoard shows each run's last logged value of these tags (none is written here).
-TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_decay_score/L0H0", "attention/prev_token_score/L1H0",
-                "ov/copy_top1/L1H0", "explanation/algorithm_recovered"]  # not length/*: its tags follow n_ctx
+# TensorBoard takes one run's list for every run, so these are tags models of any shape log: the scores of the head
+# most on the previous token, not of L1H0 (with 2 heads it may be L1H1; with learned positions L0H0; with 1 layer
+# there is no L1H0). Not length/*: its tags follow n_ctx.
+TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_decay_score/L0H0", "attention/prev_token_score/prev_token_head",
+                "ov/copy_top1/prev_token_head", "explanation/restricted_recovered", "explanation/algorithm_recovered"]
 TABLE_DATA = ("batch_size", "steps_per_epoch", "seed", "n_tokens", "bos", "batches_per_step")
 TABLE_TRAINER = ("max_epochs", "precision", "gradient_clip_val")
 

@@ -54,6 +54,14 @@ def trained_module() -> PrevTokenModel:
     return module
 
 
+@pytest.fixture(scope="session")
+def trained_two_heads():
+    """experiments/two_heads.yaml's model (2 heads of 64 per layer), trained 300 steps (~10 s on 2 cores)."""
+    module = PrevTokenModel(n_heads=2, d_head=64)
+    quiet_trainer(max_epochs=3, gradient_clip_val=1.0).fit(module, build_data(batch_size=256, steps_per_epoch=100))
+    return module.eval().model
+
+
 @pytest.fixture()
 def in_tmp(tmp_path: Path, monkeypatch) -> Path:
     """Run in a fresh directory, so lightning_logs/ lands there."""

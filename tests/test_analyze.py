@@ -99,7 +99,7 @@ def test_raw_state_dict_with_the_notebook_probe_reproduces_the_tutorials_sample(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["probe/loss"] == pytest.approx(expected, rel=1e-6)
     assert set(metrics) == {"probe/loss", "probe/acc", "ov/copy_top1/L0H0", "ov/copy_eigen/L0H0", "ov/copy_top1/L1H0",
-                            "ov/copy_eigen/L1H0"}
+                            "ov/copy_eigen/L1H0", "ov/copy_top1/prev_token_head"}
 
 
 def test_notebook_probe_is_the_literal_expression():

@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import TENSORS, Even
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from prevpos.cli import main
-from prevpos.dashboard import LAYOUT
+from prevpos.dashboard import LAYOUT, TABLE_SCORES
 
 TINY_DEFAULT_FIT = ["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3", "--data.batch_size=64",
                     "--data.val_size=256", "--data.probe_size=128", "--trainer.log_every_n_steps=1",
@@ -47,6 +47,9 @@ def test_opt_in_plugins_add_their_own_panels_and_a_default_fit_has_none_of_them(
 def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0(in_tmp):
     events, layout, scalars = fit_and_read_layout(in_tmp / "lightning_logs" / "default" / "version_0")
     assert [c.title for c in layout.category] == list(LAYOUT)
+    # every column of the HPARAMS table has this run's value (but the explanation's fractions, as above)
+    assert [t for t in TABLE_SCORES if t not in scalars] == ["explanation/restricted_recovered",
+                                                              "explanation/algorithm_recovered"]
 
     # Every analysis scalar starts at step 0 (before training), so each curve shows where it began.
     analysis = [t for t in scalars if not t.startswith(("train/", "val/", "epoch"))]

@@ -9,10 +9,8 @@ from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
 from prevpos.circuits import cached_qk_terms
 from prevpos.loss import previous_token_loss
-from prevpos.module import PrevTokenModel
 from prevpos.sequences import probe_tokens
 from prevpos.transformer import build_transformer
-from tests.conftest import build_data, quiet_trainer
 from prevpos_plugins.explanation import EXPLAINED, UNEXPLAINED, Explanation, explanation_losses, recovered
 
 PROBE = probe_tokens(512, 10, 101, 100, seed=7)
@@ -102,14 +100,6 @@ def kept_scores_loss(model, terms: dict, kept: tuple[str, ...]) -> float:
 
     logits = model.run_with_hooks(PROBE, fwd_hooks=[(get_act_name("attn_scores", 1), only_kept)])
     return previous_token_loss(logits, PROBE).item()
-
-
-@pytest.fixture(scope="module")
-def trained_two_heads():
-    """experiments/two_heads.yaml's model (2 heads of 64 per layer), trained 300 steps (~10 s on 2 cores)."""
-    module = PrevTokenModel(n_heads=2, d_head=64)
-    quiet_trainer(max_epochs=3, gradient_clip_val=1.0).fit(module, build_data(batch_size=256, steps_per_epoch=100))
-    return module.eval().model
 
 
 def test_with_two_heads_every_layer1_head_keeps_only_its_explained_terms(trained_two_heads):

@@ -1,6 +1,7 @@
 """Every discovered plugin in a real short fit with a real TensorBoard logger; failures; third-party plugins; the
 mechanism on a trained model."""
 
+import copy
 import gc
 import io
 import json
@@ -277,6 +278,39 @@ def test_the_mechanism_on_the_trained_model(trained_module, capsys):
     zero = {t: s[f"qk_terms/zero_ablation_loss/{t}"] for t in ("direct", "k_comp", "q_comp", "qk_comp")}
     assert set(sorted(zero, key=zero.get)[-2:]) == {"direct", "qk_comp"}  # the two terms the mechanism needs
     assert zero["direct"] > 10 * s["qk_terms/clean_loss"] and zero["qk_comp"] > 10 * s["qk_terms/clean_loss"]
+    # The HPARAMS table's columns: the scores of the head most on the previous token, here layer 1's
+    assert s["attention/prev_token_score/prev_token_head"] == pytest.approx(s["attention/prev_token_score/L1H0"])
+    assert s["ov/copy_top1/prev_token_head"] == s["ov/copy_top1/L1H0"]
     clean = s["adversarial/clean/loss"]
     assert s["adversarial/repeated_pairs/loss"] > 2 * clean  # "not my own token" also pushes the equal neighbour away
     assert s["adversarial/no_bos/loss"] > 10 * clean  # nothing to count from
+
+
+def with_heads_swapped(model, layer: int):
+    """The same function with the layer's two heads in the other order."""
+    swapped = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, weight in swapped.blocks[layer].attn.named_parameters():
+            if weight.shape[0] == 2:  # W_Q, W_K, W_V, W_O and their biases are [head, ...]
+                weight.copy_(weight.flip(0))
+    return swapped
+
+
+def test_the_table_follows_the_head_most_on_the_previous_token_whichever_it_is(trained_two_heads):
+    """Two layer-1 heads that both look back (0.66 and 0.67 in two_heads.yaml): the table's columns were L1H0's."""
+    chosen, tables = [], []
+    for model in (trained_two_heads, with_heads_swapped(trained_two_heads, 1)):
+        found = Findings()
+        with analysis_mode(model):
+            run = ProbeRun(model, probe_tokens(256, 10, 101, 100, seed=1234))
+            for name in ("AttentionPatterns", "OVCircuit"):
+                found.update(PLUGINS[name]().analyze(run))
+        s = found.scalars
+        heads = [tag.rsplit("/", 1)[1] for tag in s if tag.startswith("attention/prev_token_score/L")]
+        top = max(heads, key=lambda head: s[f"attention/prev_token_score/{head}"])
+        assert s["attention/prev_token_score/prev_token_head"] == pytest.approx(s[f"attention/prev_token_score/{top}"])
+        assert s["ov/copy_top1/prev_token_head"] == s[f"ov/copy_top1/{top}"]
+        chosen.append(top)
+        tables.append((s["attention/prev_token_score/prev_token_head"], s["ov/copy_top1/prev_token_head"]))
+    assert sorted(chosen) == ["L1H0", "L1H1"]  # the other head once the two trade places
+    assert tables[0] == pytest.approx(tables[1], abs=1e-5)  # the same model, the same table
