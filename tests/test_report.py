@@ -14,6 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.cli import main
+from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord
@@ -268,3 +269,30 @@ def test_the_opt_in_plugins_add_a_claim_only_where_they_ran():
                           "Directly, each part adds this much to the correct logit above the mean logit: L1H0 16.90, "
                           "L0H0 1.05, embed 0.01.")
     assert parts.check == (True, "L1H0, the previous-token head, writes the most")
+
+
+def test_a_control_run_is_said_to_be_one_above_the_claims():
+    """learned_pos's report told the no-position story with ✘ marks and no word that the model is a control, nor that
+    its previous-token head is in layer 0."""
+    def run_of(model: dict, data: dict | None = None, scores: dict | None = None) -> RunRecord:
+        return RunRecord(Path("."), "run", scalars={tag: [(600, value)] for tag, value in (scores or {}).items()},
+                         config={"model": model, "data": data or {"bos": True}})
+
+    tutorial = {"n_layers": 2, "attn_only": True, "positional": "none"}
+    looks_back_in_layer_1 = {"attention/prev_token_score/L0H0": 0.21, "attention/prev_token_score/L1H0": 0.68}
+    assert departures(run_of(tutorial, scores=looks_back_in_layer_1)) == []
+    learned = departures(run_of(tutorial | {"positional": "learned"},
+                                scores={"attention/prev_token_score/L0H0": 0.87, "attention/prev_token_score/L1H0": 0.19}))
+    assert len(learned) == 2 and learned[0].startswith("This model has learned positional embeddings")
+    assert learned[1].startswith("The head most on the previous token is L0H0 (0.870 of its attention on it; layer 1's "
+                                 "most: 0.190)")
+    assert departures(run_of(tutorial, data={"bos": False}))[0].startswith("These sequences have no BOS")
+    assert departures(run_of(tutorial | {"n_layers": 1}))[0].startswith("This model has 1 layer, where the mechanism")
+    assert departures(run_of(tutorial | {"attn_only": False}))[0].startswith("This model has MLPs")
+    page = build_report(run_of(tutorial | {"positional": "learned"}, scores=looks_back_in_layer_1))
+    notes = re.findall(r'<p class="note">([^<]*)</p>', page.split('id="algorithm"')[1])
+    assert len(notes) == 1 and notes[0].startswith("This model has learned positional embeddings")
+
+
+def test_the_default_run_has_no_note_above_its_claims(report):
+    assert '<p class="note">' not in report.split('id="algorithm"')[1].split("<h2")[0]

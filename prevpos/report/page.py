@@ -2,6 +2,7 @@
 
 import yaml
 
+from prevpos.report.departures import departures
 from prevpos.report.html import esc, img, page, table
 from prevpos.report.mechanisms import crossings, matching
 from prevpos.report.run import RunRecord
@@ -62,6 +63,7 @@ def _timeline(run: RunRecord, timeline: bytes | None) -> str:
 
 def _story(run: RunRecord, timeline: bytes | None) -> str:
     html = ['<h2 id="algorithm">How the model does it, with this run\'s numbers</h2>']
+    html += [f'<p class="note">{esc(note)}</p>' for note in departures(run)]
     for claim in claims(run):
         text = f"<p>{esc(claim.text)}</p>" if claim.text else f'<p class="missing">{esc(claim.missing)}</p>'
         if claim.check is not None:
