@@ -29,9 +29,13 @@ def not_applicable(model: HookedTransformer) -> str | None:
     return reason
 
 
-def has_algorithm(model: HookedTransformer) -> bool:
-    """The hand-written algorithm has the numbers of one head per layer (prevpos.algorithm)."""
-    return model.cfg.n_heads == 1
+def algorithm_unfit(model: HookedTransformer) -> str | None:
+    """None if the hand-written algorithm (prevpos.algorithm) is about this model, else why not (one line)."""
+    if model.cfg.n_heads != 1:
+        return f"its hand-written algorithm, which has the numbers of one head per layer, not {model.cfg.n_heads}"
+    if model.W_pos.any():  # the algorithm reads W_E alone: exact only where W_pos is zero
+        return "its hand-written algorithm, which reads no positional embedding, and this model has learned ones"
+    return None
 
 
 def in_every_head(edits: list[Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
@@ -47,7 +51,7 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int
                        resid_pre: Tensor | None = None) -> dict[str, float]:
     """Losses with every layer-1 head's scores kept to the explained terms (the others zero-ablated), kept to the
     other terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the
-    algorithm's, for a model of one head per layer.
+    algorithm's, for a model it is about (algorithm_unfit).
     `terms`: {head: qk_terms(model, cache of tokens, 1, head)} for every layer-1 head; `resid_pre`: that cache's
     layer-1 input, to skip layer 0."""
     def kept_to(names: tuple[str, ...]) -> Callable[[Tensor], Tensor]:
@@ -55,7 +59,7 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int
 
     edits = {"restricted": kept_to(UNEXPLAINED), "excluded": kept_to(EXPLAINED), "base": torch.zeros_like}
     logits = run_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three
-    if has_algorithm(model):
+    if algorithm_unfit(model) is None:
         logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
     return previous_token_losses(logits, tokens)
 
@@ -65,8 +69,8 @@ class Explanation(AnalysisPlugin):
 
     `restricted`: every layer-1 head keeps only the direct and qk_comp score terms (sufficiency, expect ~1);
     `excluded`: only k_comp and q_comp (necessity, expect ~0); `algorithm`: prevpos.algorithm's 16 numbers
-    read off the weights, nothing else (one head per layer only). Skips, with a one-line note, models that are
-    not 2-layer attention-only.
+    read off the weights, nothing else (one head per layer, no learned positions). Skips, with a one-line note,
+    models that are not 2-layer attention-only.
     The losses are logged from step 0; the fractions only once the gap is at least `min_gap` (at random init
     both losses are ~ln(vocab) and their ratio is noise over noise, e.g. 1638).
 
@@ -92,10 +96,10 @@ class Explanation(AnalysisPlugin):
             if name in losses and losses["base"] - losses["model"] >= self.min_gap:
                 fraction = recovered(losses["base"], losses[name], losses["model"])
                 findings.scalar(f"explanation/{name}_recovered", fraction)
-        if has_algorithm(run.model):
+        reason = algorithm_unfit(run.model)
+        if reason is None:
             self._algorithm_findings(findings, run)
             return findings
-        reason = f"its hand-written algorithm, which has the numbers of one head per layer, not {run.model.cfg.n_heads}"
         return self.skip("explanation/skipped", reason, findings)
 
     def _algorithm_findings(self, findings: Findings, run: ProbeRun) -> None:

@@ -92,6 +92,17 @@ def test_other_shapes_are_skipped_with_one_line():
     assert not findings.scalars and "one layer" in findings.texts["explanation/skipped"]
 
 
+def test_with_learned_positions_the_terms_are_kept_but_the_algorithm_is_skipped():
+    """The algorithm reads W_E alone, so on learned_pos it ignored what the model is given: it 'recovered' -648%."""
+    for positional, has_algorithm in [("none", True), ("learned", False)]:
+        model = build_transformer(positional=positional)
+        with analysis_mode(model):
+            findings = Explanation(strict=True).analyze(ProbeRun(model, PROBE))
+        assert "explanation/restricted_loss" in findings.scalars
+        assert ("explanation/algorithm_loss" in findings.scalars) == has_algorithm
+        assert ("reads no positional embedding" in findings.texts.get("explanation/skipped", "")) != has_algorithm
+
+
 def kept_scores_loss(model, terms: dict, kept: tuple[str, ...]) -> float:
     """The probe loss with each layer-1 head's scores replaced outright by the sum of its `kept` terms."""
     def only_kept(scores, hook):
