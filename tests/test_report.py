@@ -296,3 +296,14 @@ def test_a_control_run_is_said_to_be_one_above_the_claims():
 
 def test_the_default_run_has_no_note_above_its_claims(report):
     assert '<p class="note">' not in report.split('id="algorithm"')[1].split("<h2")[0]
+
+
+def test_length_generalization_with_one_length_is_not_marked_failed():
+    """learned_pos runs only its trained length: the report said '✘ does not hold (accuracy falls with length)'."""
+    def length_claim(accs: dict[int, float]) -> object:
+        run = RunRecord(Path("."), "run", scalars={f"length/acc_len{n}": [(600, a)] for n, a in accs.items()})
+        return claims(run)[7]
+
+    one = length_claim({10: 1.0})
+    assert one.check is None and one.text.endswith("No other length was run, so there is no trend to check.")
+    assert length_claim({10: 0.99, 20: 0.8, 40: 0.5}).check == (True, "accuracy falls with length")
