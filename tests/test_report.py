@@ -307,3 +307,17 @@ def test_length_generalization_with_one_length_is_not_marked_failed():
     one = length_claim({10: 1.0})
     assert one.check is None and one.text.endswith("No other length was run, so there is no trend to check.")
     assert length_claim({10: 0.99, 20: 0.8, 40: 0.5}).check == (True, "accuracy falls with length")
+
+
+def test_counting_holds_only_where_layer_0_gives_bos_more_than_uniform_attention():
+    """no_bos's layer 0 stays uniform, which falls with position too: the claim was marked as holding."""
+    def counting(by_pos: list[float]):
+        scalars = {f"attention/bos_by_pos/L0H0/pos{i + 1}": [(600, w)] for i, w in enumerate(by_pos)}
+        return claims(RunRecord(Path("."), "run", scalars=scalars, config={"model": {"n_ctx": 10}}))[1]
+
+    uniform = [1 / (i + 1) for i in range(1, 10)]
+    assert counting(uniform).check == (False, "BOS weight falls at every position and is on average ≥ uniform + 0.1 "
+                                              "= 0.314")
+    assert "on average 0.214 (uniform: 0.214)" in counting(uniform).text
+    assert counting([min(1.0, w + 0.15) for w in uniform]).check[0]
+    assert not counting([w + 0.15 for w in uniform[::-1]]).check[0]  # above uniform but rising: not a count

@@ -3,7 +3,7 @@
 import math
 from dataclasses import dataclass, field
 
-from prevpos.report.mechanisms import last_layer, matching
+from prevpos.report.mechanisms import last_layer, matching, uniform_bos_weight
 from prevpos.report.run import RunRecord
 
 TERMS = ["direct", "qk_comp", "k_comp", "q_comp"]
@@ -91,8 +91,14 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     if decay is not None:
         text += f"; it falls at {decay:.0%} of consecutive positions"
     falling = all(b < a for a, b in zip(by_pos, by_pos[1:]))
+    # Uniform attention (random init, or no BOS to find) falls too: counting is BOS weight above it, as in the
+    # timeline's threshold.
+    threshold = uniform_bos_weight(run) + 0.1
+    mean = sum(by_pos) / n
+    text += f"; on average {mean:.3f} (uniform: {threshold - 0.1:.3f})"
     return Claim(title, text + ". So layer 0's output says how far into the sequence each token is.", figures,
-                 check=(falling, "BOS weight falls at every position (uniform attention at init does too)"))
+                 check=(falling and mean >= threshold,
+                        f"BOS weight falls at every position and is on average ≥ uniform + 0.1 = {threshold:.3f}"))
 
 
 def _prev_token(run: RunRecord, final: dict, head: str) -> Claim:
