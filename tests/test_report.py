@@ -321,3 +321,28 @@ def test_counting_holds_only_where_layer_0_gives_bos_more_than_uniform_attention
     assert "on average 0.214 (uniform: 0.214)" in counting(uniform).text
     assert counting([min(1.0, w + 0.15) for w in uniform]).check[0]
     assert not counting([w + 0.15 for w in uniform[::-1]]).check[0]  # above uniform but rising: not a count
+
+
+def test_runs_of_several_shapes_get_every_crossing_they_logged():
+    """Across learned_pos and one_layer, learned_pos's L0H0 (prev-token 0.87 from step 50) showed "-" in the column
+    that one_layer's last layer, layer 0, brought, as if it had not been measured."""
+    def run_of(path: str, series: dict[str, list[float]], n_ctx: int) -> RunRecord:
+        scalars = {tag: [(10 * i, v) for i, v in enumerate(values)] for tag, values in series.items()}
+        return RunRecord(Path(path), "run", scalars=scalars, config={"model": {"n_ctx": n_ctx}})
+
+    two_layers = run_of("logs/learned_pos/version_0", {"attention/prev_token_score/L0H0": [0.1, 0.3, 0.87],
+                                                       "attention/prev_token_score/L1H0": [0.1, 0.2, 0.2],
+                                                       "attention/bos_score/L0H0": [0.2, 0.3, 0.5]}, n_ctx=10)
+    one_layer = run_of("logs/one_layer/version_0", {"attention/prev_token_score/L0H0": [0.1, 0.2, 0.25],
+                                                    "attention/bos_score/L0H0": [0.2, 0.3, 0.5]}, n_ctx=20)
+    html = build_summary([two_layers, one_layer])
+    rows = {cells[0]: cells[1:] for cells in (re.findall(r"<td[^>]*>([^<]*)</td>", row)
+                                               for row in html.split("<tr>")) if cells}
+    header = re.findall(r"<th>([^<]*)</th>", html.split("term ranking")[1].split("</tr>")[0])
+    at = {heading: (rows["learned_pos/version_0"][i + 1], rows["one_layer/version_0"][i + 1])
+          for i, heading in enumerate(header)}
+    assert at["prev-token attention (L1H0) ≥ 0.5"] == ("never", "-")
+    assert at["prev-token attention (L0H0) ≥ 0.5"] == ("20", "never")  # filled in for the two-layer run
+    # Uniform attention differs with n_ctx, so each run keeps its own BOS threshold's column.
+    assert at["L0 attention to BOS (L0H0) ≥ 0.314"] == ("20", "-")
+    assert at["L0 attention to BOS (L0H0) ≥ 0.237"] == ("-", "10")

@@ -59,13 +59,18 @@ def followed(run: RunRecord, mechanisms: list[Mechanism]) -> list[tuple[str, str
     rows, seen = [], set()
     for mech in mechanisms:
         threshold = mech.threshold
-        if mech.pattern.startswith("attention/bos_score/L0"):
+        if per_run_threshold(mech.pattern):
             threshold = round(uniform_bos_weight(run) + 0.1, 3)
         for tag in matching(run, mech.pattern):
             if (tag, threshold) not in seen:
                 seen.add((tag, threshold))
                 rows.append((tag, _label(mech, tag), threshold))
     return rows
+
+
+def per_run_threshold(tag: str) -> bool:
+    """Layer 0's BOS weight is thresholded against uniform attention, which depends on the run's n_ctx."""
+    return tag.startswith("attention/bos_score/L0")
 
 
 def _label(mech: Mechanism, tag: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from prevpos.report.html import esc, img, page, table
-from prevpos.report.mechanisms import crossings, matching
+from prevpos.report.mechanisms import crossings, first_crossing, matching, per_run_threshold
 from prevpos.report.run import RunRecord
 from prevpos.report.story import TERMS
 from prevpos.report.timeline import png_bytes
@@ -68,6 +68,21 @@ def _curves(runs: list[RunRecord], labels: list[str]) -> Figure:
     return fig
 
 
+def _crossing_steps(runs: list[RunRecord]) -> tuple[list[str], list[dict[str, int | None]]]:
+    """The crossing columns (score and threshold) and each run's first step in them. A column that one run follows
+    (a one-layer run's L0H0 prev-token score) is filled in for every run that logged its tag, not left "-"."""
+    per_run = [crossings(run) for run in runs]
+    columns = {f"{c['label']} ≥ {c['threshold']:g}": (c["tag"], c["threshold"]) for rows in per_run for c in rows}
+    steps = []
+    for run, rows in zip(runs, per_run):
+        own = {f"{c['label']} ≥ {c['threshold']:g}": c["step"] for c in rows}
+        for column, (tag, threshold) in columns.items():
+            if column not in own and tag in run.scalars and not per_run_threshold(tag):
+                own[column] = first_crossing(run.scalars[tag], threshold)
+        steps.append(own)
+    return list(columns), steps
+
+
 def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     """The page across runs; `skipped`: a line for each run directory given that could not be read."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
@@ -78,8 +93,7 @@ def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     by_tag = [[tag] + [fmt(row[i]) for row in rows] + [fmt(col[i]) for col in stats.values()] for i, tag in enumerate(tags)]
     seeds = [[f"{group}.{key}"] + [_seed(run, group, key) for run in runs] + [""] * len(stats)
              for group, key in [("model", "init_seed"), ("data", "seed")]]
-    steps = [{c["label"] + f" ≥ {c['threshold']:g}": c["step"] for c in crossings(run)} for run in runs]
-    crossed = list(dict.fromkeys(k for s in steps for k in s))
+    crossed, steps = _crossing_steps(runs)
     order = [[label, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in crossed]
              for run, label, s in zip(runs, labels, steps)]
     sections = [
