@@ -85,9 +85,19 @@ def as_config_error(error: Exception) -> ConfigError | None:
         seen = seen.__cause__ or seen.__context__
     if isinstance(error, (ValueError, TypeError, MisconfigurationException)):
         message = " ".join(str(error).split())
+        for pattern, wording in LIGHTNING_PATTERNS:
+            message = re.sub(pattern, wording, message)
         return ConfigError(LIGHTNING_WORDING.get(message, message))
     return None
 
+
+# Lightning's lines that name a setting without its section (`max_epochs`, not trainer.max_epochs).
+LIGHTNING_PATTERNS = [
+    (r"^`(max_epochs|max_steps)` must be a non-negative integer or -1.*You passed in (-?\d+)\.$",
+     r"trainer.\1=\2: must be at least 0, or -1 for no limit"),
+    (r"^Invalid value for (save_top_k|every_n_train_steps|every_n_epochs)=(-?\d+)\. Must be >= (-?\d+)$",
+     r"checkpoint.\1=\2: must be >= \3"),
+]
 
 # Lightning's lines that name neither the setting nor the fix.
 LIGHTNING_WORDING = {
