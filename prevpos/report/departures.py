@@ -11,6 +11,8 @@ WHAT_FAILS_MEANS = ("the claims below tell the tutorial's mechanism, and those t
 
 
 def departures(run: RunRecord) -> list[str]:
+    """One line for each way this run's model or data differ from the tutorial's (from its config.yaml), and one if
+    its head most on the previous token is outside the last layer; none for the default experiment."""
     config = run.config or {}
     model, data = config.get("model") or {}, config.get("data") or {}
     notes = []
