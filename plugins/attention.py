@@ -36,6 +36,14 @@ def prev_token_head(run: ProbeRun) -> tuple[int, int]:
     return max(run.heads(), key=score)
 
 
+def counting_head(run: ProbeRun) -> tuple[int, int]:
+    """(0, head) of the layer-0 head that attends most to BOS over the probe: the one that counts from it."""
+    def score(head: tuple[int, int]) -> float:
+        return run.cache["pattern", 0][:, head[1], 1:, 0].mean().item()
+
+    return max(((0, h) for h in range(run.model.cfg.n_heads)), key=score)
+
+
 class AttentionPatterns(AnalysisPlugin):
     """Each head's mean attention pattern over the probe and on one example, with its summary scores.
 
@@ -65,6 +73,7 @@ class AttentionPatterns(AnalysisPlugin):
                             matrix=run.cache["pattern", l][self.example, h], title=f"{head} attention, one example",
                             x_labels=example_labels, y_labels=example_labels, xlabel="source",
                             ylabel="destination", colorbar_label="attention")
-        # A tag every model has, so that the HPARAMS table compares models of any shape:
+        # Tags every model has, so that the HPARAMS table compares models of any shape:
         findings.scalar("attention/prev_token_score/prev_token_head", patterns[prev_token_head(run)].diagonal(-1).mean())
+        findings.scalar("attention/bos_score/counting_head", patterns[counting_head(run)][1:, 0].mean())
         return findings

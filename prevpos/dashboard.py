@@ -16,7 +16,10 @@ LAYOUT = {
     },
     "2 layer 0 counts (BOS weight falls with position)": {
         "BOS attention by position": ["Multiline", [r"attention/bos_by_pos/L0H\d+/pos\d+$"]],
-        "BOS decay score (1 = strictly falling)": ["Multiline", [r"attention/bos_decay_score/L0H\d+$"]],
+        "mean BOS attention (counting: above uniform attention's, 0.214 at n_ctx 10)": [
+            "Multiline", [r"attention/bos_score/L0H\d+$"]],
+        "BOS decay score (1 = strictly falling; uniform attention falls too)": [
+            "Multiline", [r"attention/bos_decay_score/L0H\d+$"]],
     },
     "3 layer 1 attends to the previous token": {
         "where layer 1 attends: previous, itself, BOS": ["Multiline",
@@ -45,8 +48,9 @@ LAYOUT = {
 # The HPARAMS tab's columns: TensorBoard shows each run's last logged value of these tags (none is written here).
 # TensorBoard takes one run's list for every run, so these are tags models of any shape log: the scores of the head
 # most on the previous token, not of L1H0 (with 2 heads it may be L1H1; with learned positions L0H0; with 1 layer
-# there is no L1H0). Not length/*: its tags follow n_ctx.
-TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_decay_score/L0H0", "attention/prev_token_score/prev_token_head",
+# there is no L1H0), and the mean BOS weight of layer 0's head most on BOS (not its decay score: uniform attention,
+# at init or with nothing to count, falls with position too). Not length/*: its tags follow n_ctx.
+TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_score/counting_head", "attention/prev_token_score/prev_token_head",
                 "ov/copy_top1/prev_token_head", "explanation/restricted_recovered", "explanation/algorithm_recovered"]
 TABLE_DATA = ("batch_size", "steps_per_epoch", "seed", "n_tokens", "bos", "batches_per_step")
 TABLE_TRAINER = ("max_epochs", "precision", "gradient_clip_val")

@@ -281,6 +281,8 @@ def test_the_mechanism_on_the_trained_model(trained_module, capsys):
     # The HPARAMS table's columns: the scores of the head most on the previous token, here layer 1's
     assert s["attention/prev_token_score/prev_token_head"] == pytest.approx(s["attention/prev_token_score/L1H0"])
     assert s["ov/copy_top1/prev_token_head"] == s["ov/copy_top1/L1H0"]
+    assert s["attention/bos_score/counting_head"] == pytest.approx(s["attention/bos_score/L0H0"])
+    assert s["attention/bos_score/counting_head"] > 0.214 + 0.1  # uniform attention's BOS weight at n_ctx 10, + 0.1
     clean = s["adversarial/clean/loss"]
     assert s["adversarial/repeated_pairs/loss"] > 2 * clean  # "not my own token" also pushes the equal neighbour away
     assert s["adversarial/no_bos/loss"] > 10 * clean  # nothing to count from
@@ -296,10 +298,12 @@ def with_heads_swapped(model, layer: int):
     return swapped
 
 
-def test_the_table_follows_the_head_most_on_the_previous_token_whichever_it_is(trained_two_heads):
-    """Two layer-1 heads that both look back (0.66 and 0.67 in two_heads.yaml): the table's columns were L1H0's."""
+def test_the_table_follows_the_heads_most_on_the_previous_token_and_on_bos_whichever_they_are(trained_two_heads):
+    """Two layer-1 heads that both look back (0.66 and 0.67 in two_heads.yaml): the table's columns were L1H0's
+    (and layer 0's, L0H0's)."""
     chosen, tables = [], []
-    for model in (trained_two_heads, with_heads_swapped(trained_two_heads, 1)):
+    swapped = with_heads_swapped(with_heads_swapped(trained_two_heads, 1), 0)
+    for model in (trained_two_heads, swapped):
         found = Findings()
         with analysis_mode(model):
             run = ProbeRun(model, probe_tokens(256, 10, 101, 100, seed=1234))
@@ -310,7 +314,12 @@ def test_the_table_follows_the_head_most_on_the_previous_token_whichever_it_is(t
         top = max(heads, key=lambda head: s[f"attention/prev_token_score/{head}"])
         assert s["attention/prev_token_score/prev_token_head"] == pytest.approx(s[f"attention/prev_token_score/{top}"])
         assert s["ov/copy_top1/prev_token_head"] == s[f"ov/copy_top1/{top}"]
-        chosen.append(top)
-        tables.append((s["attention/prev_token_score/prev_token_head"], s["ov/copy_top1/prev_token_head"]))
-    assert sorted(chosen) == ["L1H0", "L1H1"]  # the other head once the two trade places
+        counter = max(("L0H0", "L0H1"), key=lambda head: s[f"attention/bos_score/{head}"])
+        assert s["attention/bos_score/counting_head"] == pytest.approx(s[f"attention/bos_score/{counter}"])
+        chosen.append((top, counter))
+        tables.append([s[f"{name}/{head}"] for name, head in [("attention/prev_token_score", "prev_token_head"),
+                                                               ("ov/copy_top1", "prev_token_head"),
+                                                               ("attention/bos_score", "counting_head")]])
+    assert {chosen[0][0], chosen[1][0]} == {"L1H0", "L1H1"}  # the other head once the two trade places
+    assert {chosen[0][1], chosen[1][1]} == {"L0H0", "L0H1"}
     assert tables[0] == pytest.approx(tables[1], abs=1e-5)  # the same model, the same table
