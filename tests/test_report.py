@@ -346,3 +346,14 @@ def test_runs_of_several_shapes_get_every_crossing_they_logged():
     # Uniform attention differs with n_ctx, so each run keeps its own BOS threshold's column.
     assert at["L0 attention to BOS (L0H0) ≥ 0.314"] == ("20", "-")
     assert at["L0 attention to BOS (L0H0) ≥ 0.237"] == ("-", "10")
+
+
+def test_with_two_layer_0_heads_the_counting_claim_follows_the_one_most_on_bos():
+    uniform = [1 / (i + 1) for i in range(1, 10)]
+    counts = [min(1.0, w + 0.2) for w in uniform]
+    scalars = {f"attention/bos_by_pos/L0H{h}/pos{i + 1}": [(600, w)] for h, weights in [(0, uniform), (1, counts)]
+               for i, w in enumerate(weights)}
+    scalars |= {f"attention/bos_score/L0H{h}": [(600, sum(w) / 9)] for h, w in [(0, uniform), (1, counts)]}
+    claim = claims(RunRecord(Path("."), "run", scalars=scalars, config={"model": {"n_ctx": 10}}))[1]
+    assert claim.text.startswith(f"Layer 0 (head 1, the one most on BOS) gives BOS attention {counts[0]:.3f} at a_1")
+    assert claim.check[0]

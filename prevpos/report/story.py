@@ -78,16 +78,26 @@ def _task(run: RunRecord, final: dict) -> Claim:
     return Claim(title, text + ".", ["__timeline__"], check=(final[f"{split}/acc"] >= 0.9, "accuracy ≥ 0.9"))
 
 
+def counting_head(run: RunRecord, final: dict) -> str:
+    """Layer 0's head the counting claim follows: the one most on BOS (with several heads, not always head 0)."""
+    tags = matching(run, "attention/bos_score/L0H*")
+    return max(tags, key=lambda tag: final.get(tag, float("-inf"))).rsplit("/", 1)[-1] if tags else "L0H0"
+
+
 def _counting(run: RunRecord, final: dict) -> Claim:
     title = "1. Layer 0 counts: its attention to BOS falls with position"
-    by_pos = [final[t] for t in sorted(matching(run, "attention/bos_by_pos/L0H0/pos*"), key=lambda t: int(t[t.rindex("pos") + 3:]))]
+    head = counting_head(run, final)
+    by_pos = [final[t] for t in sorted(matching(run, f"attention/bos_by_pos/{head}/pos*"),
+                                       key=lambda t: int(t[t.rindex("pos") + 3:]))]
     figures = ["attention/mean_pattern/L0H*", "qk_terms/full_qk_circuit/L0H*"]
     if not by_pos:
         return _absent(run, title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
     n = len(by_pos)
-    text = (f"Layer 0 gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
+    several = len(matching(run, "attention/bos_score/L0H*")) > 1
+    which = f" (head {head.split('H')[1]}, the one most on BOS)" if several else ""
+    text = (f"Layer 0{which} gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
             f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
-    decay = final.get("attention/bos_decay_score/L0H0")
+    decay = final.get(f"attention/bos_decay_score/{head}")
     if decay is not None:
         text += f"; it falls at {decay:.0%} of consecutive positions"
     falling = all(b < a for a, b in zip(by_pos, by_pos[1:]))
