@@ -357,3 +357,18 @@ def test_with_two_layer_0_heads_the_counting_claim_follows_the_one_most_on_bos()
     claim = claims(RunRecord(Path("."), "run", scalars=scalars, config={"model": {"n_ctx": 10}}))[1]
     assert claim.text.startswith(f"Layer 0 (head 1, the one most on BOS) gives BOS attention {counts[0]:.3f} at a_1")
     assert claim.check[0]
+
+
+def test_runs_of_different_experiments_get_no_mean_or_spread():
+    """The page across runs averaged default, learned_pos, no_bos and one_layer: a mean val acc of 0.74 of nothing."""
+    def run_of(path: str, acc: float, **settings) -> RunRecord:
+        model = {"n_layers": 2, "positional": "none", "init_seed": 0} | settings
+        return RunRecord(Path(path), "run", scalars={"val/acc": [(600, acc)]},
+                         config={"model": model, "data": {"bos": True, "seed": 0}})
+
+    seeds = build_summary([run_of("s/seed_0", 0.9976), run_of("s/seed_1", 0.9974, init_seed=1)])
+    assert "then their mean, standard deviation" in seeds and "<th>mean</th>" in seeds
+    mixed = build_summary([run_of("default/version_0", 0.9975), run_of("learned_pos/version_0", 1.0, positional="learned"),
+                           run_of("one_layer/version_0", 0.2063, n_layers=1)])
+    assert "<th>mean</th>" not in mixed
+    assert "with no mean or spread across them: they differ in model.n_layers, model.positional, not only" in mixed

@@ -34,6 +34,15 @@ def spread(rows: list[list]) -> dict[str, list]:
     return {name: [fn(c) if c else None for c in columns] for name, fn in stats.items()}
 
 
+def differing_settings(runs: list[RunRecord]) -> list[str]:
+    """The model.* and data.* settings, seeds aside, that differ between runs whose config.yaml was read."""
+    settings = [{f"{group}.{key}": value for group in ("model", "data")
+                 for key, value in ((run.config or {}).get(group) or {}).items() if "seed" not in key}
+                for run in runs if run.config]
+    keys = sorted({key for one in settings for key in one})
+    return [key for key in keys if len({repr(one.get(key)) for one in settings}) > 1]
+
+
 def run_labels(runs: list[RunRecord]) -> list[str]:
     """A column name per run: the last parts of its path, as few as tell the runs apart (`version_0` for seeds of
     one experiment, `two_heads/version_0` and `default/version_0` across experiments)."""
@@ -88,7 +97,8 @@ def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     labels = run_labels(runs)
     tags, rows = values_table(runs)
-    stats = spread(rows) if rows else {}
+    differ = differing_settings(runs)
+    stats = spread(rows) if rows and not differ else {}  # a mean over different experiments means nothing
     # One row per score (they are many), one column per run, then the spread.
     by_tag = [[tag] + [fmt(row[i]) for row in rows] + [fmt(col[i]) for col in stats.values()] for i, tag in enumerate(tags)]
     seeds = [[f"{group}.{key}"] + [_seed(run, group, key) for run in runs] + [""] * len(stats)
@@ -96,9 +106,10 @@ def build_summary(runs: list[RunRecord], skipped: Sequence[str] = ()) -> str:
     crossed, steps = _crossing_steps(runs)
     order = [[label, _top_term(run)] + [s.get(k, "-") if s.get(k, "-") is not None else "never" for k in crossed]
              for run, label, s in zip(runs, labels, steps)]
+    then = ("then their mean, standard deviation, minimum and maximum" if stats else
+            f"with no mean or spread across them: they differ in {', '.join(differ)}, not only in their seeds")
     sections = [
-        f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values of each run, then their "
-        "mean, standard deviation, minimum and maximum.</p>",
+        f"<p>{len(runs)} runs: {esc(', '.join(str(r.path) for r in runs))}. Final values of each run, {esc(then)}.</p>",
         table(["score", *labels, *stats], seeds + by_tag),
         "<h2>Did every run learn the same algorithm?</h2><p>Ranking of the zero-ablated score terms (most "
         "important first) and the first step each score crossed its threshold:</p>",
