@@ -322,6 +322,14 @@ def test_a_fit_from_the_command_line_has_written_everything_when_it_exits(tmp_pa
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
 
 
+def test_a_plugins_help_from_the_command_line_names_the_program():
+    """`fit --trainer.callbacks.help NAME` (the README's way to read a plugin's Args) began "usage: __main__.py"."""
+    result = subprocess.run([sys.executable, "-m", "prevpos", "fit", "--trainer.callbacks.help", "Explanation"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m prevpos [--trainer.callbacks.min_gap MIN_GAP]")
+
+
 CTRL_C_AT_STEP_3 = """
 import os, signal
 import lightning as L
