@@ -74,6 +74,7 @@ class AttentionPatterns(AnalysisPlugin):
                             x_labels=example_labels, y_labels=example_labels, xlabel="source",
                             ylabel="destination", colorbar_label="attention")
         # Tags every model has, so that the HPARAMS table compares models of any shape:
-        findings.scalar("attention/prev_token_score/prev_token_head", patterns[prev_token_head(run)].diagonal(-1).mean())
+        looking_back = patterns[prev_token_head(run)]
+        findings.scalar("attention/prev_token_score/prev_token_head", looking_back.diagonal(-1).mean())
         findings.scalar("attention/bos_score/counting_head", patterns[counting_head(run)][1:, 0].mean())
         return findings

@@ -281,8 +281,8 @@ def test_a_control_run_is_said_to_be_one_above_the_claims():
     tutorial = {"n_layers": 2, "attn_only": True, "positional": "none"}
     looks_back_in_layer_1 = {"attention/prev_token_score/L0H0": 0.21, "attention/prev_token_score/L1H0": 0.68}
     assert departures(run_of(tutorial, scores=looks_back_in_layer_1)) == []
-    learned = departures(run_of(tutorial | {"positional": "learned"},
-                                scores={"attention/prev_token_score/L0H0": 0.87, "attention/prev_token_score/L1H0": 0.19}))
+    looks_back_in_layer_0 = {"attention/prev_token_score/L0H0": 0.87, "attention/prev_token_score/L1H0": 0.19}
+    learned = departures(run_of(tutorial | {"positional": "learned"}, scores=looks_back_in_layer_0))
     assert len(learned) == 2 and learned[0].startswith("This model has learned positional embeddings")
     assert learned[1].startswith("The head most on the previous token is L0H0 (0.870 of its attention on it; layer 1's "
                                  "most: 0.190)")
@@ -368,7 +368,8 @@ def test_runs_of_different_experiments_get_no_mean_or_spread():
 
     seeds = build_summary([run_of("s/seed_0", 0.9976), run_of("s/seed_1", 0.9974, init_seed=1)])
     assert "then their mean, standard deviation" in seeds and "<th>mean</th>" in seeds
-    mixed = build_summary([run_of("default/version_0", 0.9975), run_of("learned_pos/version_0", 1.0, positional="learned"),
+    mixed = build_summary([run_of("default/version_0", 0.9975),
+                           run_of("learned_pos/version_0", 1.0, positional="learned"),
                            run_of("one_layer/version_0", 0.2063, n_layers=1)])
     assert "<th>mean</th>" not in mixed
     assert "with no mean or spread across them: they differ in model.n_layers, model.positional, not only" in mixed

@@ -96,7 +96,8 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     several = len(matching(run, "attention/bos_score/L0H*")) > 1
     which = f" (head {head.split('H')[1]}, the one most on BOS)" if several else ""
     text = (f"Layer 0{which} gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
-            f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
+            f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, "
+            f"{1 / (n + 1):.3f})")
     decay = final.get(f"attention/bos_decay_score/{head}")
     if decay is not None:
         text += f"; it falls at {decay:.0%} of consecutive positions"
