@@ -373,3 +373,14 @@ def test_runs_of_different_experiments_get_no_mean_or_spread():
                            run_of("one_layer/version_0", 0.2063, n_layers=1)])
     assert "<th>mean</th>" not in mixed
     assert "with no mean or spread across them: they differ in model.n_layers, model.positional, not only" in mixed
+
+
+def test_the_composition_claim_names_the_layers_it_composes_with():
+    """A one-layer run's claim 3 read "Layer 0's scores: recency (Q/K-composition with layer 0)"."""
+    def title(layers: int) -> str:
+        scalars = {f"attention/prev_token_score/L{l}H0": [(600, 0.5)] for l in range(layers)}
+        return claims(RunRecord(Path("."), "run", scalars=scalars))[3].title
+
+    assert "Layer 1's scores: recency (Q/K-composition with layer 0)" in title(2)
+    assert "Layer 0's scores: recency (Q/K-composition with an earlier layer, which this model lacks)" in title(1)
+    assert "Layer 2's scores: recency (Q/K-composition with layers 0-1)" in title(3)

@@ -129,7 +129,9 @@ def _prev_token(run: RunRecord, final: dict, head: str) -> Claim:
 
 def _terms(run: RunRecord, final: dict, head: str) -> Claim:
     last = _layer(head)
-    title = f"3. Layer {last}'s scores: recency (Q/K-composition with layer 0) plus \"not my own token\" (direct term)"
+    earlier = {0: "an earlier layer, which this model lacks", 1: "layer 0"}.get(last, f"layers 0-{last - 1}")
+    title = (f"3. Layer {last}'s scores: recency (Q/K-composition with {earlier}) plus \"not my own token\" "
+             "(direct term)")
     figures = ["qk_terms/ablation_losses/*", "qk_terms/mean_terms/*", "qk_terms/composition_circuit/*",
                "qk_terms/full_qk_circuit/L{last}H*"]
     # The tags name the head only where the plugin split several (qk_terms/zero_ablation_loss/direct/L1H0).
