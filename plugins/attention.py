@@ -27,21 +27,21 @@ def attention_scores(pattern: Float[Tensor, "dest src"]) -> dict[str, float]:
     }
 
 
-def prev_token_head(run: ProbeRun) -> tuple[int, int]:
-    """(layer, head) of the head that attends most to the previous token over the probe, in any layer: layer 1's
-    head in the default model, another of layer 1's with several heads, layer 0's with learned positions."""
-    def score(head: tuple[int, int]) -> float:
-        return run.cache["pattern", head[0]][:, head[1]].mean(0).diagonal(-1).mean().item()
-
-    return max(run.heads(), key=score)
+def head_scores(patterns: Float[Tensor, "layer head dest src"]) -> dict[tuple[int, int], dict[str, float]]:
+    """attention_scores of every (layer, head)'s mean pattern."""
+    layers, heads = patterns.shape[:2]
+    return {(l, h): attention_scores(patterns[l, h]) for l in range(layers) for h in range(heads)}
 
 
-def counting_head(run: ProbeRun) -> tuple[int, int]:
-    """(0, head) of the layer-0 head that attends most to BOS over the probe: the one that counts from it."""
-    def score(head: tuple[int, int]) -> float:
-        return run.cache["pattern", 0][:, head[1], 1:, 0].mean().item()
+def prev_token_head(scores: dict[tuple[int, int], dict[str, float]]) -> tuple[int, int]:
+    """(layer, head) of the head that attends most to the previous token, in any layer: layer 1's head in the
+    default model, another of layer 1's with several heads, layer 0's with learned positions."""
+    return max(scores, key=lambda head: scores[head]["prev_token_score"])
 
-    return max(((0, h) for h in range(run.model.cfg.n_heads)), key=score)
+
+def counting_head(scores: dict[tuple[int, int], dict[str, float]]) -> tuple[int, int]:
+    """(0, head) of the layer-0 head that attends most to BOS: the one that counts from it."""
+    return max((head for head in scores if head[0] == 0), key=lambda head: scores[head]["bos_score"])
 
 
 class AttentionPatterns(AnalysisPlugin):
@@ -58,11 +58,12 @@ class AttentionPatterns(AnalysisPlugin):
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         patterns = mean_patterns(run)
+        scores = head_scores(patterns)
         labels = run.pos_labels
         example_labels = [f"{lab}={t}" for lab, t in zip(labels, run.tokens[self.example].tolist())]
         for l, h in run.heads():
             head = f"L{l}H{h}"
-            for name, value in attention_scores(patterns[l, h]).items():
+            for name, value in scores[l, h].items():
                 findings.scalar(f"attention/{name}/{head}", value)
             for pos in range(1, patterns.shape[-1]):
                 findings.scalar(f"attention/bos_by_pos/{head}/pos{pos}", patterns[l, h, pos, 0])
@@ -74,7 +75,7 @@ class AttentionPatterns(AnalysisPlugin):
                             x_labels=example_labels, y_labels=example_labels, xlabel="source",
                             ylabel="destination", colorbar_label="attention")
         # Tags every model has, so that the HPARAMS table compares models of any shape:
-        looking_back = patterns[prev_token_head(run)]
-        findings.scalar("attention/prev_token_score/prev_token_head", looking_back.diagonal(-1).mean())
-        findings.scalar("attention/bos_score/counting_head", patterns[counting_head(run)][1:, 0].mean())
+        looking_back, counting = scores[prev_token_head(scores)], scores[counting_head(scores)]
+        findings.scalar("attention/prev_token_score/prev_token_head", looking_back["prev_token_score"])
+        findings.scalar("attention/bos_score/counting_head", counting["bos_score"])
         return findings

@@ -7,7 +7,7 @@ from transformer_lens import FactoredMatrix, HookedTransformer
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.figures import heatmap
-from prevpos_plugins.attention import prev_token_head
+from prevpos_plugins.attention import head_scores, mean_patterns, prev_token_head
 
 
 def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
@@ -37,7 +37,7 @@ class OVCircuit(AnalysisPlugin):
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         tokens = [str(t) for t in range(run.model.cfg.d_vocab - 1)] + ["BOS"]
-        copier = prev_token_head(run)  # the head the mechanism copies with
+        copier = prev_token_head(head_scores(mean_patterns(run)))  # the head the mechanism copies with
         for l, h in run.heads():
             head = f"L{l}H{h}"
             circuit = full_ov_circuit(run.model, l, h)

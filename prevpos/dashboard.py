@@ -51,7 +51,8 @@ LAYOUT = {
 # there is no L1H0), and the mean BOS weight of layer 0's head most on BOS (not its decay score: uniform attention,
 # at init or with nothing to count, falls with position too). Not length/*: its tags follow n_ctx.
 TABLE_SCORES = ["val/acc", "val/loss", "attention/bos_score/counting_head",
-                "attention/prev_token_score/prev_token_head", "ov/copy_top1/prev_token_head", "explanation/restricted_recovered", "explanation/algorithm_recovered"]
+                "attention/prev_token_score/prev_token_head", "ov/copy_top1/prev_token_head",
+                "explanation/restricted_recovered", "explanation/algorithm_recovered"]
 TABLE_DATA = ("batch_size", "steps_per_epoch", "seed", "n_tokens", "bos", "batches_per_step")
 TABLE_TRAINER = ("max_epochs", "precision", "gradient_clip_val")
 

@@ -80,11 +80,14 @@ def _curves(runs: list[RunRecord], labels: list[str]) -> Figure:
 def _crossing_steps(runs: list[RunRecord]) -> tuple[list[str], list[dict[str, int | None]]]:
     """The crossing columns (score and threshold) and each run's first step in them. A column that one run follows
     (a one-layer run's L0H0 prev-token score) is filled in for every run that logged its tag, not left "-"."""
+    def heading(crossing: dict) -> str:
+        return f"{crossing['label']} ≥ {crossing['threshold']:g}"
+
     per_run = [crossings(run) for run in runs]
-    columns = {f"{c['label']} ≥ {c['threshold']:g}": (c["tag"], c["threshold"]) for rows in per_run for c in rows}
+    columns = {heading(c): (c["tag"], c["threshold"]) for rows in per_run for c in rows}
     steps = []
     for run, rows in zip(runs, per_run):
-        own = {f"{c['label']} ≥ {c['threshold']:g}": c["step"] for c in rows}
+        own = {heading(c): c["step"] for c in rows}
         for column, (tag, threshold) in columns.items():
             if column not in own and tag in run.scalars and not per_run_threshold(tag):
                 own[column] = first_crossing(run.scalars[tag], threshold)

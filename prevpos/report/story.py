@@ -31,17 +31,25 @@ def claims(run: RunRecord) -> list[Claim]:
 def followed_head(run: RunRecord, final: dict) -> str:
     """The last layer's head the story follows, e.g. "L1H0": the one that attends most to the previous token (with
     several heads, not always head 0). A glob over the layer's heads if the run has no prev-token scores."""
-    tags = matching(run, "attention/prev_token_score/L{last}H*")
-    if not tags:
-        return f"L{last_layer(run)}H*"
-    return max(tags, key=lambda tag: final.get(tag, float("-inf"))).rsplit("/", 1)[-1]
+    return _highest(run, final, "attention/prev_token_score/L{last}H*") or f"L{last_layer(run)}H*"
 
 
-def _which_head(run: RunRecord, head: str) -> str:
+def counting_head(run: RunRecord, final: dict) -> str:
+    """Layer 0's head the counting claim follows: the one most on BOS (with several heads, not always head 0)."""
+    return _highest(run, final, "attention/bos_score/L0H*") or "L0H0"
+
+
+def _highest(run: RunRecord, final: dict, pattern: str) -> str | None:
+    """The head (e.g. "L1H0") whose final score, among the tags `pattern` matches, is highest; None if none match."""
+    tags = matching(run, pattern)
+    return max(tags, key=lambda tag: final.get(tag, float("-inf"))).rsplit("/", 1)[-1] if tags else None
+
+
+def _which_head(run: RunRecord, head: str, score: str = "prev_token_score", on: str = "the previous token") -> str:
     """Which head the numbers are of, e.g. ' (head 2, the one most on the previous token)', where the layer has
     several; '' where it has one."""
-    several = len(matching(run, f"attention/prev_token_score/{head.split('H')[0]}H*")) > 1
-    return f" (head {head.split('H')[1]}, the one most on the previous token)" if several else ""
+    several = len(matching(run, f"attention/{score}/{head.split('H')[0]}H*")) > 1
+    return f" (head {head.split('H')[1]}, the one most on {on})" if several else ""
 
 
 def loss(value: float) -> str:
@@ -78,12 +86,6 @@ def _task(run: RunRecord, final: dict) -> Claim:
     return Claim(title, text + ".", ["__timeline__"], check=(final[f"{split}/acc"] >= 0.9, "accuracy ≥ 0.9"))
 
 
-def counting_head(run: RunRecord, final: dict) -> str:
-    """Layer 0's head the counting claim follows: the one most on BOS (with several heads, not always head 0)."""
-    tags = matching(run, "attention/bos_score/L0H*")
-    return max(tags, key=lambda tag: final.get(tag, float("-inf"))).rsplit("/", 1)[-1] if tags else "L0H0"
-
-
 def _counting(run: RunRecord, final: dict) -> Claim:
     title = "1. Layer 0 counts: its attention to BOS falls with position"
     head = counting_head(run, final)
@@ -93,11 +95,9 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     if not by_pos:
         return _absent(run, title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
     n = len(by_pos)
-    several = len(matching(run, "attention/bos_score/L0H*")) > 1
-    which = f" (head {head.split('H')[1]}, the one most on BOS)" if several else ""
-    text = (f"Layer 0{which} gives BOS attention {by_pos[0]:.3f} at a_1, {by_pos[n // 2]:.3f} at a_{n // 2 + 1} and "
-            f"{by_pos[-1]:.3f} at a_{n} (uniform causal attention: {1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, "
-            f"{1 / (n + 1):.3f})")
+    text = (f"Layer 0{_which_head(run, head, 'bos_score', 'BOS')} gives BOS attention {by_pos[0]:.3f} at a_1, "
+            f"{by_pos[n // 2]:.3f} at a_{n // 2 + 1} and {by_pos[-1]:.3f} at a_{n} (uniform causal attention: "
+            f"{1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
     decay = final.get(f"attention/bos_decay_score/{head}")
     if decay is not None:
         text += f"; it falls at {decay:.0%} of consecutive positions"
