@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from prevpos.cli import CHECKPOINT_DEFAULTS
+from prevpos.lightning_cli import CHECKPOINT_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.threads import CpuThreads
 from prevpos.fast.timing import SpeedCallback, SpeedMeter

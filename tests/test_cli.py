@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from prevpos import cli
-from prevpos.cli import build_cli, command_line, main
+from prevpos.cli import command_line, main
+from prevpos.lightning_cli import build_cli
 from prevpos.dashboard import TABLE_SCORES
 from tests.conftest import lightning_info_lines
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from prevpos.cli import build_cli
+from prevpos.lightning_cli import build_cli
 from prevpos.errors import ConfigError
 from prevpos.fit_settings import epoch_batches, refuse_unknown_monitors, refuse_unrunnable_loop
 from prevpos.module import fit_metric_names

@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.overrides import TorchFunctionMode
 
-from prevpos.cli import GUARD
+from prevpos.lightning_cli import GUARD
 from prevpos.guards import StopOnDivergence
 from prevpos.module import PrevTokenModel
 from tests.conftest import build_data, quiet_trainer

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from prevpos.cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
+from prevpos.lightning_cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.baseline import plain_loop
 from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS
