@@ -1,4 +1,5 @@
-"""Exact decompositions of an attention-only, bias-free, LayerNorm-free model, checked against its own activations."""
+"""Exact decompositions of an attention-only, LayerNorm-free model without query/key biases, checked against its own
+activations."""
 
 from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Literal
 
@@ -23,6 +24,11 @@ def decomposable(model: HookedTransformer) -> str | None:
         return f"the model has {cfg.normalization_type} normalization"
     if cfg.n_layers < 2:
         return "the model has one layer, so there is no composition to split"
+    biased = [f"{name}[{layer}]" for layer in range(1, cfg.n_layers) for name, bias in
+              (("b_Q", model.b_Q[layer]), ("b_K", model.b_K[layer])) if bias.any()]
+    if biased:  # prevpos's own models hold them at zero; a loaded state_dict may not (prevpos/weights.py)
+        return (f"the model has query/key biases ({', '.join(biased[:2])}), which add score terms the four-term "
+                "split leaves out")
     return None
 
 

@@ -5,8 +5,8 @@ import torch
 
 from prevpos.analysis import ProbeRun
 from prevpos.analysis.probe import analysis_mode
-from prevpos.circuits import (QK_TERMS, ablate_terms, qk_terms, run_with_edited_scores, run_with_score_edits,
-                              term_ablation)
+from prevpos.circuits import (QK_TERMS, ablate_terms, decomposable, qk_terms, run_with_edited_scores,
+                              run_with_score_edits, term_ablation)
 from prevpos.loss import previous_token_loss
 from prevpos.transformer import build_transformer
 from prevpos_plugins.adversarial import CASES, adversarial_batch
@@ -75,6 +75,27 @@ def test_four_terms_sum_to_the_scores_on_random_weights(layer, head, heads):
     assert set(terms) == set(QK_TERMS)
     assert all(t.abs().max() > 0.01 for t in terms.values())  # no term is trivially zero
     assert sum_check_error(terms, cache["attn_scores", layer][:, head]) < 1e-4
+
+
+def test_the_split_stays_exact_with_value_output_and_unembedding_biases_but_not_with_query_key_biases():
+    # A loaded state_dict may hold biases that prevpos's own models keep at zero (prevpos/weights.py analyses it as
+    # saved). b_V, b_O and b_U only move what earlier layers add (c): the four terms still sum to the scores.
+    model = build_transformer(d_model=16, d_head=16, n_ctx=5, d_vocab=8, seed=2)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for bias in (model.blocks[0].attn.b_V, model.blocks[0].attn.b_O, model.unembed.b_U):
+            bias.copy_(torch.randn(bias.shape, generator=generator))
+    _, cache = model.run_with_cache(tokens_for(model))
+    assert decomposable(model) is None
+    assert sum_check_error(qk_terms(model, cache, 1, 0), cache["attn_scores", 1][:, 0]) < 1e-4
+    with torch.no_grad():
+        model.blocks[1].attn.b_K.copy_(torch.randn(model.blocks[1].attn.b_K.shape, generator=generator))
+    _, cache = model.run_with_cache(tokens_for(model))
+    assert sum_check_error(qk_terms(model, cache, 1, 0), cache["attn_scores", 1][:, 0]) > 0.01  # why it is refused
+    assert "query/key biases (b_K[1])" in decomposable(model)
+    with analysis_mode(model):
+        findings = QKTermImportance().analyze(ProbeRun(model, tokens_for(model)))
+    assert "b_K[1]" in findings.texts["qk_terms/skipped"] and not findings.scalars
 
 
 def test_zero_ablating_a_zero_term_changes_nothing():
