@@ -35,6 +35,10 @@ def algorithm_unfit(model: HookedTransformer) -> str | None:
         return f"its hand-written algorithm, which has the numbers of one head per layer, not {model.cfg.n_heads}"
     if model.W_pos.any():  # the algorithm reads W_E alone: exact only where W_pos is zero
         return "its hand-written algorithm, which reads no positional embedding, and this model has learned ones"
+    biased = [name for name, weight in model.named_parameters() if name.rsplit(".", 1)[-1].startswith("b_")
+              and weight.any()]  # zero in prevpos's models; a loaded state_dict may hold them
+    if biased:
+        return f"its hand-written algorithm, which reads no biases, and this model has non-zero {', '.join(biased[:2])}"
     return None
 
 
@@ -70,7 +74,7 @@ class Explanation(AnalysisPlugin):
     `restricted`: every layer-1 head keeps only the direct and qk_comp score terms (sufficiency: ~1 if they suffice;
     the default run, 0.95); `excluded`: only k_comp and q_comp (necessity: ~0 if nothing else carries the signal;
     the default run keeps 0.73, so they are redundant, not useless); `algorithm`: prevpos.algorithm's 16 numbers
-    read off the weights, nothing else (one head per layer, no learned positions). Skips, with a one-line note,
+    read off the weights, nothing else (one head per layer, no learned positions or biases). Skips, with a one-line note,
     models that are not 2-layer attention-only.
     The losses are logged from step 0; the fractions only once the gap is at least `min_gap` (at random init
     both losses are ~ln(vocab) and their ratio is noise over noise, e.g. 1638).

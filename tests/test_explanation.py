@@ -103,6 +103,17 @@ def test_with_learned_positions_the_terms_are_kept_but_the_algorithm_is_skipped(
         assert ("reads no positional embedding" in findings.texts.get("explanation/skipped", "")) != has_algorithm
 
 
+def test_with_biases_the_terms_are_kept_but_the_algorithm_is_skipped():
+    """A loaded state_dict may hold the biases prevpos keeps at zero; the algorithm has no numbers for them."""
+    model = build_transformer()
+    with torch.no_grad():
+        model.blocks[0].attn.b_O.fill_(0.5)
+    with analysis_mode(model):
+        findings = Explanation(strict=True).analyze(ProbeRun(model, PROBE))
+    assert "explanation/restricted_loss" in findings.scalars and "explanation/algorithm_loss" not in findings.scalars
+    assert "reads no biases, and this model has non-zero blocks.0.attn.b_O" in findings.texts["explanation/skipped"]
+
+
 def kept_scores_loss(model, terms: dict, kept: tuple[str, ...]) -> float:
     """The probe loss with each layer-1 head's scores replaced outright by the sum of its `kept` terms."""
     def only_kept(scores, hook):
