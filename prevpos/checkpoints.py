@@ -44,6 +44,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             shutil.copyfileobj(original, file)
 
 
+def _same_folder(a: str, b) -> bool:
+    try:
+        return bool(a) and b is not None and os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or is not local)
+        return False
+
+
 @contextmanager
 def _atomic_file(path):
     """A file open for writing beside `path`; flushed, fsynced and renamed over `path` when the block succeeds."""
@@ -73,10 +80,12 @@ class RunCheckpoint(ModelCheckpoint):
 
     _written: tuple[int, str, str] | None = None  # (step, file, the last.ckpt path that file's state names)
     _fitting = True
+    _trainer = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # runs before Lightning restores this callback's state
         self._fitting = stage == "fit"
+        self._trainer = proxy(trainer)  # its ckpt_path is set only as the restore begins
 
     def on_train_end(self, trainer, pl_module) -> None:
         # Lightning (2.6) writes last.ckpt here even under fast_dev_run, which says "checkpointing is suppressed"
@@ -88,7 +97,26 @@ class RunCheckpoint(ModelCheckpoint):
         # validate and test write no checkpoints, so the fit's bookkeeping is of no use to them; Lightning also
         # warned there that the directory had changed (they log to a directory of their own).
         if self._fitting:
-            super().load_state_dict(state_dict)
+            super().load_state_dict(self._in_this_folder(state_dict))
+
+    def _in_this_folder(self, state: dict) -> dict:
+        """The saved bookkeeping with its paths in this callback's folder, when the checkpoint being resumed lies in
+        it. Lightning keeps the bookkeeping only if the saved folder is spelled as now, and a resume from another
+        working directory (or of a moved run) spells the same folder differently: last.ckpt then stayed behind
+        while the run went on in last-v1.ckpt (the next resume went back to last.ckpt and lost those epochs), and
+        every resume kept one more best checkpoint."""
+        saved = state.get("dirpath")
+        restoring = str(self._trainer.ckpt_path or "") if self._trainer is not None else ""
+        if not saved or saved == self.dirpath or not _same_folder(os.path.dirname(restoring), self.dirpath):
+            return state
+
+        def here(path):
+            inside = isinstance(path, str) and path.startswith(saved.rstrip(os.sep) + os.sep)
+            return os.path.join(self.dirpath, os.path.relpath(path, saved)) if inside else path
+
+        moved = {key: here(value) for key, value in state.items()}
+        moved["best_k_models"] = {here(path): score for path, score in state.get("best_k_models", {}).items()}
+        return {**moved, "dirpath": self.dirpath}
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
         super()._save_topk_checkpoint(trainer, monitor_candidates)

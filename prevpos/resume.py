@@ -85,8 +85,11 @@ def _same_log_dir(run_dir: Path, init: dict, folder_key: str = "name") -> list[s
     folder = run_dir.parent.name if folder is None else folder  # W&B's project: null in the config, its default
     if save_dir is None or Path(save_dir, folder, run_dir.name).resolve() != run_dir.resolve():
         save_dir, folder = str(run_dir.parent.parent), run_dir.parent.name
+    # version_N as the number N, as a new run's is: the progress bar shows a string version's last 4 characters.
+    numbered = re.fullmatch(r"version_(\d+)", run_dir.name) if folder_key == "name" else None
+    version = numbered.group(1) if numbered else run_dir.name
     return [f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.{folder_key}={folder}",
-            f"--trainer.logger.init_args.version={run_dir.name}"]
+            f"--trainer.logger.init_args.version={version}"]
 
 
 FOLDER_PER_RUN = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's own version_N

@@ -286,6 +286,24 @@ def test_resume_that_extends_a_finished_run_holds_the_final_learning_rate(spelle
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4)
 
 
+def test_resuming_from_another_directory_goes_on_in_last_ckpt_and_keeps_one_best(tmp_path, monkeypatch):
+    """From another working directory the run's folder is spelled differently, and Lightning then dropped its
+    checkpoint bookkeeping: the resumed epochs went to last-v1.ckpt, last.ckpt stayed behind (so the next resume
+    trained them again), and each resume kept one more best checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--trainer.callbacks=[]"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["fit", "--resume", str(tmp_path / RUN), "--trainer.max_epochs=3"])
+    cli = main(["fit", "--resume", str(Path("..") / RUN), "--trainer.max_epochs=4"])
+    assert cli.trainer.logger.version == 0  # a number, as a new run's: the bar showed "on_0" (a string's last 4)
+    names = sorted(p.name for p in (tmp_path / RUN / "checkpoints").iterdir())
+    assert len(names) == 2 and names[0].startswith("best-") and names[1] == "last.ckpt", names
+    assert torch.load(tmp_path / RUN / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 16
+    assert not (elsewhere / "lightning_logs").exists()
+
+
 def test_a_run_without_end_says_its_lr_holds_at_the_peak_and_holds_it(tmp_path, monkeypatch):
     """max_epochs -1 (until stopped): Lightning counts inf steps, so the cosine has no length. It said nothing."""
     monkeypatch.chdir(tmp_path)
