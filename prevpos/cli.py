@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 
-from prevpos.ctrl_c import end_as_interrupted, stopped_by_ctrl_c
+from prevpos.ctrl_c import SIGTERM_EXIT, end_as_interrupted, stopped_by_ctrl_c, stopped_by_sigterm
 from prevpos.errors import ConfigError, DivergenceError, NothingToTrain, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.wandb_runs import ends_its_wandb_run
@@ -76,11 +76,14 @@ def command_line() -> None:
     took 1.3-2.1 s after each command had finished (2-core CPU; docs/speed.md, change 17). By then the command has
     closed what it wrote (event files, checkpoints, figures, the W&B run), and the exit still runs every atexit
     hook; only objects in reference cycles are no longer finalized, which Python does not promise at exit anyway.
-    Not for main() from Python: that interpreter goes on. After Ctrl-C the process ends by SIGINT (prevpos/ctrl_c.py).
+    Not for main() from Python: that interpreter goes on. After Ctrl-C the process ends by SIGINT, after SIGTERM
+    with 143 (prevpos/ctrl_c.py).
     """
     try:
         main()
     except SystemExit as stop:
+        if stopped_by_sigterm(stop):
+            sys.exit(SIGTERM_EXIT)
         if not stopped_by_ctrl_c(stop):
             raise
         end_as_interrupted()

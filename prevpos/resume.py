@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.checkpoints import names_a_file, read_checkpoint
+from prevpos.ctrl_c import stopped_by_sigterm
 from prevpos.errors import ConfigError
 from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order, run_holding
 
@@ -41,6 +42,9 @@ def expand_resume(argv: list[str]) -> list[str]:
         hint = f": --resume {run}" if run else ""
         raise ConfigError(f"--resume {run_dir}: a file; --resume takes the run's directory (it continues from "
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
+    if config.is_file() and not last.is_file():
+        raise ConfigError(f"--resume {run_dir}: the run stopped before its first checkpoint (it has no {last}), so "
+                          f"there is nothing to go on from; start it again: `python -m prevpos fit --config {config}`")
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         runs = in_number_order([p for p in run_dir.glob("version_*") if (p / "config.yaml").is_file()])
@@ -159,15 +163,20 @@ def expect_own_checkpoints(ckpt_path) -> None:
 
 class ResumableSaveConfig(SaveConfigCallback):
     """Save config.yaml as Lightning does; a resumed run records its own invocation as config.resume{N}.yaml. After
-    Ctrl-C (Lightning stops gracefully and exits with 1), say how to go on."""
+    Ctrl-C or SIGTERM (Lightning stops gracefully either way), say how to go on."""
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        by = "" if isinstance(exception, KeyboardInterrupt) else " by SIGTERM" if stopped_by_sigterm(exception) else None
         run_dir = run_folder(trainer)
-        resumable = run_dir is not None and last_checkpoint(run_dir).is_file()
-        if isinstance(exception, KeyboardInterrupt) and resumable:
-            rank_zero_info(f"prevpos: stopped at step {trainer.global_step}; "
+        if by is None or run_dir is None:  # a failure says what it is itself; with no logger there is no run to go on
+            return
+        if last_checkpoint(run_dir).is_file():
+            rank_zero_info(f"prevpos: stopped{by} at step {trainer.global_step}; "
                            f"`python -m prevpos fit --resume {run_dir}` goes on from checkpoints/last.ckpt (the last "
                            "epoch's end)")
+        else:
+            rank_zero_info(f"prevpos: stopped{by} at step {trainer.global_step}, before the run's first checkpoint: "
+                           f"nothing to go on from; run the command again ({run_dir} holds only its first logs)")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         run_dir = run_folder(trainer)

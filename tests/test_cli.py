@@ -339,22 +339,43 @@ class CtrlCAtStep3(L.Callback):
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == 3:
             os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C delivers it
+
+class SigtermAtStep3(L.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID`, `timeout` or a cluster's scheduler sends it
 """
+
+
+def fit_with_a_callback(tmp_path, callback: str) -> tuple[subprocess.CompletedProcess, str]:
+    """`python -m prevpos fit` with a callback from CTRL_C_AT_STEP_3, 2-step epochs; the result and its output."""
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_AT_STEP_3)
+    result = subprocess.run(
+        [sys.executable, "-m", "prevpos", "fit", "--data.steps_per_epoch=2", "--data.batch_size=16",
+         "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
+         f"--trainer.callbacks=[ctrl_c.{callback}]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)})
+    return result, result.stdout + result.stderr
 
 
 def test_ctrl_c_in_a_fit_says_how_to_resume_and_ends_the_process_by_sigint(tmp_path):
     """Lightning stops a fit gracefully and exits 1, a normal exit after which a shell loop goes on to the next
     command; the command line ends by SIGINT instead, as a program stopped with Ctrl-C does."""
-    (tmp_path / "ctrl_c.py").write_text(CTRL_C_AT_STEP_3)
-    result = subprocess.run(
-        [sys.executable, "-m", "prevpos", "fit", "--data.steps_per_epoch=2", "--data.batch_size=16",
-         "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
-         "--trainer.callbacks=[ctrl_c.CtrlCAtStep3]"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)})
-    said = result.stdout + result.stderr
+    result, said = fit_with_a_callback(tmp_path, "CtrlCAtStep3")
     assert result.returncode == -signal.SIGINT, said[-2000:]
     run = Path("lightning_logs", "default", "version_0")
     assert f"prevpos: stopped at step 3; `python -m prevpos fit --resume {run}` goes on" in said
+    assert "Traceback" not in said
+    assert torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def test_sigterm_in_a_fit_says_how_to_resume_and_exits_143(tmp_path):
+    """Lightning stops a fit gracefully after SIGTERM too, then exited 0, as if the run had finished, and said
+    nothing of how to go on (`fit && report`, `set -e` and job schedulers went on as after a finished run)."""
+    result, said = fit_with_a_callback(tmp_path, "SigtermAtStep3")
+    assert result.returncode == 143, said[-2000:]
+    run = Path("lightning_logs", "default", "version_0")
+    assert f"prevpos: stopped by SIGTERM at step 3; `python -m prevpos fit --resume {run}` goes on" in said
     assert "Traceback" not in said
     assert torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2

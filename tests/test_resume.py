@@ -161,6 +161,36 @@ def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path, monke
     assert torch.load(RUN / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
 
 
+class _CtrlCInTheFirstEpoch(_CrashOnce):
+    armed = False
+    error = KeyboardInterrupt
+
+    def __init__(self):
+        super().__init__(epoch=0, batch=2)
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, monkeypatch, capsys,
+                                                                             inline_render):
+    """It said nothing, and --resume of the run then said its last.ckpt did not exist."""
+    monkeypatch.chdir(tmp_path)
+    _CtrlCInTheFirstEpoch.armed = True
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with lightning_info_lines() as said, pytest.raises(SystemExit):
+            main(["fit", *SMALL, f"--trainer.callbacks=[{__name__}._CtrlCInTheFirstEpoch]"])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert (f"prevpos: stopped at step 2, before the run's first checkpoint: nothing to go on from; run the command "
+            f"again ({RUN} holds only its first logs)") in said
+    assert not (RUN / "checkpoints").exists()
+    with pytest.raises(SystemExit) as refused:
+        main(["fit", "--resume", str(RUN)])
+    assert refused.value.code == 2
+    assert (f"--resume {RUN}: the run stopped before its first checkpoint (it has no {RUN}/checkpoints/last.ckpt), so "
+            f"there is nothing to go on from; start it again: `python -m prevpos fit --config {RUN}/config.yaml`"
+            ) in capsys.readouterr().err
+
+
 def test_new_run_into_an_existing_run_dir_is_refused_untouched(tmp_path, monkeypatch, capsys, inline_render):
     monkeypatch.chdir(tmp_path)
     main(["fit", *SMALL, "--trainer.max_epochs=1", "--trainer.callbacks=[]"])

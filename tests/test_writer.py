@@ -2,7 +2,9 @@
 
 import gc
 import io
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -102,6 +104,54 @@ def test_a_figure_worker_imports_neither_torch_nor_lightning():
              "print(sorted(m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], input=sent, capture_output=True, check=True)
     assert result.stdout.decode().strip() == "[]"
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_signals_to_the_process_group_leave_a_worker_alone(capfd, sent):
+    """Ctrl-C and `timeout` signal the whole process group. A worker that was still importing printed a
+    KeyboardInterrupt traceback and died, and SIGTERM killed the figure workers outright: the figures fell back to a
+    thread. The training process ends its workers itself."""
+    worker = ScriptlessSpawnContext().Process(target=time.sleep, args=(1.0,))
+    worker.start()
+    os.kill(worker.pid, sent)  # while it starts up
+    time.sleep(0.5)
+    os.kill(worker.pid, sent)  # while it works
+    worker.join(10)
+    assert worker.exitcode == 0 and "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+ORPHANING_SCRIPT = """
+import os, signal
+from concurrent.futures import ProcessPoolExecutor
+from prevpos.fast.png import init_worker
+from prevpos.fast.spawn import ScriptlessSpawnContext
+
+pool = ProcessPoolExecutor(1, mp_context=ScriptlessSpawnContext(), initializer=init_worker)
+print(pool.submit(os.getpid).result(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or kill -9 ends a training process
+"""
+
+
+def running(pid: int) -> bool:
+    """Is the process alive (not gone, nor a zombie that no one has reaped yet)?"""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_figure_worker_exits_when_the_training_process_is_killed(tmp_path):
+    """It waited for work forever, on a queue whose pipe it holds open itself, and ignores the group's signals."""
+    script = tmp_path / "orphaning.py"
+    script.write_text(ORPHANING_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    worker = int(result.stdout)
+    deadline = time.monotonic() + 10
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(worker)
 
 
 UNGUARDED_SCRIPT = """

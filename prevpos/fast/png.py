@@ -6,8 +6,11 @@ the figures queued up and were drawn at the end. On an H100 (`bench`) (c)/(b) tr
 """
 
 import io
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from typing import Callable
 
 import numpy as np
@@ -31,7 +34,22 @@ def render_png(render: Callable, data: dict) -> bytes:
 def init_worker() -> None:
     """Lower priority, so a busy machine slows the figures before training; not 19, which starved them outright
     under other load here. One thread in case a render function pulls in torch. Ctrl-C is for the training process
-    (it reaches the whole process group: each worker printed a KeyboardInterrupt traceback)."""
+    (it reaches the whole process group: each worker printed a KeyboardInterrupt traceback; prevpos/fast/spawn.py
+    blocks it from the worker's start, where spawn allows)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(10)
     os.environ["OMP_NUM_THREADS"] = "1"
+    end_with_the_parent()
+
+
+def end_with_the_parent() -> None:
+    """Exit when the process that started this one has gone (kill -9, out of memory). A figure worker waits for work
+    on a queue whose pipe it holds open itself, so it would wait forever; it ignores the signals sent to the group."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent.sentinel,), daemon=True, name="prevpos-parent").start()
+
+
+def _exit_after(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)

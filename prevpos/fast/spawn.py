@@ -1,7 +1,10 @@
 """Spawned processes that do not import the running script: the figure workers and the analysis process."""
 
+import signal
 import sys
 import types
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.context import SpawnContext, SpawnProcess
 
 
@@ -20,9 +23,33 @@ class ScriptlessProcess(SpawnProcess):
         main = sys.modules["__main__"]
         sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__ or __spec__: nothing for spawn to import
         try:
-            super().start()
+            with _group_signals_blocked():
+                super().start()
         finally:
             sys.modules["__main__"] = main
+
+
+# Signals a terminal (Ctrl-C) or `timeout` sends to the whole process group. They are for the training process,
+# which ends its workers itself (a worker also ends when that process has gone: its pipe closes).
+GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _group_signals_blocked():
+    """GROUP_SIGNALS blocked in this thread while it starts a process, which keeps that mask for its whole life. A
+    worker that ignored SIGINT itself did so only after its imports: Ctrl-C in its first second printed a
+    KeyboardInterrupt traceback from inside matplotlib's import, and SIGTERM to the group killed the figure pool,
+    each time with a warning that figures fell back to a thread."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    # Starting multiprocessing's resource tracker (the first start does) unblocks SIGINT after it.
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 class ScriptlessSpawnContext(SpawnContext):
