@@ -1,6 +1,6 @@
 """The mechanism written as code: a few numbers read off the trained weights, and the logits they imply.
 
-The model (SCIENCE.md) does four things; each is one step of `algorithm_logits`:
+The model (docs/science.md) does four things; each is one step of `algorithm_logits`:
 1. Layer 0 gives every key one of a few scores — BOS, the same token as the query, another token — whatever
    the position. The causal softmax turns those equal scores into a BOS weight that falls with position.
 2. So layer 0's output at position i is a mixture of BOS's value and the values of a_1..a_i, with weights A0.

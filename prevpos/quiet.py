@@ -15,6 +15,12 @@ def _not_noise(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith(NOISE)
 
 
+def _not_a_resume_purge(record: logging.LogRecord) -> bool:
+    # A resumed run's events restart at its checkpoint's step. Reading them, TensorBoard drops the stopped run's later
+    # steps, which the resumed run logged again: right, but said as "likely caused by a TensorFlow restart" at report.
+    return not record.getMessage().startswith("Detected out of order event.step")
+
+
 def quiet_library_noise() -> None:
     """Silence what the libraries print that is neither our problem nor the user's (idempotent)."""
     # TransformerLens 3.9 and its dependencies warn on import and at every HookedTransformer construction.
@@ -38,6 +44,7 @@ def quiet_library_noise() -> None:
     # into args) and at every main([...]) in a notebook (sys.argv holds the kernel's). Those args are what is meant.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
+    logging.getLogger("tensorboard").addFilter(_not_a_resume_purge)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ analysis thread."""
 
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -153,3 +155,13 @@ def test_stop_ends_the_process_and_the_next_fit_starts_another():
     analysis_process.stop()
     assert not running.is_alive()
     assert analysis_process.prestart().process.pid != running.pid
+
+
+def test_a_python_process_that_started_it_exits():
+    """It ignores the SIGTERM that multiprocessing's exit handler ends a daemonic child with, and that handler then
+    waits for it: a process that had started it (a fit on a GPU, a whole test session) never exited."""
+    started = "from prevpos.fast import analysis_process; print(analysis_process.prestart().process.pid, flush=True)"
+    result = subprocess.run([sys.executable, "-c", started], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    child = Path(f"/proc/{int(result.stdout)}")
+    assert not child.exists() or " Z " in (child / "stat").read_text()

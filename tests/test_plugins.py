@@ -262,7 +262,7 @@ def test_the_readme_plugin_runs_as_the_readme_says(tmp_path, in_tmp, monkeypatch
 
 
 def test_the_mechanism_on_the_trained_model(trained_module, capsys):
-    """The tutorial's findings (../shared/SCIENCE.md), asserted only where the science predicts a direction."""
+    """The tutorial's findings (docs/science.md), asserted only where the science predicts a direction."""
     model = trained_module.model
     run = ProbeRun(model, probe_tokens(1024, 10, 101, 100, seed=1234))
     found = Findings()

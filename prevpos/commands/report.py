@@ -18,8 +18,8 @@ existing report.html is overwritten only if `prevpos report` wrote it."""
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m prevpos report", description=DESCRIPTION)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=Path)
-    parser.add_argument("--out", type=Path, help="the HTML file to write (default: RUN_DIR/report.html, or "
-                                                 "report.html in the common parent of several RUN_DIRs)")
+    parser.add_argument("--out", help="the HTML file to write, or a directory to write report.html in (default: "
+                                      "RUN_DIR/report.html, or report.html in the common parent of several RUN_DIRs)")
 
     def one_line_error(message: str):
         print(f"prevpos: error: report: {message} (`python -m prevpos report --help` lists the options)", file=sys.stderr)
@@ -27,6 +27,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     parser.error = one_line_error
     return parser.parse_args(argv)
+
+
+def report_file(out: str | None, default: Path) -> Path:
+    """The file `--out` names: report.html inside a directory (an existing one, or one written with a trailing /)."""
+    if out is None:
+        return default
+    file = Path(out) / "report.html" if out.endswith(("/", os.sep)) or Path(out).is_dir() else Path(out)
+    if not file.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {file.parent} does not exist; create it first")
+    return file
 
 
 def main(argv: list[str]) -> None:
@@ -37,15 +47,14 @@ def main(argv: list[str]) -> None:
     from prevpos.report.seeds import build_summary
 
     if len(args.run_dirs) == 1:
-        out = args.out or args.run_dirs[0] / "report.html"
+        default = args.run_dirs[0] / "report.html"
         text = build_report(read_run(args.run_dirs[0]))
     else:
-        out = args.out or Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
+        default = Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
         runs, unreadable = read_runs(in_number_order(args.run_dirs))
         for error in unreadable:  # one run that died at its start must not cost the table of the other nineteen
             print(f"prevpos: report: skipped {error}", file=sys.stderr)
         text = build_summary(runs, [str(error) for error in unreadable])
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
-    write_report(out, text)
+    out = report_file(args.out, default)
+    write_report(out, text, other_file_hint="pass another --out FILE" if args.out else "pass --out FILE")
     print(f"wrote {out}")

@@ -10,9 +10,10 @@ release the GIL, so the thread costs little, and a process would cost a core and
 fit on the 2-core CPU took 40.5-41.4 s with the process and 39.3-39.5 s with the thread (2 runs each, alternating).
 
 One process per Python process, reused by every fit in it (bench's repeats, a notebook's fits). It is spawned
-without importing the running script, and daemonic: the interpreter's exit ends it instead of waiting for it.
+without importing the running script, and the interpreter's exit ends it (`stop`, at exit) instead of waiting for it.
 """
 
+import atexit
 import os
 import signal
 import threading
@@ -81,6 +82,11 @@ def prestart() -> AnalysisProcess:
     with _process_lock:
         if _process is None or not _process.process.is_alive():
             _process = AnalysisProcess()
+            # Before multiprocessing's own exit handler (registered earlier, run later), which SIGTERMs a daemonic
+            # child and waits for it: this one has SIGTERM blocked for life (prevpos/fast/spawn.py), so the
+            # interpreter waited forever at exit (a whole test session did).
+            atexit.unregister(stop)
+            atexit.register(stop)
         return _process
 
 

@@ -12,7 +12,7 @@ class CpuThreads(Callback):
 
     On a 2-core machine torch's default 2 threads are fastest only while nothing else runs: a step at batch 256
     goes from ~50 ms to ~630 ms when the other core is busy (the figure renderer, another run, a test suite),
-    while 1 thread stays at ~86 ms either way (SCIENCE.md). Set OMP_NUM_THREADS to choose another number.
+    while 1 thread stays at ~86 ms either way (docs/science.md). Set OMP_NUM_THREADS to choose another number.
 
     Args:
         threads: torch threads for training on CPU.

@@ -43,11 +43,11 @@ def page(title: str, sections: list[str]) -> str:
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n")
 
 
-def write_report(file: Path, text: str) -> None:
+def write_report(file: Path, text: str, other_file_hint: str = "pass --out FILE") -> None:
     """Write `file`, overwriting only a report this command wrote before (it starts with MARKER)."""
     if file.exists():
         with open(file, encoding="utf-8", errors="replace") as existing:
             head = existing.read(len(MARKER) + 64)
         if MARKER not in head:
-            raise ConfigError(f"{file} exists and was not written by `prevpos report`: move it, or pass --out FILE")
+            raise ConfigError(f"{file} exists and was not written by `prevpos report`: move it, or {other_file_hint}")
     file.write_text(text, encoding="utf-8")

@@ -16,7 +16,7 @@ class Mechanism:
     threshold: float | None = None
 
 
-# Top to bottom in the order the explanation expects them to form (SCIENCE.md): layer 0, then layer 1, then
+# Top to bottom in the order the explanation expects them to form (docs/science.md): layer 0, then layer 1, then
 # the whole circuit. Thresholds are the ones issue 4 asks the note to report.
 SCORES = [
     Mechanism("val/acc", "val accuracy", 0.9),
