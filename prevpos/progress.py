@@ -33,6 +33,12 @@ class RunProgressBar(RichProgressBar):
             metrics = {"version": str(metrics.pop("v_num")), **metrics}
         return metrics
 
+    def _get_train_description(self, current_epoch: int) -> str:
+        """Lightning's "Epoch 12/59", without the "/-2" it wrote for an endless run (trainer.max_epochs -1)."""
+        epochs = self.trainer.max_epochs
+        description = f"Epoch {current_epoch}" + (f"/{epochs - 1}" if epochs is not None and epochs >= 0 else "")
+        return f"{description:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
+
     def refresh(self, hard: bool = False) -> None:
         if hard or not interactive():
             super().refresh(hard)

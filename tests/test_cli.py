@@ -198,6 +198,15 @@ def test_default_progress_bar_names_the_run_version_as_an_integer(in_tmp):
     assert metrics == {"version": "7"}  # Lightning's key v_num, drawn as "v_num: 7.000"
 
 
+@pytest.mark.parametrize(("max_epochs", "description"), [(60, "Epoch 12/59"), (-1, "Epoch 12")])
+def test_the_bar_counts_epochs_of_an_endless_run_without_an_end(max_epochs, description):
+    """With --trainer.max_epochs -1 (train until stopped) Lightning's bar read "Epoch 12/-2"."""
+    trainer = build_cli([f"--trainer.max_epochs={max_epochs}"], run=False).trainer
+    bar = trainer.progress_bar_callback
+    bar._trainer = trainer  # as its setup at the start of fit does
+    assert bar._get_train_description(12).strip() == description
+
+
 def test_in_a_notebook_the_bar_redraws_twice_a_second_not_at_every_batch(in_tmp, monkeypatch):
     """In Jupyter or IPython Lightning redraws the Rich bar on the training thread at every batch (~12 ms a redraw
     in Jupyter). The session is simulated: Lightning's flag and the interactive prompt (sys.ps1) both set."""
