@@ -10,7 +10,7 @@ import warnings
 from prevpos.ctrl_c import SIGTERM_EXIT, end_as_interrupted, stopped_by_ctrl_c, stopped_by_sigterm
 from prevpos.errors import ConfigError, DivergenceError, NothingToTrain, out_of_memory
 from prevpos.quiet import quiet_library_noise
-from prevpos.wandb_runs import ends_its_wandb_run
+from prevpos.wandb_runs import ends_its_wandb_run, not_logged_in
 
 EXTRA_COMMANDS = {
     "analyze": "prevpos.commands.analyze",
@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None):
             raise
         print(f"prevpos: error: the file system refused {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
+    except Exception as error:
+        line = not_logged_in(error)
+        if line is None:
+            raise
+        print(f"prevpos: error: {line}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:  # fit handles its own (Lightning stops it gracefully); this is every other moment
         # From the command line: one line, then command_line ends the process by SIGINT. main([...]) from a notebook
         # or a script gets the KeyboardInterrupt as it came.

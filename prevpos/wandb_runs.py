@@ -52,3 +52,12 @@ def make_wandb_folders(loggers: list) -> None:
     for init in (_wandb_init(logger) for logger in loggers):
         if init is not None and init.get("dir"):
             Path(init["dir"]).mkdir(parents=True, exist_ok=True)
+
+
+def not_logged_in(error: BaseException) -> str | None:
+    """One line for W&B's refusal to start a run on a machine that has no API key (52 lines of traceback), or None."""
+    if type(error).__module__.startswith("wandb") and "API key" in str(error):
+        return ("trainer.logger WandbLogger: W&B has no API key on this machine: run `wandb login` (or set "
+                "WANDB_API_KEY), or log without an account with --trainer.logger.offline true (`wandb sync` uploads "
+                "the run later)")
+    return None

@@ -173,3 +173,22 @@ def test_a_run_logged_to_tensorboard_and_csv_keeps_both_in_one_folder(in_tmp):
         assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
         assert list(run.glob("events.out.tfevents.*")) and "val/acc" in (run / "metrics.csv").read_text()
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # CSV's "will be deleted"
+
+
+def test_without_a_wandb_login_fit_says_how_to_log_offline(in_tmp, monkeypatch, capsys):
+    """W&B's refusal was 52 lines of traceback ending in 'No API key configured'."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(in_tmp))  # no ~/.netrc: nobody logged in
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(in_tmp / "wandb-settings"))
+    import wandb
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *TINY, *NO_PLUGINS, "--trainer.logger=WandbLogger"])
+    finally:
+        wandb.teardown()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "prevpos: error: trainer.logger WandbLogger: W&B has no API key on this machine" in err
+    assert "--trainer.logger.offline true" in err
