@@ -110,6 +110,16 @@ def _callback_error(message: str) -> str:
     from prevpos.registry import discover_plugins
 
     plugins = discover_plugins()
+    # Checked first: jsonargparse then also tries the value on the base class, which "has no option" of that name.
+    value = re.search(r"class_path '([\w.]+)': Parser key \"([\w.]+)\": (.*?)(?= - Problem with| - Expected a "
+                      r"<class 'NoneType'>|$)", message)
+    if value:
+        short, key, problem = value.group(1).rsplit(".", 1)[-1], value.group(2), value.group(3)
+        typed = re.fullmatch(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", problem)
+        if typed:
+            return f"trainer.callbacks: {short} option {key}={typed.group(2)}: expected {typed.group(1)}"
+        problem = re.sub(r"<class '([\w.]+)'>", r"\1", problem)
+        return f"trainer.callbacks: {short} option {key}: {problem}"
     option = re.search(r"class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not accepted", message)
     if option:
         short = option.group(1).rsplit(".", 1)[-1]

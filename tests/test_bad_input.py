@@ -104,6 +104,8 @@ CASES = [
      "AttentionPatterns.every_n_epochs=0: must be at least 1"),
     ("plugin_unknown_option", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.nope=0"],
      "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict)"),
+    ("plugin_option_wrong_type", ["fit", "--trainer.callbacks+=LengthGeneralization", "--trainer.callbacks.sequences=x"],
+     "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
@@ -126,6 +128,8 @@ CASES = [
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
     ("analyze_out_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "notes.txt"],
      "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
+    ("analyze_nothing_given", ["analyze"], "analyze: needs --weights FILE (a checkpoint of a fit, e.g. "
+     "lightning_logs/default/version_0/checkpoints/last.ckpt) and --out DIR (a new directory for the results)"),
     ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
     ("analyze_layer_norm_weights", ["analyze", "--weights", "layer_norm_state_dict.pt", "--out", "analysis"],
      "does not fit the model (unexpected blocks.0.ln1.w;"),

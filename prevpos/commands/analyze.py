@@ -2,6 +2,7 @@
 
 import inspect
 import os
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -17,10 +18,19 @@ raw TransformerLens state_dict (the public tutorial's format; its shape is read 
 are fit's, so the numbers match a default run's last logged ones."""
 
 
+# What to pass for a missing required option (argparse says only "the following arguments are required: weights").
+REQUIRED = {"weights": "--weights FILE (a checkpoint of a fit, e.g. lightning_logs/default/version_0/checkpoints/"
+                       "last.ckpt)",
+            "out": "--out DIR (a new directory for the results)"}
+
+
 class _OneLineParser(ArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:  # jsonargparse's nested parsers raise and retry
             return super().error(message, ex)
+        missing = re.fullmatch(r"the following arguments are required: (.*)", " ".join(message.split()))
+        if missing:
+            message = "needs " + " and ".join(REQUIRED.get(name, f"--{name}") for name in missing.group(1).split(", "))
         raise ConfigError(f"analyze: {' '.join(message.split())} (`python -m prevpos analyze --help` lists the options)")
 
 
