@@ -23,6 +23,19 @@ def names_a_file(ckpt_path) -> bool:
     return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS
 
 
+def refuse_another_runs_checkpoints(dirpath, ckpt_path) -> None:
+    """A new run must not write its checkpoints among another run's (`--checkpoint.dirpath` of an earlier run): its
+    best and last-v1 files went beside that run's, and `--resume` of either run could no longer tell them apart."""
+    held = sorted(p.name for p in Path(dirpath).glob("*.ckpt")) if dirpath and Path(dirpath).is_dir() else []
+    resuming_there = ckpt_path is not None and (not names_a_file(ckpt_path)
+                                                or _same_folder(os.path.dirname(os.path.abspath(ckpt_path)), dirpath))
+    if held and not resuming_there:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ConfigError(f"checkpoint.dirpath {dirpath}: already holds another run's checkpoints ({shown}); pick a new "
+                          "folder, or leave it unset (each run keeps its own in RUN_DIR/checkpoints); to continue that "
+                          "run, `python -m prevpos fit --resume RUN_DIR`")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file beside the target, fsync, then rename over it.
 

@@ -106,6 +106,8 @@ CASES = [
      "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict)"),
     ("plugin_option_wrong_type", ["fit", "--trainer.callbacks+=LengthGeneralization", "--trainer.callbacks.sequences=x"],
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
+    ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
+     f"checkpoint.dirpath {RUN / 'checkpoints'}: already holds another run's checkpoints (best-"),
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
