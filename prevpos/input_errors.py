@@ -15,6 +15,12 @@ def explain_parser_error(message: str, parser) -> str:
     message = " ".join(message.split())
     if 'key "trainer.callbacks"' in message:
         return _callback_error(message)
+    logger = re.search(r'key "trainer.logger".* dot import path string: ([\w.]+)', message)
+    if logger:
+        return _logger_error(logger.group(1))
+    import_failed = re.search(r"key \"trainer.logger\".* Problem with given class_path '([\w.]+)': (.*?) - ", message)
+    if import_failed:
+        return f"trainer.logger: cannot use {import_failed.group(1)}: {import_failed.group(2)}"
     union = re.match(r'Parser key "([\w.]+)": Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] '
                      r"Errors: .* Given value type: .* Given value: (.*)$", message)
     if union:
@@ -134,6 +140,16 @@ def _callback_error(message: str) -> str:
                 "lightning.pytorch.callbacks.EarlyStopping)")
     first = re.search(r"Errors: - (.*?)(?: - |$)", message)
     return f"trainer.callbacks: {first.group(1) if first else message}"
+
+
+def _logger_error(name: str) -> str:
+    import lightning.pytorch.loggers
+
+    loggers = [n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger") and n not in ("Logger", "LitLogger")]
+    close = difflib.get_close_matches(name.lower(), [n.lower() for n in loggers], n=1, cutoff=0.6)
+    hint = f"did you mean {loggers[[n.lower() for n in loggers].index(close[0])]}? " if close else ""
+    return (f"trainer.logger: no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers))}; others by "
+            "full class path; false for none)")
 
 
 def _option_names(parser) -> list[str]:

@@ -108,6 +108,10 @@ CASES = [
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
      f"checkpoint.dirpath {RUN / 'checkpoints'}: already holds another run's checkpoints (best-"),
+    ("logger_misspelt", ["fit", "--trainer.logger", "Tensorboard"], "trainer.logger: no logger named 'Tensorboard' "
+     "(did you mean TensorBoardLogger? Lightning's: CSVLogger, CometLogger, MLFlowLogger, TensorBoardLogger, WandbLogger"),
+    ("logger_not_importable", ["fit", "--trainer.logger", "mine.Logger"],
+     "trainer.logger: cannot use mine.Logger: No module named 'mine'"),
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
