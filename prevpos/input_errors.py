@@ -145,11 +145,13 @@ def _callback_error(message: str) -> str:
 def _logger_error(name: str) -> str:
     import lightning.pytorch.loggers
 
-    loggers = [n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger") and n not in ("Logger", "LitLogger")]
-    close = difflib.get_close_matches(name.lower(), [n.lower() for n in loggers], n=1, cutoff=0.6)
-    hint = f"did you mean {loggers[[n.lower() for n in loggers].index(close[0])]}? " if close else ""
-    return (f"trainer.logger: no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers))}; others by "
-            "full class path; false for none)")
+    # By lower-case name: "tensorboard" is TensorBoardLogger. LitLogger needs Lightning's cloud: not offered.
+    loggers = {n.lower(): n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger")
+               and n not in ("Logger", "LitLogger")}
+    close = difflib.get_close_matches(name.lower(), list(loggers), n=1, cutoff=0.6)
+    hint = f"did you mean {loggers[close[0]]}? " if close else ""
+    return (f"trainer.logger: no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers.values()))}; "
+            "others by full class path; false for none)")
 
 
 def _option_names(parser) -> list[str]:
