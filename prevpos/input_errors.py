@@ -145,9 +145,8 @@ def _callback_error(message: str) -> str:
 def _logger_error(name: str) -> str:
     import lightning.pytorch.loggers
 
-    # By lower-case name: "tensorboard" is TensorBoardLogger. LitLogger needs Lightning's cloud: not offered.
-    loggers = {n.lower(): n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger")
-               and n not in ("Logger", "LitLogger")}
+    # By lower-case name: "tensorboard" is TensorBoardLogger.
+    loggers = {n.lower(): n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger") and n != "Logger"}
     close = difflib.get_close_matches(name.lower(), list(loggers), n=1, cutoff=0.6)
     hint = f"did you mean {loggers[close[0]]}? " if close else ""
     return (f"trainer.logger: no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers.values()))}; "
