@@ -105,8 +105,6 @@ def test_report_overwrites_only_its_own_file(report, run_dir, capsys):
     assert "was not written by `prevpos report`" in capsys.readouterr().err
 
 
-
-
 def test_out_may_name_a_directory(report, run_dir, tmp_path, capsys):
     """`--out DIR` raised IsADirectoryError with a traceback, and `--out newdir/` wrote a file called newdir."""
     existing = tmp_path / "reports"
@@ -121,6 +119,8 @@ def test_out_may_name_a_directory(report, run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", str(run_dir), "--out", str(tmp_path / "notes.html")])
     assert "move it, or pass another --out FILE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "has no TensorBoard events, no metrics.csv and no metrics.json"),
     (lambda d: (d / "version_0").mkdir() or (d / "version_0" / "events.out.tfevents.1.x.0").touch(),
