@@ -113,7 +113,7 @@ LIGHTNING_WORDING = {
 
 
 def _callback_error(message: str) -> str:
-    from prevpos.registry import discover_plugins
+    from prevpos.registry import class_path_here, discover_plugins
 
     plugins = discover_plugins()
     # Checked first: jsonargparse then also tries the value on the base class, which "has no option" of that name.
@@ -133,7 +133,8 @@ def _callback_error(message: str) -> str:
         return f"trainer.callbacks: {short} has no option '{option.group(2)}' (its options: {accepted})"
     name = re.search(r"import path string: ([\w.]+)", message) or re.search(r"'class_path': '([\w.]+)'", message)
     if name:
-        close = difflib.get_close_matches(name.group(1), list(plugins), n=1, cutoff=0.6)
+        here = class_path_here(name.group(1))
+        close = [here] if here else difflib.get_close_matches(name.group(1), list(plugins), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
         return (f"trainer.callbacks: no plugin or callback named '{name.group(1)}' ({hint}available plugins: "
                 f"{', '.join(sorted(plugins))}; other callbacks by full class path, e.g. "

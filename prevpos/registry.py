@@ -2,6 +2,8 @@
 
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 from importlib.metadata import entry_points
 
 from prevpos.analysis.plugin import AnalysisPlugin
@@ -21,6 +23,19 @@ def discover_plugins() -> dict[str, type[AnalysisPlugin]]:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()
     return {cls.__name__: cls for cls in _subclasses(AnalysisPlugin)}
+
+
+def class_path_here(name: str) -> str | None:
+    """`plugins.entropy.AttentionEntropy` where ./plugins/entropy.py (or ./X.py) defines class `name`: a plugin saved
+    in the working directory, which short names do not reach (only prevpos's own plugins/ and entry points do)."""
+    for file in sorted([*Path().glob("*.py"), *Path("plugins").glob("*.py")]):
+        try:
+            defines = re.search(rf"^class {re.escape(name)}\b", file.read_text(errors="replace"), re.MULTILINE)
+        except OSError:
+            continue
+        if defines:
+            return ".".join([*file.with_suffix("").parts, name])
+    return None
 
 
 def _subclasses(cls: type) -> list[type]:

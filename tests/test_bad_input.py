@@ -283,3 +283,12 @@ def test_a_file_where_the_runs_folder_goes_is_one_line(in_tmp, capsys):
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "prevpos: error: the file system refused lightning_logs/default: Not a directory"
     assert (in_tmp / "lightning_logs").read_text() == "my notes"
+
+
+def test_a_plugin_saved_in_the_working_directory_is_named_by_its_class_path(in_tmp, capsys):
+    """The README's plugin saved as ./plugins/entropy.py (not in prevpos's own plugins/) was only "no plugin named
+    'AttentionEntropy' (did you mean AttentionPatterns?)"."""
+    (in_tmp / "plugins").mkdir()
+    (in_tmp / "plugins" / "entropy.py").write_text("class AttentionEntropy:\n    pass\n")
+    code, err = refused(["fit", "--trainer.callbacks+=AttentionEntropy"], in_tmp, capsys)
+    assert code == 2 and "did you mean plugins.entropy.AttentionEntropy?" in err

@@ -17,14 +17,16 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
                     names: list[str] | None = None, step: int = 0) -> Findings:
     """probe/loss, probe/acc and every selected plugin's findings on one shared ProbeRun (a failing plugin is
     reported once and skipped, as in training)."""
-    from prevpos.registry import discover_plugins
+    from prevpos.registry import class_path_here, discover_plugins
 
     plugins = discover_plugins()
     chosen = {name: plugins.get(name) or _by_class_path(name) for name in names or sorted(plugins)}
     unknown = sorted(name for name, cls in chosen.items() if cls is None)
     if unknown:
+        here = [path for path in map(class_path_here, unknown) if path]
+        hint = f"; a file here defines it: --plugins {' '.join(here)}" if here else ""
         raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))}; "
-                          "or a class path, e.g. mymodule.MyPlugin)")
+                          f"or a class path, e.g. mymodule.MyPlugin{hint})")
     cfg = model.cfg
     tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
     findings = Findings()
