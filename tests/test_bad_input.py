@@ -113,6 +113,8 @@ CASES = [
     ("logger_not_importable", ["fit", "--trainer.logger", "mine.Logger"],
      "trainer.logger: cannot use mine.Logger: No module named 'mine'"),
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    ("ckpt_a_run_directory", ["validate", "--ckpt_path", str(RUN)],
+     f"--ckpt_path {RUN}: a directory; pass a checkpoint file, e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
     ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
     ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
     ("ckpt_a_whole_model", ["validate", "--ckpt_path", "whole_model.pt"], "--ckpt_path whole_model.pt: not a readable "
