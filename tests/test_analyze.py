@@ -201,3 +201,19 @@ def test_plugins_by_class_path_as_fit_takes_them(fit_checkpoint, tmp_path, monke
             analyze("--weights", fit_checkpoint, "--out", tmp_path / "out2", "--plugins", name)
         assert said in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypatch):
+    """analyze is how a plugin's author tries it, and it gave them only KeyError('blocks.5.attn.hook_pattern') and
+    advice to set `strict: true`, an option analyze does not have."""
+    (tmp_path / "my_broken_plugins.py").write_text(
+        "from prevpos.analysis import AnalysisPlugin\n\n\n"
+        "class ReadsLayer5(AnalysisPlugin):\n"
+        "    def analyze(self, run):\n"
+        "        return run.cache['pattern', 5]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning) as warned:
+        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
+                "my_broken_plugins.ReadsLayer5")
+    [said] = [str(w.message) for w in warned if "ReadsLayer5 failed" in str(w.message)]
+    assert "return run.cache['pattern', 5]" in said and "strict" not in said

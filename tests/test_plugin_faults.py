@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.cli import main
 from prevpos.module import PrevTokenModel
 from prevpos_plugins.attention import AttentionPatterns
 from tests.conftest import build_data, quiet_trainer
@@ -123,3 +124,19 @@ def test_strict_plugin_stops_the_run(tmp_path, monkeypatch, place):
     trainer = quiet_trainer(max_epochs=2, callbacks=[_RaisesAtStep3(strict=True)])
     with pytest.raises(RuntimeError, match="boom at step 3"):
         trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
+
+
+def test_a_strict_plugin_is_not_said_to_be_skipped_as_it_stops_the_run(in_tmp, monkeypatch):
+    """fit printed "plugin Boom failed at step 5 and was skipped ... (set strict: true to stop on it)", then the
+    traceback of the same failure stopping the run."""
+    (in_tmp / "my_strict_plugins.py").write_text(
+        "from prevpos.analysis import AnalysisPlugin\n\n\n"
+        "class Boom(AnalysisPlugin):\n"
+        "    def analyze(self, run):\n"
+        "        return run.cache['pattern', 5]\n")
+    monkeypatch.syspath_prepend(str(in_tmp))
+    with pytest.raises(KeyError), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        main(["fit", "--trainer.callbacks+=my_strict_plugins.Boom", "--trainer.callbacks.strict=true",
+              "--trainer.max_epochs=3", "--data.steps_per_epoch=5", "--trainer.enable_progress_bar=false"])
+    assert not [w for w in warned if "skipped" in str(w.message)]

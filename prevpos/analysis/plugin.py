@@ -160,10 +160,13 @@ class AnalysisPlugin(Callback):
         if name in reported:
             return
         reported.add(name)
-        message = f"plugin {name} failed at step {step} and was skipped: {error!r}"
-        rank_zero_warn(message + " (set strict: true to stop on it)")
+        message = f"plugin {name} failed at step {step}{'' if self.strict else ' and was skipped'}: {error!r}"
+        trace = "".join(traceback.format_exception(error))
+        if session is None:  # `analyze`: no logger keeps the traceback, and it is how a plugin's author tries it
+            rank_zero_warn(f"{message}\n{trace}")
+        elif not self.strict:  # strict: the run is already stopping on an error, with its traceback
+            rank_zero_warn(message + " (set strict: true to stop on it)")
         if session is not None:
-            trace = "".join(traceback.format_exception(error))
             session.writer.text(f"plugin_errors/{name}", message + "\n\n    " + trace.replace("\n", "\n    "), step)
 
 
