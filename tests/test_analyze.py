@@ -208,12 +208,12 @@ def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypa
     advice to set `strict: true`, an option analyze does not have."""
     (tmp_path / "my_broken_plugins.py").write_text(
         "from prevpos.analysis import AnalysisPlugin\n\n\n"
-        "class ReadsLayer5(AnalysisPlugin):\n"
+        "class _ReadsLayer5(AnalysisPlugin):\n"
         "    def analyze(self, run):\n"
         "        return run.cache['pattern', 5]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(UserWarning) as warned:
         analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
-                "my_broken_plugins.ReadsLayer5")
-    [said] = [str(w.message) for w in warned if "ReadsLayer5 failed" in str(w.message)]
+                "my_broken_plugins._ReadsLayer5")
+    [said] = [str(w.message) for w in warned if "_ReadsLayer5 failed" in str(w.message)]
     assert "return run.cache['pattern', 5]" in said and "strict" not in said

@@ -131,12 +131,12 @@ def test_a_strict_plugin_is_not_said_to_be_skipped_as_it_stops_the_run(in_tmp, m
     traceback of the same failure stopping the run."""
     (in_tmp / "my_strict_plugins.py").write_text(
         "from prevpos.analysis import AnalysisPlugin\n\n\n"
-        "class Boom(AnalysisPlugin):\n"
+        "class _Boom(AnalysisPlugin):\n"
         "    def analyze(self, run):\n"
         "        return run.cache['pattern', 5]\n")
     monkeypatch.syspath_prepend(str(in_tmp))
     with pytest.raises(KeyError), warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
-        main(["fit", "--trainer.callbacks+=my_strict_plugins.Boom", "--trainer.callbacks.strict=true",
+        main(["fit", "--trainer.callbacks+=my_strict_plugins._Boom", "--trainer.callbacks.strict=true",
               "--trainer.max_epochs=3", "--data.steps_per_epoch=5", "--trainer.enable_progress_bar=false"])
     assert not [w for w in warned if "skipped" in str(w.message)]
