@@ -3,8 +3,8 @@
 import importlib
 import pkgutil
 import re
-from pathlib import Path
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from prevpos.analysis.plugin import AnalysisPlugin
 
