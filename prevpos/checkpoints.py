@@ -159,14 +159,16 @@ class RunCheckpoint(ModelCheckpoint):
         return ModelCheckpoint.__qualname__ + super().state_key.removeprefix(type(self).__qualname__)
 
 
+def refuse_a_folder(option: str, path, then: str = "") -> None:
+    """One line for a run's folder given where a checkpoint file goes, naming the file meant."""
+    if Path(path).is_dir():
+        raise ConfigError(f"{option} {path}: a directory; pass a checkpoint file, e.g. "
+                          f"{Path(path, 'checkpoints', 'last.ckpt')} for a run's last one{then}")
+
+
 def read_checkpoint(path) -> dict:
     """The checkpoint at `path` (tensors memory-mapped, so this is cheap), or ConfigError saying why not."""
-    if Path(path).is_dir():
-        last = Path(path) / "checkpoints" / "last.ckpt"
-        example = last if last.is_file() else Path(path, "last.ckpt") if Path(path, "last.ckpt").is_file() else None
-        hint = f", e.g. {example}" if example else ""
-        raise ConfigError(f"--ckpt_path {path}: a directory; pass a checkpoint file{hint} (to continue a run: "
-                          "--resume RUN_DIR)")
+    refuse_a_folder("--ckpt_path", path, then=" (to continue the run: --resume RUN_DIR)")
     if not Path(path).is_file():
         raise ConfigError(f"--ckpt_path {path}: no such file (a run keeps its checkpoints in RUN_DIR/checkpoints/; "
                           "to continue a run use --resume RUN_DIR)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from prevpos.checkpoints import pickled_object, shape_mismatches
+from prevpos.checkpoints import pickled_object, refuse_a_folder, shape_mismatches
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -19,9 +19,7 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
     weights_only=True: a file from elsewhere cannot run code while loading.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--weights {path}: a directory; pass a checkpoint file, e.g. "
-                          f"{path / 'checkpoints' / 'last.ckpt'} for a run's last one")
+    refuse_a_folder("--weights", path)
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file")
     try:
