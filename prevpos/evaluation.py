@@ -24,16 +24,21 @@ def run_dir_of(ckpt_path) -> Path | None:
 
 
 def log_beside_the_run(config, subcommand: str) -> None:
-    """Point a validate/test config's TensorBoard (or CSV) logger at RUN_DIR/<subcommand>/version_N.
+    """Point a validate/test config's TensorBoard (or CSV) logger at RUN_DIR/<subcommand>/version_N (the run of the
+    checkpoint), or lightning_logs/<name>/<subcommand>/version_N for a checkpoint of no run.
 
     Lightning's default, a new version_N next to the run, reads as another training run: to TensorBoard, to
-    `report` on several runs, and to the numbering of the next fit. Only when the checkpoint is a run's and the
-    logger is one of these two with no version chosen; any other logger setting is kept as given.
+    `report` on several runs, and to the numbering of the next fit. Only when the logger is one of these two with no
+    version chosen; any other logger setting is kept as given.
     """
-    run_dir = run_dir_of(config.get("ckpt_path"))
     logger = config.get("trainer", {}).get("logger")
-    if run_dir is None or not str(getattr(logger, "class_path", "")).endswith((".TensorBoardLogger", ".CSVLogger")):
+    if not str(getattr(logger, "class_path", "")).endswith((".TensorBoardLogger", ".CSVLogger")):
         return
     init = logger.init_args
-    if init.get("version") is None:
-        init.save_dir, init.name = str(run_dir), subcommand
+    if init.get("version") is not None:
+        return
+    run_dir = run_dir_of(config.get("ckpt_path"))
+    # A checkpoint outside any run (copied, downloaded): lightning_logs/<name>/<subcommand>/version_N, apart from
+    # the runs, as Lightning's version_N beside them would read as one.
+    init.save_dir = str(run_dir if run_dir is not None else Path(init.save_dir, init.name or ""))
+    init.name = subcommand

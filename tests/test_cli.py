@@ -4,6 +4,7 @@ import contextlib
 import gc
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,18 @@ def test_a_test_logged_to_csv_lands_beside_the_run_too(in_tmp):
           "--data.val_size=64", "--trainer.enable_progress_bar=false"])
     assert [p.name for p in runs.iterdir()] == ["version_0"]  # it was a version_1 beside the run, a run to the next fit
     assert "test/acc" in (runs / "version_0" / "test" / "version_0" / "metrics.csv").read_text()
+
+
+def test_a_checkpoint_of_no_run_is_tested_apart_from_the_runs(in_tmp):
+    main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2"] + SHORT_FIT[3:])
+    runs = in_tmp / "lightning_logs" / "default"
+    loose = Path(shutil.copy(runs / "version_0" / "checkpoints" / "last.ckpt", in_tmp / "downloaded.ckpt"))
+    for logger in ("TensorBoardLogger", "CSVLogger"):
+        main(["test", "--ckpt_path", str(loose), f"--trainer.logger={logger}", "--data.val_size=64",
+              "--trainer.enable_progress_bar=false"])
+    assert sorted(p.name for p in runs.iterdir()) == ["test", "version_0"]  # Lightning's version_1 read as a run
+    assert scalars(runs / "test" / "version_0")["test/acc"][-1].step == 1
+    assert "test/acc" in (runs / "test" / "version_1" / "metrics.csv").read_text()
 
 
 def test_model_settings_given_with_a_checkpoint_give_way_to_its_own_and_it_says_so(in_tmp):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import matplotlib.image
@@ -17,10 +18,11 @@ from prevpos.cli import main
 from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
-from prevpos.report.run import RunRecord
+from prevpos.report.run import RunRecord, read_run
 from prevpos.report.seeds import build_summary, run_labels, spread
 from prevpos.report.snapshots import snapshot_steps
 from prevpos.report.story import claims, loss
+from prevpos.report.timeline import timeline_figure
 
 # 60 steps at batch 256 with the default plugins (4 analyses: steps 0, 20, 40, 60): val acc leaves chance and
 # several scores move. Most of its ~30 s (quiet 2-core CPU) is the plugins drawing figures.
@@ -163,19 +165,39 @@ def test_report_on_an_analyze_directory(tmp_path, run_dir):
     assert (out / "attention" / "mean_pattern" / "L1H0.png").read_bytes() in embedded_pngs(html)
 
 
-def test_report_shows_the_test_set_results_logged_beside_the_run(tmp_path, run_dir):
+def test_report_shows_the_test_set_results_logged_beside_the_run(tmp_path, run_dir, capsys):
     run = shutil.copytree(run_dir, tmp_path / "version_0")
     # Two evaluations of the same checkpoint, the second logged as CSV: one value, the later one's.
     for logger, val_size in (("TensorBoardLogger", 256), ("CSVLogger", 512)):
         main(["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), f"--data.val_size={val_size}",
               f"--trainer.logger={logger}", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     first = final_scalars(run / "test" / "version_0")["test/acc"][-1][1]
-    [tested] = [float(row["test/acc"]) for row in csv.DictReader((run / "test" / "version_1" / "metrics.csv").open())]
+    [final_csv] = [{tag: float(v) for tag, v in row.items()}
+                   for row in csv.DictReader((run / "test" / "version_1" / "metrics.csv").open())]
+    tested = final_csv["test/acc"]
     assert tested != first
     main(["report", str(run)])
     html = (run / "report.html").read_text()
     row = re.search(r'<tr><td>test/acc</td><td class="num">([^<]*)</td>', html)
     assert row and float(row.group(1)) == pytest.approx(tested, rel=1e-5)
+    # The test's own folder holds a few numbers at one step, and a config of defaults: no page, the numbers and the run.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(run / "test" / "version_1")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"prevpos: error: {run / 'test' / 'version_1'} is the log of `prevpos test`, not of a training run: test/acc "
+        f"{tested:.4g}, test/loss {final_csv['test/loss']:.4g} at step {int(final_csv['step'])}; "
+        f"`python -m prevpos report {run}` shows them in its run's story\n")
+    assert not (run / "test" / "version_1" / "report.html").exists()
+
+
+def test_a_run_with_no_mechanism_scores_has_an_empty_timeline_and_no_warning(run_dir):
+    run = read_run(run_dir)  # as one with no plugins and no validation (--trainer.limit_val_batches 0) logs
+    run.scalars = {tag: series for tag, series in run.scalars.items() if tag.startswith("train/")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of a legend with nothing in it
+        figure = timeline_figure(run)
+    assert not figure.axes[0].lines and not figure.axes[1].lines
 
 
 def test_several_runs_give_one_table_with_their_spread(tmp_path, report):

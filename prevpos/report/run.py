@@ -130,11 +130,31 @@ def _csv_scalars(file: Path) -> dict[str, list[tuple[int, float]]]:
 def _finish_run(path: Path, run: RunRecord, log: str) -> RunRecord:
     if not run.scalars:
         raise ConfigError(f"{path}: {log} no scalars yet: the run is half-written (stopped or still in its first steps)")
+    refuse_an_evaluation_log(path, run)
     _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
     if not (path / "checkpoints" / "last.ckpt").is_file():
         run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
     return run
+
+
+def refuse_an_evaluation_log(path: Path, run: RunRecord) -> None:
+    """ConfigError with the numbers, if `path` is where `prevpos validate|test` logged (RUN_DIR/test/version_N, or
+    lightning_logs/<name>/test/version_N for a checkpoint outside a run): a few numbers at one step, not a story; and
+    its config.yaml is the evaluation's, whose training settings are defaults, not the run's."""
+    command = path.parent.name
+    if command not in ("test", "validate") or any(tag.startswith("train/") for tag in run.scalars):
+        return
+    main = [tag for tag in (f"{'test' if command == 'test' else 'val'}/{name}" for name in ("acc", "loss"))
+            if tag in run.scalars]
+    numbers = ", ".join(f"{tag} {run.scalars[tag][-1][1]:.4g}" for tag in main)
+    step = f" at step {run.scalars[main[0]][-1][0]}" if main else ""
+    run_dir = path.parent.parent
+    if command == "test" and (run_dir / "config.yaml").is_file() and _holds_a_log(run_dir):
+        where = f"`python -m prevpos report {run_dir}` shows them in its run's story"
+    else:
+        where = "report reads training runs (lightning_logs/<name>/version_N)"
+    raise ConfigError(f"{path} is the log of `prevpos {command}`, not of a training run: {numbers}{step}; {where}")
 
 
 def _add_test_results(path: Path, run: RunRecord) -> None:

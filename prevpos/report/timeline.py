@@ -23,7 +23,8 @@ def timeline_figure(run: RunRecord) -> Figure:
                      markeredgecolor="black", linestyle="none")
     top.set(title="Emergence: mechanism scores by training step (★ = first step at or above its threshold, table below)",
             ylabel="score", ylim=(-0.03, 1.05))
-    top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if top.lines:  # none in a run without the plugins: a legend of nothing warns
+        top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for tag, label, _ in followed(run, LOSSES):
         steps, values = zip(*run.scalars[tag])
         bottom.plot(steps, [max(v, 1e-6) for v in values], marker=".", markersize=4, label=label)
