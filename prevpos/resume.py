@@ -11,9 +11,9 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from prevpos.checkpoints import names_a_file, read_checkpoint
+from prevpos.checkpoints import names_a_file, read_checkpoint, stop_a_finished_fit
 from prevpos.ctrl_c import stopped_by_sigterm
-from prevpos.errors import ConfigError
+from prevpos.errors import ConfigError, NothingToTrain
 from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order, run_holding
 
 
@@ -161,6 +161,18 @@ def expect_own_checkpoints(ckpt_path) -> None:
         warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(spelling)} exists and is not empty")
 
 
+def _finished_the_fit(checkpoint: Path, trainer) -> bool:
+    """Has `checkpoint` reached the fit's end (a stop during the end wait for the plugins), so that --resume would
+    have nothing to train?"""
+    try:
+        stop_a_finished_fit(read_checkpoint(checkpoint), trainer.max_epochs, trainer.max_steps, checkpoint)
+    except NothingToTrain:
+        return True
+    except ConfigError:  # unreadable: --resume will say so itself
+        pass
+    return False
+
+
 class ResumableSaveConfig(SaveConfigCallback):
     """Save config.yaml as Lightning does; a resumed run records its own invocation as config.resume{N}.yaml. After
     Ctrl-C or SIGTERM (Lightning stops gracefully either way), say how to go on."""
@@ -170,7 +182,12 @@ class ResumableSaveConfig(SaveConfigCallback):
         run_dir = run_folder(trainer)
         if by is None or run_dir is None:  # a failure says what it is itself; with no logger there is no run to go on
             return
-        if last_checkpoint(run_dir).is_file():
+        last = last_checkpoint(run_dir)
+        if last.is_file() and _finished_the_fit(last, trainer):
+            rank_zero_info(f"prevpos: stopped{by} after the last step ({trainer.global_step}), while the last analyses "
+                           f"and figures were written; the trained model is in {last}: `python -m prevpos analyze "
+                           f"--weights {last} --out DIR` redraws the last step's figures")
+        elif last.is_file():
             rank_zero_info(f"prevpos: stopped{by} at step {trainer.global_step}; "
                            f"`python -m prevpos fit --resume {run_dir}` goes on from checkpoints/last.ckpt (the last "
                            "epoch's end)")

@@ -366,16 +366,20 @@ class SigtermAtStep3(L.Callback):
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID`, `timeout` or a cluster's scheduler sends it
+
+class CtrlCAtTheEnd(L.Callback):
+    def on_train_end(self, trainer, *args):  # as the fit waits for the plugins' last figures
+        os.kill(os.getpid(), signal.SIGINT)
 """
 
 
-def fit_with_a_callback(tmp_path, callback: str) -> tuple[subprocess.CompletedProcess, str]:
+def fit_with_a_callback(tmp_path, callback: str, *args: str) -> tuple[subprocess.CompletedProcess, str]:
     """`python -m prevpos fit` with a callback from CTRL_C_AT_STEP_3, 2-step epochs; the result and its output."""
     (tmp_path / "ctrl_c.py").write_text(CTRL_C_AT_STEP_3)
     result = subprocess.run(
         [sys.executable, "-m", "prevpos", "fit", "--data.steps_per_epoch=2", "--data.batch_size=16",
          "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
-         f"--trainer.callbacks=[ctrl_c.{callback}]"],
+         f"--trainer.callbacks=[ctrl_c.{callback}]", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)})
     return result, result.stdout + result.stderr
@@ -401,3 +405,14 @@ def test_sigterm_in_a_fit_says_how_to_resume_and_exits_143(tmp_path):
     assert f"prevpos: stopped by SIGTERM at step 3; `python -m prevpos fit --resume {run}` goes on" in said
     assert "Traceback" not in said
     assert torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def test_ctrl_c_after_the_last_step_says_the_model_is_trained_not_to_resume(tmp_path):
+    """--resume of a run whose last checkpoint finished the fit has nothing to train: the message said it went on."""
+    result, said = fit_with_a_callback(tmp_path, "CtrlCAtTheEnd", "--trainer.max_epochs=2")
+    assert result.returncode == -signal.SIGINT, said[-2000:]
+    last = Path("lightning_logs", "default", "version_0", "checkpoints", "last.ckpt")
+    assert (f"prevpos: stopped after the last step (4), while the last analyses and figures were written; the trained "
+            f"model is in {last}: `python -m prevpos analyze --weights {last} --out DIR`") in said
+    assert "--resume" not in said and "Traceback" not in said
+    assert torch.load(tmp_path / last, weights_only=False)["global_step"] == 4
