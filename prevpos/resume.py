@@ -42,6 +42,12 @@ def expand_resume(argv: list[str]) -> list[str]:
         hint = f": --resume {run}" if run else ""
         raise ConfigError(f"--resume {run_dir}: a file; --resume takes the run's directory (it continues from "
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
+    if run_dir.parent.name in ("validate", "test") and not (run_dir / "checkpoints").exists():
+        evaluated = run_dir.parent.parent
+        hint = (f"; to go on training the run it evaluated: --resume {evaluated}" if last_checkpoint(evaluated).is_file()
+                else "; --resume takes a training run's directory, lightning_logs/<name>/version_N")
+        raise ConfigError(f"--resume {run_dir}: the log of `prevpos {run_dir.parent.name}`, not of a training run"
+                          f"{hint}")
     if config.is_file() and not last.is_file():
         raise ConfigError(f"--resume {run_dir}: the run stopped before its first checkpoint (it has no {last}), so "
                           f"there is nothing to go on from; start it again: `python -m prevpos fit --config {config}`")

@@ -133,6 +133,10 @@ CASES = [
      f"--weights {RUN}: a directory; pass a checkpoint file, e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
     ("report_a_checkpoint", ["report", str(RUN / "checkpoints" / "last.ckpt")], f"a file; pass its run's directory, {RUN}"),
     ("resume_the_runs_parent", ["fit", "--resume", "lightning_logs/default"], "It holds the runs version_0: pass one."),
+    ("resume_a_tests_log", ["fit", "--resume", str(RUN / "test" / "version_0")],  # said: start it again with --config
+     f"the log of `prevpos test`, not of a training run; to go on training the run it evaluated: --resume {RUN}"),
+    ("resume_a_loose_tests_log", ["fit", "--resume", "lightning_logs/default/test/version_0"],
+     "the log of `prevpos test`, not of a training run; --resume takes a training run's directory"),
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
     ("analyze_out_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "notes.txt"],
      "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
@@ -172,6 +176,9 @@ def workspace(tmp_path_factory) -> Path:
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
     (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
     (root / "empty").mkdir()
+    for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
+        (root / tested).mkdir(parents=True)
+        (root / tested / "config.yaml").write_text((root / RUN / "config.yaml").read_text())
     return root
 
 
