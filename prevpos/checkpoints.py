@@ -109,8 +109,14 @@ class RunCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict) -> None:
         # validate and test write no checkpoints, so the fit's bookkeeping is of no use to them; Lightning also
         # warned there that the directory had changed (they log to a directory of their own).
-        if self._fitting:
-            super().load_state_dict(self._in_this_folder(state_dict))
+        if not self._fitting:
+            return
+        state = self._in_this_folder(state_dict)
+        # From another folder, a fit is a new run that starts from the checkpoint (`fit --ckpt_path FILE`): its best
+        # checkpoints are its own. Lightning said "the dirpath has changed", and kept best_model_path, a file of
+        # the other run.
+        if state.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state)
 
     def _in_this_folder(self, state: dict) -> dict:
         """The saved bookkeeping with its paths in this callback's folder, when the checkpoint being resumed lies in

@@ -341,6 +341,23 @@ def test_resuming_from_another_directory_goes_on_in_last_ckpt_and_keeps_one_best
     assert not (elsewhere / "lightning_logs").exists()
 
 
+def test_a_new_run_from_another_runs_checkpoint_keeps_its_own_best_and_no_warning(tmp_path, monkeypatch):
+    """`fit --ckpt_path OTHER_RUN/checkpoints/last.ckpt` branches a new run: Lightning warned that "the dirpath has
+    changed" and kept the other run's best_model_path as the new run's best."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SMALL, "--trainer.max_epochs=2", "--trainer.callbacks=[]"])
+    branched, before = Path("lightning_logs/default/version_1"), sorted((RUN / "checkpoints").iterdir())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", *SMALL, "--trainer.callbacks=[]", f"--ckpt_path={RUN / 'checkpoints' / 'last.ckpt'}"])
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    last = torch.load(branched / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 12
+    state, = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint{")]
+    assert state["best_model_path"] == str(branched / "checkpoints" / "best-epoch=2-step=12.ckpt")
+    assert sorted((RUN / "checkpoints").iterdir()) == before
+
+
 def test_a_run_without_end_says_its_lr_holds_at_the_peak_and_holds_it(tmp_path, monkeypatch):
     """max_epochs -1 (until stopped): Lightning counts inf steps, so the cosine has no length. It said nothing."""
     monkeypatch.chdir(tmp_path)
