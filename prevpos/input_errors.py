@@ -13,11 +13,16 @@ from prevpos.errors import ConfigError
 def explain_parser_error(message: str, parser) -> str:
     """jsonargparse's message in one line, with the close option name or the plugin list where that helps."""
     message = " ".join(message.split())
+    help_of = re.match(r"--(trainer\.callbacks|trainer\.logger)\.help: Expected a dot import path string: ([\w.]+)",
+                       message)
+    if help_of:  # `--trainer.callbacks.help Explanatoin`
+        unknown = _unknown_callback if help_of.group(1) == "trainer.callbacks" else _unknown_logger
+        return f"--{help_of.group(1)}.help {help_of.group(2)}: {unknown(help_of.group(2))}"
     if 'key "trainer.callbacks"' in message:
         return _callback_error(message)
     logger = re.search(r'key "trainer.logger".* dot import path string: ([\w.]+)', message)
     if logger:
-        return _logger_error(logger.group(1))
+        return f"trainer.logger: {_unknown_logger(logger.group(1))}"
     import_failed = re.search(r"key \"trainer.logger\".* Problem with given class_path '([\w.]+)': (.*?) - ", message)
     if import_failed:
         return f"trainer.logger: cannot use {import_failed.group(1)}: {import_failed.group(2)}"
@@ -113,7 +118,7 @@ LIGHTNING_WORDING = {
 
 
 def _callback_error(message: str) -> str:
-    from prevpos.registry import class_path_here, discover_plugins
+    from prevpos.registry import discover_plugins
 
     plugins = discover_plugins()
     # Checked first: jsonargparse then also tries the value on the base class, which "has no option" of that name.
@@ -133,25 +138,31 @@ def _callback_error(message: str) -> str:
         return f"trainer.callbacks: {short} has no option '{option.group(2)}' (its options: {accepted})"
     name = re.search(r"import path string: ([\w.]+)", message) or re.search(r"'class_path': '([\w.]+)'", message)
     if name:
-        here = class_path_here(name.group(1))
-        close = [here] if here else difflib.get_close_matches(name.group(1), list(plugins), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}? " if close else ""
-        return (f"trainer.callbacks: no plugin or callback named '{name.group(1)}' ({hint}available plugins: "
-                f"{', '.join(sorted(plugins))}; other callbacks by full class path, e.g. "
-                "lightning.pytorch.callbacks.EarlyStopping)")
+        return f"trainer.callbacks: {_unknown_callback(name.group(1))}"
     first = re.search(r"Errors: - (.*?)(?: - |$)", message)
     return f"trainer.callbacks: {first.group(1) if first else message}"
 
 
-def _logger_error(name: str) -> str:
+def _unknown_callback(name: str) -> str:
+    from prevpos.registry import class_path_here, discover_plugins
+
+    plugins = discover_plugins()
+    here = class_path_here(name)
+    close = [here] if here else difflib.get_close_matches(name, list(plugins), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"no plugin or callback named '{name}' ({hint}available plugins: {', '.join(sorted(plugins))}; other "
+            "callbacks by full class path, e.g. lightning.pytorch.callbacks.EarlyStopping)")
+
+
+def _unknown_logger(name: str) -> str:
     import lightning.pytorch.loggers
 
     # By lower-case name: "tensorboard" is TensorBoardLogger.
     loggers = {n.lower(): n for n in lightning.pytorch.loggers.__all__ if n.endswith("Logger") and n != "Logger"}
     close = difflib.get_close_matches(name.lower(), list(loggers), n=1, cutoff=0.6)
     hint = f"did you mean {loggers[close[0]]}? " if close else ""
-    return (f"trainer.logger: no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers.values()))}; "
-            "others by full class path; false for none)")
+    return (f"no logger named '{name}' ({hint}Lightning's: {', '.join(sorted(loggers.values()))}; others by full "
+            "class path; false for none)")
 
 
 def _option_names(parser) -> list[str]:

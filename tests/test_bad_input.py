@@ -133,6 +133,10 @@ CASES = [
      f"--weights {RUN}: a directory; pass a checkpoint file, e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
     ("report_a_checkpoint", ["report", str(RUN / "checkpoints" / "last.ckpt")], f"a file; pass its run's directory, {RUN}"),
     ("resume_the_runs_parent", ["fit", "--resume", "lightning_logs/default"], "It holds the runs version_0: pass one."),
+    ("plugin_help_misspelt", ["fit", "--trainer.callbacks.help", "Explanatoin"],  # said "Expected a dot import path"
+     "--trainer.callbacks.help Explanatoin: no plugin or callback named 'Explanatoin' (did you mean Explanation?"),
+    ("logger_help_misspelt", ["fit", "--trainer.logger.help", "tensorbord"],
+     "--trainer.logger.help tensorbord: no logger named 'tensorbord' (did you mean TensorBoardLogger?"),
     ("resume_a_tests_log", ["fit", "--resume", str(RUN / "test" / "version_0")],  # said: start it again with --config
      f"the log of `prevpos test`, not of a training run; to go on training the run it evaluated: --resume {RUN}"),
     ("resume_a_loose_tests_log", ["fit", "--resume", "lightning_logs/default/test/version_0"],
