@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from weakref import proxy
@@ -96,7 +97,10 @@ class RunCheckpoint(ModelCheckpoint):
     _trainer = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)  # runs before Lightning restores this callback's state
+        with warnings.catch_warnings():
+            if trainer.fast_dev_run:  # which writes no checkpoint: the folder's files are not at risk
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)  # runs before Lightning restores this callback's state
         self._fitting = stage == "fit"
         self._trainer = proxy(trainer)  # its ckpt_path is set only as the restore begins
 

@@ -66,6 +66,16 @@ def test_fast_dev_run_writes_no_checkpoint(in_tmp):
     assert files(in_tmp) == {}  # Lightning wrote checkpoints/last.ckpt at train end, then last-v1.ckpt, ...
 
 
+def test_fast_dev_run_does_not_warn_of_the_checkpoints_already_there(in_tmp):
+    (in_tmp / "checkpoints").mkdir()
+    (in_tmp / "checkpoints" / "mine.ckpt").write_bytes(b"kept")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--trainer.fast_dev_run=true", *TINY[1:], *NO_PLUGINS])
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # it writes none there
+    assert files(in_tmp) == {"checkpoints/mine.ckpt": b"kept"}
+
+
 def test_fast_dev_run_with_plugins_says_nothing_of_loggers(in_tmp):
     """Lightning swaps the loggers for its DummyLogger and says logging is suppressed; fit added "DummyLogger takes
     scalars only: ... (a TensorBoardLogger, CSVLogger or WandbLogger beside it keeps them)", advice that cannot
