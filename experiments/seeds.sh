@@ -18,7 +18,8 @@ for seed in $(seq 0 $((n - 1))); do
   fi
 done
 for seed in $(seq 0 $((n - 1))); do
-  python -m prevpos fit "$@" --model.init_seed "$seed" --data.seed "$seed" \
+  # seed_everything too: nothing draws from the global seed (the weights are identical), but fit says "Seed set to N"
+  python -m prevpos fit "$@" --seed_everything "$seed" --model.init_seed "$seed" --data.seed "$seed" \
     --trainer.logger.init_args.name seeds --trainer.logger.init_args.version "seed_$seed" \
     --trainer.enable_progress_bar false
 done

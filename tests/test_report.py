@@ -7,11 +7,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.cli import main
@@ -422,3 +424,22 @@ def test_the_composition_claim_names_the_layers_it_composes_with():
     assert "Layer 1's scores: recency (Q/K-composition with layer 0)" in title(2)
     assert "Layer 0's scores: recency (Q/K-composition with an earlier layer, which this model lacks)" in title(1)
     assert "Layer 2's scores: recency (Q/K-composition with layers 0-1)" in title(3)
+
+
+def test_the_seeds_script_trains_each_seed_and_reports_across_them(tmp_path):
+    """experiments/seeds.sh as the README runs it, on two tiny seeds: one run per seed, each said to be seeded so."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "seeds.sh"
+    tiny = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
+            "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"]
+    result = subprocess.run(["bash", str(script), "2", *tiny], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    seeds = tmp_path / "lightning_logs" / "seeds"
+    assert [line for line in result.stderr.splitlines() if line.startswith("Seed set to")] == ["Seed set to 0",
+                                                                                              "Seed set to 1"]
+    weights = [torch.load(seeds / f"seed_{n}" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+               for n in (0, 1)]
+    assert not torch.equal(weights[0]["model.embed.W_E"], weights[1]["model.embed.W_E"])
+    html = (seeds / "report.html").read_text()
+    assert re.search(r"<tr><td>val/acc</td>" + r'<td class="num">[\d.]+</td>' * 6, html)
+    assert result.stdout.strip().endswith(f"wrote {Path('lightning_logs/seeds/report.html')}")

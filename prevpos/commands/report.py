@@ -39,6 +39,12 @@ def report_file(out: str | None, default: Path) -> Path:
     return file
 
 
+def _as_given(folder: Path) -> Path:
+    """`folder` relative to the working directory if it lies in it, as the run directories are usually given."""
+    here = Path.cwd()
+    return folder.relative_to(here) if folder.is_relative_to(here) else folder
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report
@@ -50,7 +56,7 @@ def main(argv: list[str]) -> None:
         default = args.run_dirs[0] / "report.html"
         text = build_report(read_run(args.run_dirs[0]))
     else:
-        default = Path(os.path.commonpath([p.resolve() for p in args.run_dirs])) / "report.html"
+        default = _as_given(Path(os.path.commonpath([p.resolve() for p in args.run_dirs]))) / "report.html"
         runs, unreadable = read_runs(in_number_order(args.run_dirs))
         for error in unreadable:  # one run that died at its start must not cost the table of the other nineteen
             print(f"prevpos: report: skipped {error}", file=sys.stderr)
