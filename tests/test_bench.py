@@ -1,6 +1,7 @@
 """`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,12 +53,14 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     (["--device", "tpu"], "invalid choice"),
     (["--out", "results.json"], "--out results.json: exists, and bench never overwrites a file; pass a new name"),
     (["--out", "missing/b.json"], "--out missing/b.json: the directory missing does not exist"),  # was a traceback after the runs
+    (["--out", "missing/"], "--out missing/: the directory does not exist; create it first"),
+    (["--runs", "de"], "--runs=de: (d), (e) need a CUDA GPU, and there is none here: nothing to time"),  # wrote a JSON
     (["--lr", "-1"], "--lr=-1.0: the learning rate must be positive"),  # these three were tracebacks from inside a run
     (["--precision", "8"], "argument --precision: invalid choice: '8'"),
     (["--target", "2"], "--target=2.0: a validation accuracy, in (0, 1]"),  # ran, and timed nothing
 ])
 def test_bad_input_is_one_line_before_any_run(args, message, capsys, in_tmp):
-    if "cuda" in args and torch.cuda.is_available():
+    if ("cuda" in args or "de" in args) and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     (in_tmp / "results.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_info:
@@ -74,6 +77,11 @@ def test_the_default_json_never_replaces_an_earlier_one(in_tmp, capsys):
     assert (in_tmp / "bench.json").read_text() == "{}"
     assert json.loads((in_tmp / "bench_2.json").read_text())["median"]["a"]["steps_per_s"] > 0
     assert capsys.readouterr().out.strip().endswith("wrote bench_2.json")
+    (in_tmp / "results").mkdir()  # --out DIR: the same names in it (it said "exists")
+    main(["bench", "--device", "cpu", "--steps", "20", "--steps_per_epoch", "10", "--repeats", "1", "--runs", "a",
+          "--out", "results"])
+    assert json.loads((in_tmp / "results" / "bench.json").read_text())["median"]["a"]["steps_per_s"] > 0
+    assert capsys.readouterr().out.strip().endswith(f"wrote {Path('results', 'bench.json')}")
 
 
 def test_fast_path_runs_train_alike_with_and_without_plugins(tmp_path):

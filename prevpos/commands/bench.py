@@ -41,8 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--precision", default="32-true", choices=PRECISIONS, help="trainer.precision for (b) and (c)")
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to time")
     parser.add_argument("--runs", default="abcde", help="which runs, e.g. 'ab' (default all)")
-    parser.add_argument("--out", help="a new JSON file for every number (default bench.json, or bench_2.json, ... if "
-                                      "that exists: bench never overwrites a file)")
+    parser.add_argument("--out", help="a new JSON file for every number, or a directory to write it in (default "
+                                      "bench.json, or bench_2.json, ... if that exists: bench never overwrites a file)")
     args = parser.parse_args(argv)
     for name in ("steps", "repeats", "batch_size", "steps_per_epoch", "steps_per_call"):
         if getattr(args, name) < 1:
@@ -64,17 +64,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def output_file(out: str | None) -> Path:
-    """Where the JSON goes, decided before minutes of runs: a new file, never one that exists."""
-    if out is None:
-        path, n = Path("bench.json"), 2
-        while path.exists():
-            path, n = Path(f"bench_{n}.json"), n + 1
-        return path
-    path = Path(out)
-    if path.exists():
-        raise ConfigError(f"--out {out}: exists, and bench never overwrites a file; pass a new name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--out {out}: the directory {path.parent} does not exist")
+    """Where the JSON goes, decided before minutes of runs: a new file, never one that exists. In a directory (the
+    working one by default) that is bench.json, or bench_2.json, ... if that exists."""
+    folder = Path(".")
+    if out is not None:
+        path = Path(out)
+        if not (path.is_dir() or out.endswith(("/", os.sep))):
+            if path.exists():
+                raise ConfigError(f"--out {out}: exists, and bench never overwrites a file; pass a new name")
+            if not path.parent.is_dir():
+                raise ConfigError(f"--out {out}: the directory {path.parent} does not exist")
+            return path
+        if not path.is_dir():
+            raise ConfigError(f"--out {out}: the directory does not exist; create it first")
+        folder = path
+    path, n = folder / "bench.json", 2
+    while path.exists():
+        path, n = folder / f"bench_{n}.json", n + 1
     return path
 
 
@@ -95,9 +101,15 @@ def describe(device: torch.device) -> str:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
+    device = pick_device(args.device)
+    skipped = {key: "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
+               for key in FAST_RUNS if key in args.runs and device.type != "cuda"}
+    if not set(args.runs) - set(skipped):
+        raise ConfigError(f"--runs={args.runs}: {', '.join(f'({key})' for key in skipped)} need a CUDA GPU, and "
+                          f"there is none here: nothing to time (the runs {''.join(k for k in RUNS if k not in FAST_RUNS)} "
+                          "time on a CPU)")
     out = output_file(args.out)
     args.out = str(out)
-    device = pick_device(args.device)
     from prevpos.fast import analysis_process
 
     analysis_place = analysis_process.analysis_place(device.type)
@@ -105,12 +117,7 @@ def main(argv: list[str]) -> None:
         analysis_process.prestart()  # as `fit` does: its imports overlap the next ones instead of delaying (c)
     from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
 
-    runs = {key: [] for key in args.runs if key in RUNS}
-    skipped = {}
-    for key in FAST_RUNS:
-        if key in runs and device.type != "cuda":
-            skipped[key] = "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
-            del runs[key]
+    runs = {key: [] for key in args.runs if key in RUNS and key not in skipped}
     with tempfile.TemporaryDirectory(prefix="prevpos-bench-") as scratch:
         for repeat in range(args.repeats):
             for key in runs:
