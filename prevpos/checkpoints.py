@@ -24,6 +24,17 @@ def names_a_file(ckpt_path) -> bool:
     return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS
 
 
+def refuse_a_file_as_the_folder(dirpath) -> None:
+    """`--checkpoint.dirpath` naming a file (or a path through one): the fit trained its first epoch, then failed to
+    save, leaving a run with no checkpoint."""
+    if not dirpath:
+        return
+    there = next((p for p in (Path(dirpath), *Path(dirpath).parents) if p.exists()), None)
+    if there is not None and not there.is_dir():
+        raise ConfigError(f"checkpoint.dirpath {dirpath}: {there} is a file, not a folder; pass a folder for the "
+                          "checkpoints, or leave it unset (each run keeps its own in RUN_DIR/checkpoints)")
+
+
 def refuse_another_runs_checkpoints(dirpath, ckpt_path) -> None:
     """A new run must not write its checkpoints among another run's (`--checkpoint.dirpath` of an earlier run): its
     best and last-v1 files went beside that run's, and `--resume` of either run could no longer tell them apart."""

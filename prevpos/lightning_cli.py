@@ -14,8 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from prevpos.analysis.plugin import plugins_of
 from prevpos.analysis.sinks import figures_kept_nowhere
 from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
-                                 refuse_another_runs_checkpoints, refuse_fewer_epochs, replaced_settings,
-                                 stop_a_finished_fit)
+                                 refuse_a_file_as_the_folder, refuse_another_runs_checkpoints, refuse_fewer_epochs,
+                                 replaced_settings, stop_a_finished_fit)
 from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.dashboard import MechanismDashboard
 from prevpos.data import PrevTokenData
@@ -212,6 +212,7 @@ class PrevposCLI(LightningCLI):
             refuse_unknown_monitors(fit.checkpoint.monitor, fit_metric_names(fit.model.n_ctx),
                                     fit.trainer.callbacks)
             refuse_logging_in_barebones(fit.trainer)
+            refuse_a_file_as_the_folder(fit.checkpoint.dirpath)
             refuse_another_runs_checkpoints(fit.checkpoint.dirpath, fit.ckpt_path)
             logs_under_root_dir(fit.trainer)
             for name in drop_repeated_plugins(fit.trainer.callbacks or []):

@@ -137,6 +137,8 @@ CASES = [
      "--trainer.callbacks.help Explanatoin: no plugin or callback named 'Explanatoin' (did you mean Explanation?"),
     ("logger_help_misspelt", ["fit", "--trainer.logger.help", "tensorbord"],
      "--trainer.logger.help tensorbord: no logger named 'tensorbord' (did you mean TensorBoardLogger?"),
+    ("checkpoint_folder_a_file", ["fit", "--checkpoint.dirpath", "notes.txt/best"],  # failed at the first save
+     "checkpoint.dirpath notes.txt/best: notes.txt is a file, not a folder; pass a folder for the checkpoints"),
     ("resume_a_tests_log", ["fit", "--resume", str(RUN / "test" / "version_0")],  # said: start it again with --config
      f"the log of `prevpos test`, not of a training run; to go on training the run it evaluated: --resume {RUN}"),
     ("resume_a_loose_tests_log", ["fit", "--resume", "lightning_logs/default/test/version_0"],
