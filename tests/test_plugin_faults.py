@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prevpos.analysis import AnalysisPlugin, Findings
 from prevpos.cli import main
 from prevpos.module import PrevTokenModel
+from prevpos.notices import PrevposWarning
 from prevpos_plugins.attention import AttentionPatterns
 from tests.conftest import build_data, quiet_trainer
 
@@ -80,7 +81,7 @@ def faulty_run(tmp_path_factory):
     events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"scalars": 0, "images": 0,
                                                                                   "tensors": 0})
     events.Reload()
-    warned = [str(w.message) for w in caught if "was skipped" in str(w.message)]
+    warned = [str(w.message) for w in caught if "was skipped" in str(w.message) and w.category is PrevposWarning]
     return trainer, events, warned
 
 
@@ -112,6 +113,13 @@ def test_each_faulty_plugin_is_reported_once(faulty_run):
     assert "scalar faulty/nan is nan" in next(w for w in warned if "_NaNScalar" in w)
     assert "figure faulty/not_a_figure is a str" in next(w for w in warned if "_NotAFigure" in w)
     assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
+
+
+def test_prevpos_warnings_print_as_one_line_without_prevposs_source():
+    said = warnings.formatwarning("plugin Boom failed", PrevposWarning, "/x/prevpos/analysis/plugin.py", 168,
+                                  "warn(message)")
+    assert said == "prevpos: warning: plugin Boom failed\n"  # was the file, line, "UserWarning:", then that source line
+    assert "UserWarning: other" in warnings.formatwarning("other", UserWarning, "/x/mine.py", 1, "warn(other)")
 
 
 def _first_step(cls) -> int:

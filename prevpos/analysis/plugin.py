@@ -6,13 +6,13 @@ from typing import ClassVar
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun
 from prevpos.analysis.session import AnalysisSession, session_for
 from prevpos.errors import ConfigError
 from prevpos.fast import analysis_process
+from prevpos.notices import warn
 
 
 class AnalysisPlugin(Callback):
@@ -163,9 +163,9 @@ class AnalysisPlugin(Callback):
         message = f"plugin {name} failed at step {step}{'' if self.strict else ' and was skipped'}: {error!r}"
         trace = "".join(traceback.format_exception(error))
         if session is None:  # `analyze`: no logger keeps the traceback, and it is how a plugin's author tries it
-            rank_zero_warn(f"{message}\n{trace}")
+            warn(f"{message}\n{trace}")
         elif not self.strict:  # strict: the run is already stopping on an error, with its traceback
-            rank_zero_warn(message + " (set strict: true to stop on it)")
+            warn(f"{message} (its traceback is logged as text, plugin_errors/{name}; set strict: true to stop on it)")
         if session is not None:
             session.writer.text(f"plugin_errors/{name}", message + "\n\n    " + trace.replace("\n", "\n    "), step)
 

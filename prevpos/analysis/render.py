@@ -10,10 +10,9 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Callable
 
-from lightning.pytorch.utilities import rank_zero_warn
-
 from prevpos.fast.png import init_worker, render_png
 from prevpos.fast.spawn import ScriptlessSpawnContext, from_running_script
+from prevpos.notices import warn
 
 RENDER_MODES = ("process", "thread", "inline")
 
@@ -124,7 +123,7 @@ class BackgroundRenderer:
     def _use_a_thread(self, error: BrokenProcessPool) -> None:
         if self.mode == "process":
             self.mode = "thread"
-            rank_zero_warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
+            warn(f"figure worker process failed ({error}); drawing figures in a thread instead")
 
     def _draw_here(self, tag: str, render: Callable, data: dict, step: int) -> None:
         try:
@@ -139,7 +138,7 @@ class BackgroundRenderer:
     def _report(self, tag: str, step: int, error: BaseException) -> None:
         if tag not in self._failed:
             self._failed.add(tag)
-            rank_zero_warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
+            warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
 
     def _write(self, tag: str, step: int, png: bytes) -> None:
         for sink in self.sinks:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from transformer_lens import HookedTransformer
 
 from prevpos.analysis.findings import Findings
@@ -18,6 +17,7 @@ from prevpos.analysis.worker import PluginNotShippable, WorkerClient
 from prevpos.analysis.writer import FindingsWriter
 from prevpos.fast.analysis_process import AnalysisProcessDied, analysis_place
 from prevpos.fast.step import CUDA_CAPTURE_LOCK
+from prevpos.notices import warn
 
 if TYPE_CHECKING:
     from prevpos.analysis.plugin import AnalysisPlugin
@@ -78,11 +78,11 @@ class AnalysisSession:
                 return self._analyze_in_process(plugin, weights, epoch, figures)
             except PluginNotShippable as why:
                 self._local.add(id(plugin))
-                rank_zero_warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
-                               f"its Python slows training on a GPU: {why}")
+                warn(f"plugin {type(plugin).__name__} analyses in a thread of the training process, where "
+                     f"its Python slows training on a GPU: {why}")
             except AnalysisProcessDied as error:  # e.g. the OS killed it; the next fit starts a new one
                 self.place = "thread"
-                rank_zero_warn(f"the analysis process ended ({error}); analysing in a thread instead")
+                warn(f"the analysis process ended ({error}); analysing in a thread instead")
         with self._no_graph_capture():  # GPU launches from this thread would invalidate a capture
             return analyze_on(plugin, self._probe_run(weights, epoch), figures), None
 

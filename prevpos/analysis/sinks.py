@@ -10,9 +10,9 @@ from collections import deque
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from prevpos.notices import warn
 from prevpos.step_files import FIGURES, TEXTS, step_file
 
 
@@ -104,7 +104,7 @@ class WandbSink(Sink):
             except Exception as error:  # e.g. the W&B run already finished (a run that died, at interpreter exit)
                 if not self._failed:
                     self._failed = True
-                    rank_zero_warn(f"figure {tag} at step {step} could not go to W&B: {error!r}")
+                    warn(f"figure {tag} at step {step} could not go to W&B: {error!r}")
             path.unlink()
 
     def flush(self) -> None:
