@@ -4,6 +4,7 @@ small parsers for the rest."""
 import errno
 import gc
 import os
+import signal
 import sys
 import warnings
 
@@ -91,6 +92,10 @@ def command_line() -> None:
         end_as_interrupted()
     finally:
         gc.freeze()  # frozen objects are left out of every later collection, the one at exit included
+        # What is left is the exit (joining the figure workers' threads, stopping the analysis process): the command
+        # has closed its files. A Ctrl-C there printed a KeyboardInterrupt traceback from threading and exited 0;
+        # now it ends the process by SIGINT at once, as at any other moment of a command.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None):

@@ -370,6 +370,11 @@ class SigtermAtStep3(L.Callback):
 class CtrlCAtTheEnd(L.Callback):
     def on_train_end(self, trainer, *args):  # as the fit waits for the plugins' last figures
         os.kill(os.getpid(), signal.SIGINT)
+
+class CtrlCAtExit(L.Callback):
+    def on_fit_end(self, trainer, *args):  # as the process exits, the command done
+        import atexit, time
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(5))
 """
 
 
@@ -416,3 +421,11 @@ def test_ctrl_c_after_the_last_step_says_the_model_is_trained_not_to_resume(tmp_
             f"model is in {last}: `python -m prevpos analyze --weights {last} --out DIR`") in said
     assert "--resume" not in said and "Traceback" not in said
     assert torch.load(tmp_path / last, weights_only=False)["global_step"] == 4
+
+
+def test_ctrl_c_as_the_process_exits_ends_it_by_sigint_without_a_traceback(tmp_path):
+    """The exit joins the figure workers' threads; a Ctrl-C there printed a KeyboardInterrupt traceback and exited 0."""
+    result, said = fit_with_a_callback(tmp_path, "CtrlCAtExit", "--trainer.max_epochs=1")
+    assert result.returncode == -signal.SIGINT, said[-2000:]
+    assert "Traceback" not in said and "KeyboardInterrupt" not in said
+    assert said.rstrip().endswith("`python -m prevpos report lightning_logs/default/version_0`")  # done before it
