@@ -26,13 +26,14 @@ from prevpos.fast.threads import CpuThreads
 from prevpos.fit_settings import refuse_no_devices, refuse_unknown_monitors, refuse_unrunnable_loop
 from prevpos.guards import StopOnDivergence
 from prevpos.input_errors import as_config_error, explain_parser_error
+from prevpos.live_fit import refuse_a_live_run
 from prevpos.module import PrevTokenModel, fit_metric_names
 from prevpos.optimizer import refuse_float16_weights
 from prevpos.progress import calm_default_progress_bar
 from prevpos.registry import discover_plugins, drop_repeated_plugins
 from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                             logs_a_folder_per_run)
-from prevpos.run_lock import RunLock, claim_a_new_version, refuse_a_live_run, share_the_run_folder
+from prevpos.run_lock import RunLock, claim_a_new_version, share_the_run_folder
 from prevpos.step_files import FIGURES
 from prevpos.switches import LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged, refuse_logging_in_barebones
 from prevpos.wandb_runs import drop_unset_anonymous, make_wandb_folders

@@ -12,47 +12,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from prevpos.errors import ConfigError
+from prevpos.live_fit import LOCK, process_start, refuse_a_live_run
 from prevpos.resume import FOLDER_PER_RUN, run_folder
-
-LOCK = "fit.lock"
-
-
-def refuse_a_live_run(run_dir) -> None:
-    """ConfigError if a fit on this machine, other than this process, holds `run_dir`. A lock left by a fit that
-    died (kill -9, a crash) names a process that no longer exists, and is ignored. A fit on another machine cannot be
-    checked from here: its lock is ignored too, so that a preempted job resumes on whichever node it gets."""
-    lock = Path(run_dir, LOCK)
-    try:
-        holder = json.loads(lock.read_text())
-        pid, host = int(holder["pid"]), holder["host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if host == socket.gethostname() and pid != os.getpid() and _running(pid, holder.get("process_start")):
-        raise ConfigError(f"{run_dir} is being trained right now, by process {pid} (started {holder.get('started')}): "
-                          f"wait for it to end, or stop it, then resume (if no such fit is running, delete {lock})")
-
-
-def _running(pid: int, process_start: str | None) -> bool:
-    """Is process `pid` alive, and the one that wrote the lock? After a crash and a reboot, or enough new processes,
-    the id can belong to another process: where the start time can be read (Linux), it must match too."""
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's
-        pass
-    now = _process_start(pid)
-    return process_start is None or now is None or now == process_start
-
-
-def _process_start(pid: int) -> str | None:
-    """When `pid` started, as Linux counts it (clock ticks since boot, field 22 of /proc/PID/stat); None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # after the command name, which may hold spaces; field 3 is [0]
 
 
 class RunLock(Callback):
@@ -72,7 +33,7 @@ class RunLock(Callback):
         self._lock.parent.mkdir(parents=True, exist_ok=True)
         self._lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                           "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                          "process_start": _process_start(os.getpid())}))
+                                          "process_start": process_start(os.getpid())}))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._release()

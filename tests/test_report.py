@@ -7,7 +7,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.cli import main
+from prevpos.live_fit import LOCK, process_start
 from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
@@ -153,6 +156,24 @@ def analyze_dir(path: Path, png: bytes, **metrics) -> Path:
     (path / "attention" / "mean_pattern" / "L1H0.png").write_bytes(png)
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
+
+
+def test_a_report_of_a_run_still_training_says_so(tmp_path, run_dir, capsys):
+    run = shutil.copytree(run_dir, tmp_path / "version_0")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # stands in for the fit
+    try:
+        (run / LOCK).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "at 9:00",
+                                            "process_start": process_start(live.pid)}))
+        main(["report", str(run)])
+    finally:
+        live.kill()
+        live.wait()
+    said = (f"the run is still training (process {live.pid}, started at 9:00): this page shows it up to step 60; run "
+            "`report` again when the fit ends")
+    assert capsys.readouterr().out == f"wrote {run / 'report.html'}; {said}\n"
+    assert f'<p class="note">{said}</p>' in (run / "report.html").read_text()
+    main(["report", str(run)])  # the fit gone: a finished run's page
+    assert said not in (run / "report.html").read_text()
 
 
 def test_report_on_an_analyze_directory(tmp_path, run_dir):

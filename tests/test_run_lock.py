@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from prevpos.cli import main
 from prevpos.module import PrevTokenModel
-from prevpos.run_lock import LOCK, RunLock, _process_start
+from prevpos.live_fit import LOCK, process_start
+from prevpos.run_lock import RunLock
 from tests.conftest import build_data, quiet_trainer
 
 RUN = Path("lightning_logs/default/version_0")
@@ -51,7 +52,7 @@ def test_resuming_a_run_still_training_is_refused_until_its_fit_is_gone(in_tmp, 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # stands in for the fit
     holder = {"pid": live.pid, "host": socket.gethostname(), "started": "earlier"}
     try:
-        (run / LOCK).write_text(json.dumps({**holder, "process_start": _process_start(live.pid)}))
+        (run / LOCK).write_text(json.dumps({**holder, "process_start": process_start(live.pid)}))
         before = files(run)
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--resume", str(run), "--trainer.max_epochs=2"])

@@ -49,12 +49,15 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report
     from prevpos.report.page import build_report
-    from prevpos.report.run import read_run, read_runs
+    from prevpos.report.run import read_run, read_runs, still_training
     from prevpos.report.seeds import build_summary
 
+    live = None
     if len(args.run_dirs) == 1:
         default = args.run_dirs[0] / "report.html"
-        text = build_report(read_run(args.run_dirs[0]))
+        run = read_run(args.run_dirs[0])
+        live = still_training(run)
+        text = build_report(run)
     else:
         default = _as_given(Path(os.path.commonpath([p.resolve() for p in args.run_dirs]))) / "report.html"
         runs, unreadable = read_runs(in_number_order(args.run_dirs))
@@ -63,4 +66,4 @@ def main(argv: list[str]) -> None:
         text = build_summary(runs, [str(error) for error in unreadable])
     out = report_file(args.out, default)
     write_report(out, text, other_file_hint="pass another --out FILE" if args.out else "pass --out FILE")
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f"; {live}" if live else ""))

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from prevpos.errors import ConfigError
+from prevpos.live_fit import training_now
 from prevpos.step_files import FIGURES, file_step, in_number_order, run_holding
 
 
@@ -133,9 +134,21 @@ def _finish_run(path: Path, run: RunRecord, log: str) -> RunRecord:
     refuse_an_evaluation_log(path, run)
     _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
-    if not (path / "checkpoints" / "last.ckpt").is_file():
+    if still_training(run):
+        run.notes.append(still_training(run))
+    elif not (path / "checkpoints" / "last.ckpt").is_file():
         run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
     return run
+
+
+def still_training(run: RunRecord) -> str | None:
+    """What to say of a run that a fit is training right now, if one is."""
+    holder = training_now(run.path)
+    if holder is None:
+        return None
+    last = max(step for series in run.scalars.values() for step, _ in series)
+    return (f"the run is still training (process {holder['pid']}, started {holder.get('started')}): this page shows "
+            f"it up to step {last}; run `report` again when the fit ends")
 
 
 def refuse_an_evaluation_log(path: Path, run: RunRecord) -> None:
