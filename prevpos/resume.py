@@ -44,7 +44,8 @@ def expand_resume(argv: list[str]) -> list[str]:
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
     if run_dir.parent.name in ("validate", "test") and not (run_dir / "checkpoints").exists():
         evaluated = run_dir.parent.parent
-        hint = (f"; to go on training the run it evaluated: --resume {evaluated}" if last_checkpoint(evaluated).is_file()
+        hint = (f"; to go on training the run it evaluated: --resume {evaluated}"
+                if last_checkpoint(evaluated).is_file()
                 else "; --resume takes a training run's directory, lightning_logs/<name>/version_N")
         raise ConfigError(f"--resume {run_dir}: the log of `prevpos {run_dir.parent.name}`, not of a training run"
                           f"{hint}")

@@ -105,9 +105,9 @@ def main(argv: list[str]) -> None:
     skipped = {key: "needs a CUDA GPU (on a CPU the same code runs eagerly; tests/test_fast_path.py checks it)"
                for key in FAST_RUNS if key in args.runs and device.type != "cuda"}
     if not set(args.runs) - set(skipped):
+        on_cpu = "".join(key for key in RUNS if key not in FAST_RUNS)
         raise ConfigError(f"--runs={args.runs}: {', '.join(f'({key})' for key in skipped)} need a CUDA GPU, and "
-                          f"there is none here: nothing to time (the runs {''.join(k for k in RUNS if k not in FAST_RUNS)} "
-                          "time on a CPU)")
+                          f"there is none here: nothing to time (the runs {on_cpu} time on a CPU)")
     out = output_file(args.out)
     args.out = str(out)
     from prevpos.fast import analysis_process

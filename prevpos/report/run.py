@@ -134,8 +134,9 @@ def _finish_run(path: Path, run: RunRecord, log: str) -> RunRecord:
     refuse_an_evaluation_log(path, run)
     _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
-    if still_training(run):
-        run.notes.append(still_training(run))
+    live = still_training(run)
+    if live:
+        run.notes.append(live)
     elif not (path / "checkpoints" / "last.ckpt").is_file():
         run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
     return run
@@ -158,10 +159,10 @@ def refuse_an_evaluation_log(path: Path, run: RunRecord) -> None:
     command = path.parent.name
     if command not in ("test", "validate") or any(tag.startswith("train/") for tag in run.scalars):
         return
-    main = [tag for tag in (f"{'test' if command == 'test' else 'val'}/{name}" for name in ("acc", "loss"))
-            if tag in run.scalars]
-    numbers = ", ".join(f"{tag} {run.scalars[tag][-1][1]:.4g}" for tag in main)
-    step = f" at step {run.scalars[main[0]][-1][0]}" if main else ""
+    shown = [tag for tag in (f"{'test' if command == 'test' else 'val'}/{name}" for name in ("acc", "loss"))
+             if tag in run.scalars]
+    numbers = ", ".join(f"{tag} {run.scalars[tag][-1][1]:.4g}" for tag in shown)
+    step = f" at step {run.scalars[shown[0]][-1][0]}" if shown else ""
     run_dir = path.parent.parent
     if command == "test" and (run_dir / "config.yaml").is_file() and _holds_a_log(run_dir):
         where = f"`python -m prevpos report {run_dir}` shows them in its run's story"
