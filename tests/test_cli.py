@@ -129,7 +129,7 @@ def test_a_test_logged_to_csv_lands_beside_the_run_too(in_tmp):
     assert "test/acc" in (runs / "version_0" / "test" / "version_0" / "metrics.csv").read_text()
 
 
-def test_a_checkpoint_of_no_run_is_tested_apart_from_the_runs(in_tmp):
+def test_a_checkpoint_of_no_run_is_tested_apart_from_the_runs(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2"] + SHORT_FIT[3:])
     runs = in_tmp / "lightning_logs" / "default"
     loose = Path(shutil.copy(runs / "version_0" / "checkpoints" / "last.ckpt", in_tmp / "downloaded.ckpt"))
@@ -139,6 +139,11 @@ def test_a_checkpoint_of_no_run_is_tested_apart_from_the_runs(in_tmp):
     assert sorted(p.name for p in runs.iterdir()) == ["test", "version_0"]  # Lightning's version_1 read as a run
     assert scalars(runs / "test" / "version_0")["test/acc"][-1].step == 1
     assert "test/acc" in (runs / "test" / "version_1" / "metrics.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # as `report lightning_logs/default/*` meets it
+        main(["report", str(runs / "test")])
+    assert capsys.readouterr().err == (f"prevpos: error: {runs / 'test'} holds the logs of `prevpos test` (version_0, "
+                                       "version_1), not a training run\n")
 
 
 def test_model_settings_given_with_a_checkpoint_give_way_to_its_own_and_it_says_so(in_tmp):

@@ -142,6 +142,9 @@ def test_out_may_name_a_directory(report, run_dir, tmp_path, capsys):
      "It holds the runs version_2, version_10: pass one"),  # number order, not text order
     (lambda d: (d / "config.yaml").write_text("trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.WandbLogger\n"),
      "is a W&B run: its scalars and figures are in W&B"),
+    (lambda d: [(d / name / "version_0").mkdir(parents=True) or (d / name / "version_0" / "metrics.csv").touch()
+                for name in ("default", "seeds")],  # lightning_logs itself
+     "It holds the runs default/version_0, seeds/version_0: pass one"),
 ])
 def test_bad_directory_is_one_line_and_exit_2(tmp_path, capsys, make, message):
     make(tmp_path)
@@ -223,10 +226,13 @@ def test_a_run_with_no_mechanism_scores_has_an_empty_timeline_and_no_warning(run
     assert not figure.axes[0].lines and not figure.axes[1].lines
 
 
-def test_several_runs_give_one_table_with_their_spread(tmp_path, report):
+def test_several_runs_give_one_table_with_their_spread(tmp_path, report, capsys):
     png = embedded_pngs(report)[1]
     runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("v10", 0.9), ("v2", 0.7)]]
-    main(["report", *map(str, runs)])  # as a shell glob lists them
+    main(["report", *map(str, runs)])
+    # Again as a shell glob lists them: with the page just written, which is not a run and is no news.
+    main(["report", *map(str, sorted(tmp_path.iterdir()))])
+    assert "skipped" not in capsys.readouterr().err
     html = (tmp_path / "report.html").read_text()
     row = re.search(r"<tr><td>probe/acc</td>" + r'<td class="num">([^<]*)</td>' * 6, html)
     assert row, "no probe/acc row in the table"

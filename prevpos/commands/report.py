@@ -47,7 +47,7 @@ def _as_given(folder: Path) -> Path:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    from prevpos.report.html import write_report
+    from prevpos.report.html import write_report, written_by_report
     from prevpos.report.page import build_report
     from prevpos.report.run import read_run, read_runs, still_training
     from prevpos.report.seeds import build_summary
@@ -59,6 +59,8 @@ def main(argv: list[str]) -> None:
         live = still_training(run)
         text = build_report(run)
     else:
+        # A shell glob of the runs (lightning_logs/seeds/*) also lists the page the last such command wrote there.
+        args.run_dirs = [path for path in args.run_dirs if not (path.is_file() and written_by_report(path))]
         default = _as_given(Path(os.path.commonpath([p.resolve() for p in args.run_dirs]))) / "report.html"
         runs, unreadable = read_runs(in_number_order(args.run_dirs))
         for error in unreadable:  # one run that died at its start must not cost the table of the other nineteen

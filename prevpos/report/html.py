@@ -43,11 +43,18 @@ def page(title: str, sections: list[str]) -> str:
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n")
 
 
-def write_report(file: Path, text: str, other_file_hint: str = "pass --out FILE") -> None:
-    """Write `file`, overwriting only a report this command wrote before (it starts with MARKER)."""
-    if file.exists():
+def written_by_report(file: Path) -> bool:
+    """Is `file` a page this command wrote (it starts with MARKER)?"""
+    try:
         with open(file, encoding="utf-8", errors="replace") as existing:
-            head = existing.read(len(MARKER) + 64)
-        if MARKER not in head:
+            return MARKER in existing.read(len(MARKER) + 64)
+    except OSError:
+        return False
+
+
+def write_report(file: Path, text: str, other_file_hint: str = "pass --out FILE") -> None:
+    """Write `file`, overwriting only a report this command wrote before."""
+    if file.exists():
+        if not written_by_report(file):
             raise ConfigError(f"{file} exists and was not written by `prevpos report`: move it, or {other_file_hint}")
     file.write_text(text, encoding="utf-8")

@@ -52,6 +52,11 @@ def read_run(path: str | Path) -> RunRecord:
         raise ConfigError(f"{path} is a W&B run: its scalars and figures are in W&B (offline: `wandb sync` the "
                           "run's folder under lightning_logs/wandb); `report` reads TensorBoard and CSV runs")
     runs = [p.name for p in in_number_order([p for p in path.iterdir() if p.is_dir() and _holds_a_log(p)])]
+    if runs and path.name in ("test", "validate"):
+        raise ConfigError(f"{path} holds the logs of `prevpos {path.name}` ({', '.join(runs)}), not a training run")
+    if not runs:  # lightning_logs: its runs are a level down
+        runs = [f"{p.parent.name}/{p.name}" for folder in sorted(path.iterdir()) if folder.is_dir()
+                for p in in_number_order([p for p in folder.glob("version_*") if p.is_dir() and _holds_a_log(p)])]
     hint = f" It holds the runs {', '.join(runs)}: pass one (or several, for a table across them)." if runs else ""
     raise ConfigError(f"{path} has no TensorBoard events, no metrics.csv and no metrics.json: is it a run directory "
                       f"(lightning_logs/<name>/version_N) or a `prevpos analyze` output?{hint}")
