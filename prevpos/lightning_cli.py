@@ -20,7 +20,7 @@ from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.dashboard import MechanismDashboard
 from prevpos.data import PrevTokenData
 from prevpos.errors import ConfigError
-from prevpos.evaluation import log_beside_the_run, require_checkpoint_file
+from prevpos.evaluation import log_beside_the_run, require_checkpoint_file, run_dir_of
 from prevpos.fast import training as fast_path
 from prevpos.fast.threads import CpuThreads
 from prevpos.fit_settings import refuse_no_devices, refuse_unknown_monitors, refuse_unrunnable_loop
@@ -203,6 +203,18 @@ class PrevposCLI(LightningCLI):
         if isinstance(self.trainer.logger, (TensorBoardLogger, CSVLogger)) and self.trainer.global_step > 0:
             rank_zero_info("prevpos: the run's story in one page: "
                            f"`python -m prevpos report {self.trainer.log_dir}`")
+
+    def _say_where_it_logged(self):
+        """validate and test log beside the run they evaluate (prevpos/evaluation.py): say where, and where to read
+        test/* with the rest of the run."""
+        if not isinstance(self.trainer.logger, (TensorBoardLogger, CSVLogger)):
+            return
+        run_dir = run_dir_of(self.config[self.subcommand].get("ckpt_path"))
+        story = (f"; its run's report shows it: `python -m prevpos report {run_dir}`"
+                 if run_dir is not None and self.subcommand == "test" else "")
+        rank_zero_info(f"prevpos: logged to {self.trainer.log_dir}{story}")
+
+    after_validate = after_test = _say_where_it_logged
 
     def before_instantiate_classes(self):
         refuse_no_devices(self._get(self.config, "trainer"))

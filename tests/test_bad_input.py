@@ -274,14 +274,18 @@ def test_ctrl_c_outside_training_is_one_line_and_ends_the_process_by_sigint(work
     """Ctrl-C while a command starts (imports take seconds) or analyses printed a KeyboardInterrupt traceback. It
     ends the process by SIGINT (a shell's status 130), so that a shell loop around the command stops as well.
     (Inside fit's training, Lightning stops gracefully and fit says how to resume: tests/test_cli.py.)"""
-    process = subprocess.Popen([sys.executable, "-m", "prevpos", "analyze", "--weights",
-                                str(workspace / RUN / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "a")],
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    command = [sys.executable, "-m", "prevpos", "analyze", "--weights",
+               str(workspace / RUN / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "a")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     # Inside main's imports (torch, Lightning, TransformerLens: seconds). A fixed 3 s wait was flaky: with the files
-    # cached, analyze had finished by then.
-    maps = Path(f"/proc/{process.pid}/maps")
+    # cached, analyze had finished by then. Between fork and exec the child still shows this test process's own
+    # command and memory, torch included: a SIGINT sent then was lost with the old image (CI: analyze ran to its end).
+    started = "\0".join(command) + "\0"
+    proc = Path(f"/proc/{process.pid}")
     deadline = time.monotonic() + 60
-    while "libtorch_cpu" not in maps.read_text() and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (
+            (proc / "cmdline").read_text() == started and "libtorch_cpu" in (proc / "maps").read_text()):
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

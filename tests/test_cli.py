@@ -103,6 +103,10 @@ def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_t
     run = Path("lightning_logs", "default", "version_0")
     assert f"prevpos: logging to {run}; watch it with `tensorboard --logdir lightning_logs`" in said
     assert f"prevpos: the run's story in one page: `python -m prevpos report {run}`" in said
+    # validate and test say where they logged, and test where its numbers are read with the run's
+    assert f"prevpos: logged to {runs / 'version_0' / 'validate' / 'version_0'}" in said
+    assert (f"prevpos: logged to {runs / 'version_0' / 'test' / 'version_1'}; its run's report shows it: "
+            f"`python -m prevpos report {runs / 'version_0'}`") in said
     noise = ("Tip", "to estimate number of stepping batches", "LeafSpec", "dirpath has changed")
     assert not [line for line in said if any(words in line for words in noise)]
     # Logged beside the run they evaluate, each in a version of its own; no new run next to it.
