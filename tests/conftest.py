@@ -1,6 +1,7 @@
 """Shared fixtures: CPU only, small sizes, and one trained default-shape model per test session."""
 
 import logging
+import signal
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,12 @@ import pytest
 import torch
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+# Tests send SIGINT to the commands they start, as a terminal's Ctrl-C does. A test run started in the background of
+# a non-interactive shell (`pytest &` in a script) inherits SIGINT ignored, and so would every command it starts,
+# since Python keeps an ignored SIGINT ignored: those tests then failed. A handler is reset by exec, an ignore is not.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from prevpos.data import PrevTokenData  # noqa: E402
 from prevpos.fast import analysis_process  # noqa: E402

@@ -280,7 +280,7 @@ def test_ctrl_c_outside_training_is_one_line_and_ends_the_process_by_sigint(work
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     # Inside main's imports (torch, Lightning, TransformerLens: seconds). A fixed 3 s wait was flaky: with the files
     # cached, analyze had finished by then. Between fork and exec the child still shows this test process's own
-    # command and memory, torch included: a SIGINT sent then was lost with the old image (CI: analyze ran to its end).
+    # command and memory, torch included: a SIGINT sent then would be lost with the old image.
     started = "\0".join(command) + "\0"
     proc = Path(f"/proc/{process.pid}")
     deadline = time.monotonic() + 60

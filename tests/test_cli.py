@@ -329,12 +329,15 @@ def test_the_command_line_freezes_what_is_alive_so_that_python_exits_without_col
 
     monkeypatch.setattr(cli, "main", finished)
     assert gc.get_freeze_count() == 0
+    ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) if ends == "exits" else contextlib.nullcontext():
             command_line()
         assert gc.get_freeze_count() > 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL  # a Ctrl-C in the exit that follows ends it at once
     finally:
         gc.unfreeze()
+        signal.signal(signal.SIGINT, ctrl_c)  # this test session's own
 
 
 def test_a_fit_from_the_command_line_has_written_everything_when_it_exits(tmp_path):
