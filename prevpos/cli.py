@@ -4,11 +4,11 @@ small parsers for the rest."""
 import errno
 import gc
 import os
-import signal
 import sys
 import warnings
 
-from prevpos.ctrl_c import SIGTERM_EXIT, end_as_interrupted, stopped_by_ctrl_c, stopped_by_sigterm
+from prevpos.ctrl_c import (SIGTERM_EXIT, ctrl_c_ends_the_exit, end_as_interrupted, stopped_by_ctrl_c,
+                            stopped_by_sigterm)
 from prevpos.errors import ConfigError, DivergenceError, NothingToTrain, out_of_memory
 from prevpos.quiet import quiet_library_noise
 from prevpos.wandb_runs import ends_its_wandb_run, not_logged_in
@@ -91,11 +91,8 @@ def command_line() -> None:
     except KeyboardInterrupt:
         end_as_interrupted()
     finally:
+        ctrl_c_ends_the_exit()  # the command has closed its files: a Ctrl-C now lets the exit finish, then ends it
         gc.freeze()  # frozen objects are left out of every later collection, the one at exit included
-        # What is left is the exit (joining the figure workers' threads, stopping the analysis process): the command
-        # has closed its files. A Ctrl-C there printed a KeyboardInterrupt traceback from threading and exited 0;
-        # now it ends the process by SIGINT at once, as at any other moment of a command.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None):

@@ -334,7 +334,6 @@ def test_the_command_line_freezes_what_is_alive_so_that_python_exits_without_col
         with pytest.raises(SystemExit) if ends == "exits" else contextlib.nullcontext():
             command_line()
         assert gc.get_freeze_count() > 0
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL  # a Ctrl-C in the exit that follows ends it at once
     finally:
         gc.unfreeze()
         signal.signal(signal.SIGINT, ctrl_c)  # this test session's own
@@ -386,7 +385,7 @@ class CtrlCAtTheEnd(L.Callback):
 class CtrlCAtExit(L.Callback):
     def on_fit_end(self, trainer, *args):  # as the process exits, the command done
         import atexit, time
-        atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(5))
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(0.5))
 """
 
 
@@ -437,7 +436,8 @@ def test_ctrl_c_after_the_last_step_says_the_model_is_trained_not_to_resume(tmp_
 
 def test_ctrl_c_as_the_process_exits_ends_it_by_sigint_without_a_traceback(tmp_path):
     """The exit joins the figure workers' threads; a Ctrl-C there printed a KeyboardInterrupt traceback and exited 0."""
-    result, said = fit_with_a_callback(tmp_path, "CtrlCAtExit", "--trainer.max_epochs=1")
+    result, said = fit_with_a_callback(tmp_path, "CtrlCAtExit", "--trainer.max_epochs=1",
+                                       "--trainer.callbacks+=AttentionPatterns")  # whose figures start the workers
     assert result.returncode == -signal.SIGINT, said[-2000:]
-    assert "Traceback" not in said and "KeyboardInterrupt" not in said
+    assert "Traceback" not in said and "KeyboardInterrupt" not in said and "leaked" not in said
     assert said.rstrip().endswith("`python -m prevpos report lightning_logs/default/version_0`")  # done before it
