@@ -33,7 +33,7 @@ commands:
   validate   evaluate a checkpoint on the held-out set (--ckpt_path FILE)
   test       the same on a second held-out set, never used to pick a checkpoint (--ckpt_path FILE)
   analyze    run every analysis plugin once on a saved model (--weights FILE --out DIR)
-  report     write RUN_DIR/report.html from a finished run
+  report     write RUN_DIR/report.html, the story of a run (one still training: as far as it got)
   bench      measure training speed and plugin cost on this machine
 
 `python -m prevpos COMMAND --help` lists a command's options."""

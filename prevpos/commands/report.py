@@ -8,9 +8,9 @@ from pathlib import Path
 from prevpos.errors import ConfigError
 from prevpos.step_files import in_number_order
 
-DESCRIPTION = """Write RUN_DIR/report.html from a finished run (lightning_logs/<name>/version_N) or a `prevpos analyze`
-output directory: config, final metrics, emergence timeline, the algorithm filled in with the run's numbers, key
-figures over training. Several RUN_DIRs (e.g. the seeds: lightning_logs/seeds/seed_*) give one page with the spread of
+DESCRIPTION = """Write RUN_DIR/report.html from a run (lightning_logs/<name>/version_N; one still training is shown as
+far as it got, and the page says so) or a `prevpos analyze` output directory: config, final metrics, emergence
+timeline, the algorithm filled in with the run's numbers, key figures over training. Several RUN_DIRs (e.g. the seeds: lightning_logs/seeds/seed_*) give one page with the spread of
 the mechanism scores across them, written to their common parent directory. Only report.html is written, and an
 existing report.html is overwritten only if `prevpos report` wrote it."""
 
