@@ -35,7 +35,9 @@ def explain_parser_error(message: str, parser) -> str:
     unknown = (re.search(r"unrecognized arguments: --?([\w.\-]+)", message)
                or re.search(r"does not accept (?:option|nested key) '([\w.\-]+)'", message))
     if unknown:
-        close = difflib.get_close_matches(unknown.group(1), _option_names(parser), n=1, cutoff=0.7)
+        # Another command's option of the same name is no fix (`verbose` is validate's and test's, not fit's).
+        others = [name for name in _option_names(parser) if name != unknown.group(1)]
+        close = difflib.get_close_matches(unknown.group(1), others, n=1, cutoff=0.7)
         if close:
             message += f" (did you mean --{close[0]}?)"
     return message
@@ -74,6 +76,17 @@ def check_config_files(argv: list[str]) -> None:
             held = "nothing" if settings is None else " ".join(repr(settings).split())[:40]
             raise ConfigError(f"--config {name}: holds {held}, not settings; a config maps them to values, e.g. "
                               "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
+        if argv[0] == "fit" and "verbose" in settings:  # a setting of validate and test only
+            _refuse_an_evaluations_config(path)
+
+
+def _refuse_an_evaluations_config(path: Path) -> None:
+    """The config.yaml that `prevpos validate|test` saved (RUN_DIR/test/version_N/config.yaml), given to fit."""
+    command, run = path.parent.parent.name, path.parent.parent.parent
+    if command not in ("validate", "test") or not (run / "config.yaml").is_file():
+        raise ConfigError(f"--config {path}: settings that `prevpos validate` or `test` saved, not a fit's")
+    raise ConfigError(f"--config {path}: the settings `prevpos {command}` saved, not a fit's: the run's own are "
+                      f"{run / 'config.yaml'}, and `--resume {run}` continues it")
 
 
 def _experiments_hint(missing: Path) -> str:

@@ -139,6 +139,10 @@ CASES = [
      "--trainer.logger.help tensorbord: no logger named 'tensorbord' (did you mean TensorBoardLogger?"),
     ("checkpoint_folder_a_file", ["fit", "--checkpoint.dirpath", "notes.txt/best"],  # failed at the first save
      "checkpoint.dirpath notes.txt/best: notes.txt is a file, not a folder; pass a folder for the checkpoints"),
+    ("config_of_a_test", ["fit", "--config", str(RUN / "test" / "version_0" / "config.yaml")],  # "did you mean --verbose?"
+     f"the settings `prevpos test` saved, not a fit's: the run's own are {RUN / 'config.yaml'}, and `--resume {RUN}`"),
+    ("option_of_another_command", ["fit", "--verbose=true"],  # "(did you mean --verbose?)": test's, not fit's
+     "unrecognized arguments: --verbose=true (`python -m prevpos fit --help` lists the options)"),
     ("resume_a_tests_log", ["fit", "--resume", str(RUN / "test" / "version_0")],  # said: start it again with --config
      f"the log of `prevpos test`, not of a training run; to go on training the run it evaluated: --resume {RUN}"),
     ("resume_a_loose_tests_log", ["fit", "--resume", "lightning_logs/default/test/version_0"],
@@ -184,7 +188,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "empty").mkdir()
     for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
         (root / tested).mkdir(parents=True)
-        (root / tested / "config.yaml").write_text((root / RUN / "config.yaml").read_text())
+        (root / tested / "config.yaml").write_text((root / RUN / "config.yaml").read_text() + "verbose: true\n")
     return root
 
 
