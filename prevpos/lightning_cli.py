@@ -234,6 +234,7 @@ class PrevposCLI(LightningCLI):
                                      fit.trainer.max_steps, fit.trainer.gradient_clip_val)
         if self.subcommand in ("validate", "test"):
             require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
+            logs_under_root_dir(self.config[self.subcommand].trainer)  # for a checkpoint of no run
             log_beside_the_run(self.config[self.subcommand], self.subcommand)
 
 
