@@ -144,7 +144,7 @@ def test_a_checkpoint_of_no_run_is_tested_apart_from_the_runs(in_tmp, capsys):
     assert scalars(runs / "test" / "version_0")["test/acc"][-1].step == 1
     assert "test/acc" in (runs / "test" / "version_1" / "metrics.csv").read_text()
     main(["test", "--ckpt_path", str(loose), "--trainer.default_root_dir=elsewhere", "--data.val_size=64",
-          "--trainer.enable_progress_bar=false"])  # logged in ./lightning_logs all the same
+          "--trainer.enable_progress_bar=false"])  # was logged in ./lightning_logs all the same
     assert "test/acc" in scalars(in_tmp / "elsewhere" / "lightning_logs" / "default" / "test" / "version_0")
     capsys.readouterr()
     with pytest.raises(SystemExit):  # as `report lightning_logs/default/*` meets it

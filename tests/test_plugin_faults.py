@@ -115,7 +115,7 @@ def test_each_faulty_plugin_is_reported_once(faulty_run):
     assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
 
 
-def test_prevpos_warnings_print_as_one_line_without_prevposs_source():
+def test_prevpos_warnings_print_as_one_line_without_the_source_line():
     said = warnings.formatwarning("plugin Boom failed", PrevposWarning, "/x/prevpos/analysis/plugin.py", 168,
                                   "warn(message)")
     assert said == "prevpos: warning: plugin Boom failed\n"  # was the file, line, "UserWarning:", then that source line
