@@ -1,8 +1,7 @@
 """How a command run from the command line ends after Ctrl-C (by SIGINT) and SIGTERM. After Ctrl-C by SIGINT, as
 any program stopped with Ctrl-C does, so that a shell running it in a loop (`for seed in 0 1 2; do python -m prevpos
-fit ...; done`) stops too. A shell goes
-on with its loop when the program exits normally, whatever the code: prevpos exited 130, and Lightning exits 1 after
-its graceful stop of a fit."""
+fit ...; done`) stops too. A shell goes on with its loop when the program exits normally, whatever the code: prevpos
+exited 130, and Lightning exits 1 after its graceful stop of a fit."""
 
 import atexit
 import os
