@@ -459,7 +459,9 @@ def test_the_seeds_script_trains_each_seed_and_reports_across_them(tmp_path):
     tiny = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
             "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"]
     result = subprocess.run(["bash", str(script), "2", *tiny], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "",  # its `python`, this one
+                                              "PATH": os.pathsep.join([os.path.dirname(sys.executable),
+                                                                       os.environ.get("PATH", "")])})
     assert result.returncode == 0, result.stderr[-2000:]
     seeds = tmp_path / "lightning_logs" / "seeds"
     assert [line for line in result.stderr.splitlines() if line.startswith("Seed set to")] == ["Seed set to 0",
