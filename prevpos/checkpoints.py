@@ -246,21 +246,27 @@ def refuse_fewer_epochs(checkpoint: dict, max_epochs, path, fast_dev_run=False) 
                       f"{2 * (epoch + 1)}")
 
 
-def stop_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:
-    """Raise NothingToTrain if `checkpoint` already reached trainer.max_steps or max_epochs. Lightning then ran no step
-    but still wrote a new event file and config.resumeN.yaml into the run, and said to read the report.
+def fit_finished(checkpoint: dict, max_epochs, max_steps: int) -> tuple[str, str] | None:
+    """(the setting reached, the option to train on) if `checkpoint` already reached trainer.max_steps or max_epochs.
     Epochs done are the fit loop's `processed` count, the one Lightning's own stop test reads."""
     step = checkpoint.get("global_step", 0)
     if max_steps > 0 and step >= max_steps:
-        setting, fix = f"trainer.max_steps={max_steps}", f"--trainer.max_steps {2 * step}"
-    else:
-        epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-        done = epochs.get("processed", 0)
-        if max_epochs in (None, -1) or done < max_epochs:
-            return
-        setting, fix = f"trainer.max_epochs={max_epochs}", f"--trainer.max_epochs {2 * done}"
-    raise NothingToTrain(f"the checkpoint {path} (step {step}) already finished this fit, {setting}: nothing to "
-                         f"train. To train on, raise it, e.g. {fix}")
+        return f"trainer.max_steps={max_steps}", f"--trainer.max_steps {2 * step}"
+    epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    done = epochs.get("processed", 0)
+    if max_epochs in (None, -1) or done < max_epochs:
+        return None
+    return f"trainer.max_epochs={max_epochs}", f"--trainer.max_epochs {2 * done}"
+
+
+def stop_a_finished_fit(checkpoint: dict, max_epochs, max_steps: int, path) -> None:
+    """Raise NothingToTrain if `checkpoint` already finished the fit (fit_finished). Lightning then ran no step but
+    still wrote a new event file and config.resumeN.yaml into the run, and said to read the report."""
+    finished = fit_finished(checkpoint, max_epochs, max_steps)
+    if finished is not None:
+        setting, fix = finished
+        raise NothingToTrain(f"the checkpoint {path} (step {checkpoint.get('global_step', 0)}) already finished this "
+                             f"fit, {setting}: nothing to train. To train on, raise it, e.g. {fix}")
 
 
 def pickled_object(error: Exception) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from prevpos.errors import ConfigError
+from prevpos.step_files import evaluation_logged_in
 
 
 def explain_parser_error(message: str, parser) -> str:
@@ -82,8 +83,8 @@ def check_config_files(argv: list[str]) -> None:
 
 def _refuse_an_evaluations_config(path: Path) -> None:
     """The config.yaml that `prevpos validate|test` saved (RUN_DIR/test/version_N/config.yaml), given to fit."""
-    command, run = path.parent.parent.name, path.parent.parent.parent
-    if command not in ("validate", "test") or not (run / "config.yaml").is_file():
+    command, run = evaluation_logged_in(path.parent), path.parent.parent.parent
+    if command is None or not (run / "config.yaml").is_file():
         raise ConfigError(f"--config {path}: settings that `prevpos validate` or `test` saved, not a fit's")
     raise ConfigError(f"--config {path}: the settings `prevpos {command}` saved, not a fit's: the run's own are "
                       f"{run / 'config.yaml'}, and `--resume {run}` continues it")

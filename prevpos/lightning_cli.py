@@ -34,7 +34,7 @@ from prevpos.registry import discover_plugins, drop_repeated_plugins
 from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
                             logs_a_folder_per_run)
 from prevpos.run_lock import RunLock, claim_a_new_version, share_the_run_folder
-from prevpos.step_files import FIGURES
+from prevpos.step_files import EVALUATIONS, FIGURES
 from prevpos.switches import LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged, refuse_logging_in_barebones
 from prevpos.wandb_runs import drop_unset_anonymous, make_wandb_folders
 
@@ -232,7 +232,7 @@ class PrevposCLI(LightningCLI):
                 rank_zero_info(f"prevpos: {name} was given twice: only the last one runs, with its settings")
             fast_path.check_settings(fit.model.fast is not None, fit.data.batches_per_step, fit.trainer.precision,
                                      fit.trainer.max_steps, fit.trainer.gradient_clip_val)
-        if self.subcommand in ("validate", "test"):
+        if self.subcommand in EVALUATIONS:
             require_checkpoint_file(self.config[self.subcommand].get("ckpt_path"), self.subcommand)
             logs_under_root_dir(self.config[self.subcommand].trainer)  # for a checkpoint of no run
             log_beside_the_run(self.config[self.subcommand], self.subcommand)

@@ -11,10 +11,10 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from prevpos.checkpoints import names_a_file, read_checkpoint, stop_a_finished_fit
+from prevpos.checkpoints import fit_finished, names_a_file, read_checkpoint
 from prevpos.ctrl_c import stopped_by_sigterm
-from prevpos.errors import ConfigError, NothingToTrain
-from prevpos.step_files import FIGURES, TEXTS, file_step, in_number_order, run_holding
+from prevpos.errors import ConfigError
+from prevpos.step_files import FIGURES, TEXTS, evaluation_logged_in, file_step, in_number_order, run_holding
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -42,13 +42,13 @@ def expand_resume(argv: list[str]) -> list[str]:
         hint = f": --resume {run}" if run else ""
         raise ConfigError(f"--resume {run_dir}: a file; --resume takes the run's directory (it continues from "
                           f"RUN_DIR/checkpoints/last.ckpt){hint}")
-    if run_dir.parent.name in ("validate", "test") and not (run_dir / "checkpoints").exists():
+    evaluation = evaluation_logged_in(run_dir)
+    if evaluation and not (run_dir / "checkpoints").exists():
         evaluated = run_dir.parent.parent
         hint = (f"; to go on training the run it evaluated: --resume {evaluated}"
                 if last_checkpoint(evaluated).is_file()
                 else "; --resume takes a training run's directory, lightning_logs/<name>/version_N")
-        raise ConfigError(f"--resume {run_dir}: the log of `prevpos {run_dir.parent.name}`, not of a training run"
-                          f"{hint}")
+        raise ConfigError(f"--resume {run_dir}: the log of `prevpos {evaluation}`, not of a training run{hint}")
     if config.is_file() and not last.is_file():
         raise ConfigError(f"--resume {run_dir}: the run stopped before its first checkpoint (it has no {last}), so "
                           f"there is nothing to go on from; start it again: `python -m prevpos fit --config {config}`")
@@ -172,12 +172,10 @@ def _finished_the_fit(checkpoint: Path, trainer) -> bool:
     """Has `checkpoint` reached the fit's end (a stop during the end wait for the plugins), so that --resume would
     have nothing to train?"""
     try:
-        stop_a_finished_fit(read_checkpoint(checkpoint), trainer.max_epochs, trainer.max_steps, checkpoint)
-    except NothingToTrain:
-        return True
+        saved = read_checkpoint(checkpoint)
     except ConfigError:  # unreadable: --resume will say so itself
-        pass
-    return False
+        return False
+    return fit_finished(saved, trainer.max_epochs, trainer.max_steps) is not None
 
 
 class ResumableSaveConfig(SaveConfigCallback):

@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 
 FIGURES, TEXTS = "figures", "texts"  # a CSV run's folders of PNGs and of text, beside its metrics.csv
+# The commands that log an evaluation in a folder named after them, <run or lightning_logs/NAME>/<command>/version_N
+# (prevpos/evaluation.py), never a training run.
+EVALUATIONS = ("validate", "test")
 
 
 def tag_path(folder: Path, tag: str) -> Path:
@@ -32,6 +35,11 @@ def in_number_order(paths: list[Path]) -> list[Path]:
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
     return sorted(paths, key=key)
+
+
+def evaluation_logged_in(folder: Path) -> str | None:
+    """`validate` or `test`, if FOLDER is a version folder that command logged in (EVALUATIONS)."""
+    return folder.parent.name if folder.parent.name in EVALUATIONS else None
 
 
 def run_holding(path: Path) -> Path | None:

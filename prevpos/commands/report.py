@@ -49,14 +49,14 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report, written_by_report
     from prevpos.report.page import build_report
-    from prevpos.report.run import read_run, read_runs, still_training
+    from prevpos.report.run import read_run, read_runs
     from prevpos.report.seeds import build_summary
 
     live = None
     if len(args.run_dirs) == 1:
         default = args.run_dirs[0] / "report.html"
         run = read_run(args.run_dirs[0])
-        live = still_training(run)
+        live = run.training_now
         text = build_report(run)
     else:
         # A shell glob of the runs (lightning_logs/seeds/*) also lists the page the last such command wrote there.

@@ -10,7 +10,7 @@ import yaml
 
 from prevpos.errors import ConfigError
 from prevpos.live_fit import training_now
-from prevpos.step_files import FIGURES, file_step, in_number_order, run_holding
+from prevpos.step_files import EVALUATIONS, FIGURES, evaluation_logged_in, file_step, in_number_order, run_holding
 
 
 @dataclass
@@ -23,6 +23,7 @@ class RunRecord:
     images: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     config: dict | None = None
     notes: list[str] = field(default_factory=list)
+    training_now: str | None = None  # what to say of it if a fit is training it right now (also among the notes)
 
     @property
     def final(self) -> dict[str, float]:
@@ -52,7 +53,7 @@ def read_run(path: str | Path) -> RunRecord:
         raise ConfigError(f"{path} is a W&B run: its scalars and figures are in W&B (offline: `wandb sync` the "
                           "run's folder under lightning_logs/wandb); `report` reads TensorBoard and CSV runs")
     runs = [p.name for p in in_number_order([p for p in path.iterdir() if p.is_dir() and _holds_a_log(p)])]
-    if runs and path.name in ("test", "validate"):
+    if runs and path.name in EVALUATIONS:
         raise ConfigError(f"{path} holds the logs of `prevpos {path.name}` ({', '.join(runs)}), not a training run")
     if not runs:  # lightning_logs: its runs are a level down
         runs = [f"{p.parent.name}/{p.name}" for folder in sorted(path.iterdir()) if folder.is_dir()
@@ -139,15 +140,15 @@ def _finish_run(path: Path, run: RunRecord, log: str) -> RunRecord:
     refuse_an_evaluation_log(path, run)
     _add_test_results(path, run)
     run.config = _read_config(path / "config.yaml", run)
-    live = still_training(run)
-    if live:
-        run.notes.append(live)
+    run.training_now = _still_training(run)
+    if run.training_now:
+        run.notes.append(run.training_now)
     elif not (path / "checkpoints" / "last.ckpt").is_file():
         run.notes.append("no checkpoints/last.ckpt: the run may not have finished (or ran without checkpointing)")
     return run
 
 
-def still_training(run: RunRecord) -> str | None:
+def _still_training(run: RunRecord) -> str | None:
     """What to say of a run that a fit is training right now, if one is."""
     holder = training_now(run.path)
     if holder is None:
@@ -161,8 +162,8 @@ def refuse_an_evaluation_log(path: Path, run: RunRecord) -> None:
     """ConfigError with the numbers, if `path` is where `prevpos validate|test` logged (RUN_DIR/test/version_N, or
     lightning_logs/<name>/test/version_N for a checkpoint outside a run): a few numbers at one step, not a story; and
     its config.yaml is the evaluation's, whose training settings are defaults, not the run's."""
-    command = path.parent.name
-    if command not in ("test", "validate") or any(tag.startswith("train/") for tag in run.scalars):
+    command = evaluation_logged_in(path)
+    if command is None or any(tag.startswith("train/") for tag in run.scalars):
         return
     shown = [tag for tag in (f"{'test' if command == 'test' else 'val'}/{name}" for name in ("acc", "loss"))
              if tag in run.scalars]
