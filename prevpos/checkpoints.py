@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from weakref import proxy
@@ -196,7 +197,7 @@ def read_checkpoint(path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # as Lightning reads it
     except Exception as error:  # torch raises several types for truncated or foreign files
-        reason = _reason(error)
+        reason = load_failure(error, path)
         raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint ({reason}); pass a .ckpt file saved by "
                           "`python -m prevpos fit`") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -276,11 +277,13 @@ def pickled_object(error: Exception) -> str | None:
     return found.group(1).rsplit(".", 1)[-1] if found else None
 
 
-def _reason(error: Exception) -> str:
-    """torch.load's first sentence (the rest is advice about torch.save options that does not apply here)."""
-    text = " ".join(str(error).split())
-    if "mmap can only be used" in text:
-        return "not a zip archive written by torch.save"
+def load_failure(error: Exception, path) -> str:
+    """Why torch.load could not read `path`, in a few words. Its own message is a paragraph of advice about
+    weights_only, or for a file of another kind a bare "list index out of range" or "101" from its unpickler."""
     if pickled := pickled_object(error):
         return f"a pickled {pickled} object, not weights"
-    return text.split(". ")[0] if text else type(error).__name__
+    if not zipfile.is_zipfile(path):  # what torch.save has written since torch 1.6
+        return "not a complete zip archive written by torch.save: another kind of file, or one cut short"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if line.startswith(("Unsupported", "invalid", "PytorchStreamReader"))]
+    return " ".join((useful or lines or [type(error).__name__])[0].split()).split(". ")[0][:160]

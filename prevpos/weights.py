@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from prevpos.checkpoints import pickled_object, refuse_a_folder, shape_mismatches
+from prevpos.checkpoints import load_failure, pickled_object, refuse_a_folder, shape_mismatches
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -29,7 +29,7 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
             raise ConfigError(f"--weights {path}: a pickled {pickled} object, not weights; prevpos "
                               "loads only tensors (unpickling could run code): save them with "
                               f"torch.save(model.state_dict(), \"{path}\")") from None
-        raise ConfigError(f"--weights {path}: not a torch file of weights ({_reason(error)})") from None
+        raise ConfigError(f"--weights {path}: not a torch file of weights ({load_failure(error, path)})") from None
     if isinstance(saved, dict) and "state_dict" in saved and "hyper_parameters" in saved:
         return _from_checkpoint(saved, path)
     if isinstance(saved, dict) and "embed.W_E" in saved:
@@ -92,10 +92,3 @@ def _note_frozen_weights_in_use(model: HookedTransformer, path: Path) -> None:
     if used:
         print(f"note: {path} has non-zero {', '.join(used[:3])}: analysed as saved (the model uses them)",
               file=sys.stderr)
-
-
-def _reason(error: Exception) -> str:
-    """The informative line of torch.load's error (its weights_only message is a paragraph of advice)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if line.startswith(("Unsupported", "invalid", "PytorchStreamReader"))]
-    return " ".join((useful or lines or [type(error).__name__])[0].split())[:160]

@@ -136,7 +136,8 @@ def test_a_raw_state_dict_is_rebuilt_with_its_own_shape(shape, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("text", "not a torch file of weights"),
+    # torch's own reason was "list index out of range" or "101", depending on the text
+    ("text", "not a torch file of weights (not a complete zip archive written by torch.save: another kind of file"),
     ({"something": torch.zeros(2)}, "neither a `prevpos fit` checkpoint"),
     ("layer_norm_model", "does not fit the model (unexpected blocks.0.ln1.w;"),
     # torch.save(model), a notebook's habit: torch's weights_only paragraph, cut at its first line, said nothing useful

@@ -115,8 +115,10 @@ CASES = [
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_a_run_directory", ["validate", "--ckpt_path", str(RUN)],
      f"--ckpt_path {RUN}: a directory; pass a checkpoint file, e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
-    ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable checkpoint"),
-    ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"], "--ckpt_path notes.txt: not a readable checkpoint"),
+    ("ckpt_truncated", ["fit", "--ckpt_path", "truncated.ckpt"], "--ckpt_path truncated.ckpt: not a readable "
+     "checkpoint (not a complete zip archive written by torch.save: another kind of file, or one cut short)"),
+    ("ckpt_not_torch", ["validate", "--ckpt_path", "notes.txt"],
+     "--ckpt_path notes.txt: not a readable checkpoint (not a complete zip"),
     ("ckpt_a_whole_model", ["validate", "--ckpt_path", "whole_model.pt"], "--ckpt_path whole_model.pt: not a readable "
      "checkpoint (a pickled PrevTokenModel object, not weights); pass a .ckpt file saved by `python -m prevpos fit`"),
     ("ckpt_wrong_shape", ["fit", "--ckpt_path", "other_model.ckpt"],
@@ -152,7 +154,8 @@ CASES = [
      "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
     ("analyze_nothing_given", ["analyze"], "analyze: needs --weights FILE (a checkpoint of a fit, e.g. "
      "lightning_logs/default/version_0/checkpoints/last.ckpt) and --out DIR (a new directory for the results)"),
-    ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"], "not a torch file of weights"),
+    ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"],
+     "not a torch file of weights (not a complete zip"),
     ("analyze_layer_norm_weights", ["analyze", "--weights", "layer_norm_state_dict.pt", "--out", "analysis"],
      "does not fit the model (unexpected blocks.0.ln1.w;"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
