@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -220,6 +221,8 @@ class PrevposCLI(LightningCLI):
         refuse_no_devices(self._get(self.config, "trainer"))
         if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
             fit = self.config.fit
+            if isinstance(fit.trainer.callbacks, Namespace):  # one given alone (`--trainer.callbacks OVCircuit`)
+                fit.trainer.callbacks = [fit.trainer.callbacks]  # a list, as the checks below and the resume read it
             refuse_float16_weights(fit.trainer.precision)
             refuse_unrunnable_loop(fit.trainer, fit.data.steps_per_epoch)
             refuse_unknown_monitors(fit.checkpoint.monitor, fit_metric_names(fit.model.n_ctx),

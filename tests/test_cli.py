@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from prevpos import cli
+from prevpos.analysis.plugin import plugins_of
 from prevpos.cli import command_line, main
 from prevpos.lightning_cli import build_cli
 from prevpos.dashboard import TABLE_SCORES
@@ -322,6 +323,25 @@ def test_a_default_plugin_given_again_runs_once_with_the_settings_given(in_tmp):
     assert len(callbacks) == 6 and [c["init_args"]["dense_figure_every_n_epochs"] for c in attention] == [1]
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
     assert sorted(e.step for e in events.Images("attention/mean_pattern/L1H0")) == [0, 2, 4]  # each epoch, once
+
+
+@pytest.mark.parametrize("given", ["command line", "config"])
+def test_one_plugin_given_alone_not_in_a_list_is_the_runs_only_plugin(in_tmp, given):
+    """`--trainer.callbacks OVCircuit` (or `callbacks: OVCircuit` in a config), one callback where a list goes:
+    jsonargparse and Lightning take it, but prevpos's own checks iterated it and stopped with a traceback."""
+    if given == "config":
+        (in_tmp / "one.yaml").write_text("trainer:\n  callbacks: OVCircuit\n")
+    plugin = ["--config", "one.yaml"] if given == "config" else ["--trainer.callbacks", "OVCircuit"]
+    cli = main(["fit", *plugin, "--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16",
+                "--data.val_size=32", "--data.probe_size=16", "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false"])
+    assert [type(p).__name__ for p in plugins_of(cli.trainer)] == ["OVCircuit"]
+    run = in_tmp / "lightning_logs" / "default" / "version_0"
+    saved = yaml.safe_load((run / "config.yaml").read_text())["trainer"]["callbacks"]
+    assert [c["class_path"].rsplit(".", 1)[-1] for c in saved] == ["OVCircuit"]  # re-runs as it ran
+    events = EventAccumulator(str(run)).Reload()
+    scalars = events.Tags()["scalars"]
+    assert "ov/copy_top1/L1H0" in scalars and "attention/prev_token_score/L1H0" not in scalars
 
 
 @pytest.mark.parametrize("ends", ["returns", "exits"])
