@@ -44,6 +44,11 @@ def explain_parser_error(message: str, parser) -> str:
     return message
 
 
+# A config's groups of settings, each with an example of its form.
+SECTION_EXAMPLES = {"model": "{lr: 0.01}", "data": "{batch_size: 256}", "trainer": "{max_epochs: 60}",
+                    "checkpoint": "{every_n_train_steps: 100}"}
+
+
 def check_config_files(argv: list[str]) -> None:
     """ConfigError naming the file for each --config that cannot be a config: jsonargparse's messages do not name it
     ("Problems parsing config: ... in "<unicode string>", line 16"), and a binary file (a checkpoint) was a
@@ -77,6 +82,10 @@ def check_config_files(argv: list[str]) -> None:
             held = "nothing" if settings is None else " ".join(repr(settings).split())[:40]
             raise ConfigError(f"--config {name}: holds {held}, not settings; a config maps them to values, e.g. "
                               "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
+        for section, example in SECTION_EXAMPLES.items():  # jsonargparse ignored `data: 3`, or failed deep inside
+            if settings.get(section) is not None and not isinstance(settings[section], dict):
+                raise ConfigError(f"--config {name}: {section}: {' '.join(repr(settings[section]).split())[:40]} is "
+                                  f"not a group of settings; map its settings to values, e.g. `{section}: {example}`")
         if argv[0] == "fit" and "verbose" in settings:  # a setting of validate and test only
             _refuse_an_evaluations_config(path)
 

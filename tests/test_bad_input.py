@@ -98,6 +98,11 @@ CASES = [
     ("config_a_run_directory", ["test", "--config", str(RUN)], f"--config {RUN}: a directory; pass a YAML file"),
     ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
     ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),
+    # jsonargparse trained with the default data for `data: 3`, and `trainer: 3` stopped with a traceback
+    ("config_a_group_not_a_mapping", ["fit", "--config", "a_number.yaml"], "--config a_number.yaml: data: 3 is not a "
+     "group of settings; map its settings to values, e.g. `data: {batch_size: 256}`"),
+    ("config_trainer_not_a_mapping", ["fit", "--config", "trainer_a_list.yaml"],
+     "--config trainer_a_list.yaml: trainer: ['max_epochs', 5] is not a group of settings"),
     ("plugin_unknown", ["fit", "--trainer.callbacks+=OVCircuits"],
      "no plugin or callback named 'OVCircuits' (did you mean OVCircuit? available plugins: AdversarialExamples"),
     ("plugin_bad_value", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.every_n_epochs=0"],
@@ -188,6 +193,8 @@ def workspace(tmp_path_factory) -> Path:
     (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
     (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
+    (root / "a_number.yaml").write_text("model:\n  lr: 0.01\ndata: 3\n")
+    (root / "trainer_a_list.yaml").write_text("trainer:\n  - max_epochs\n  - 5\n")
     (root / "empty").mkdir()
     for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
         (root / tested).mkdir(parents=True)
