@@ -25,6 +25,18 @@ def names_a_file(ckpt_path) -> bool:
     return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS
 
 
+def refuse_a_checkpoint_of_this_process(ckpt_path, command: str) -> None:
+    """`--ckpt_path last` or `best`: Lightning's names for a checkpoint of a fit earlier with the same trainer, and each
+    command builds a new trainer, which has none. validate and test evaluated the untrained model; fit trained from
+    scratch in a new run (last) or stopped with a ValueError traceback (best)."""
+    if ckpt_path in ("last", "best"):
+        example = "lightning_logs/default/version_0/checkpoints/last.ckpt"
+        what = (f"to continue a run use --resume RUN_DIR; to start from a checkpoint, pass its file (e.g. {example})"
+                if command == "fit" else f"pass a checkpoint file of a fit, e.g. {example} (or best-*.ckpt beside it)")
+        raise ConfigError(f"{command} --ckpt_path {ckpt_path}: Lightning's name for the checkpoint of an earlier fit "
+                          f"with the same trainer, and this command has none; {what}")
+
+
 def refuse_a_file_as_the_folder(dirpath) -> None:
     """`--checkpoint.dirpath` naming a file (or a path through one): the fit trained its first epoch, then failed to
     save, leaving a run with no checkpoint."""

@@ -2,16 +2,16 @@
 
 from pathlib import Path
 
-from prevpos.checkpoints import names_a_file
+from prevpos.checkpoints import names_a_file, refuse_a_checkpoint_of_this_process
 from prevpos.errors import ConfigError
 
 
 def require_checkpoint_file(ckpt_path, subcommand: str) -> None:
-    """ConfigError unless `validate`/`test` were given a checkpoint. Lightning would evaluate the untrained model
-    without one, and with `last` too (it means a checkpoint of a fit in the same process: none here)."""
-    if ckpt_path is None or ckpt_path in ("last", "best"):
-        given = "" if ckpt_path is None else f" {ckpt_path}"
-        raise ConfigError(f"{subcommand} --ckpt_path{given}: pass a checkpoint file of a fit, e.g. --ckpt_path "
+    """ConfigError unless `validate`/`test` were given a checkpoint file: Lightning would evaluate the untrained
+    model without one."""
+    refuse_a_checkpoint_of_this_process(ckpt_path, subcommand)
+    if ckpt_path is None:
+        raise ConfigError(f"{subcommand} --ckpt_path: pass a checkpoint file of a fit, e.g. --ckpt_path "
                           "lightning_logs/default/version_0/checkpoints/last.ckpt (or best-*.ckpt beside it)")
 
 

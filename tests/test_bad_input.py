@@ -129,7 +129,14 @@ CASES = [
     ("ckpt_wrong_shape", ["fit", "--ckpt_path", "other_model.ckpt"],
      "--ckpt_path other_model.ckpt: its weights do not fit this model (model.embed.W_E (101, 64) vs (101, 128))"),
     ("validate_no_checkpoint", ["validate"], "validate --ckpt_path: pass a checkpoint file of a fit"),
-    ("test_best_in_a_new_process", ["test", "--ckpt_path", "best"], "test --ckpt_path best: pass a checkpoint file"),
+    ("test_best_in_a_new_process", ["test", "--ckpt_path", "best"], "test --ckpt_path best: Lightning's name for "
+     "the checkpoint of an earlier fit with the same trainer, and this command has none; pass a checkpoint file"),
+    ("validate_last_in_a_new_process", ["validate", "--ckpt_path", "last"], "validate --ckpt_path last: Lightning's"),
+    # fit trained from scratch in a new run for `last` (with a warning of Lightning's), and `best` was a traceback
+    ("fit_from_last_in_a_new_process", ["fit", "--ckpt_path", "last"], "fit --ckpt_path last: Lightning's name for "
+     "the checkpoint of an earlier fit with the same trainer, and this command has none; to continue a run use "
+     "--resume RUN_DIR; to start from a checkpoint, pass its file (e.g. "),
+    ("fit_from_best_in_a_new_process", ["fit", "--ckpt_path", "best"], "fit --ckpt_path best: Lightning's name"),
     ("command_unknown", ["fitt"], "unknown command 'fitt': use one of fit, validate, test, analyze, report, bench"),
     ("command_predict", ["predict"], "unknown command 'predict'"),
     ("resume_missing_dir", ["fit", "--resume", "lightning_logs/default/version_9"], "version_9/config.yaml does not exist"),
