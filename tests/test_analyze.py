@@ -190,10 +190,12 @@ def test_plugins_by_class_path_as_fit_takes_them(fit_checkpoint, tmp_path, monke
         "        findings.scalar('mine/probe_size', run.tokens.shape[0])\n"
         "        return findings\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
-            "my_probe_plugins.ProbeSize", "OVCircuit")
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["mine/probe_size"] == 32 and "ov/copy_top1/L1H0" in metrics
+    for out, plugins in [("out", ["my_probe_plugins.ProbeSize", "OVCircuit"]),
+                         ("out_commas", ["my_probe_plugins.ProbeSize,OVCircuit"])]:  # was "no plugin named A,B"
+        analyze("--weights", fit_checkpoint, "--out", tmp_path / out, "--probe_size", 32, "--plugins", *plugins)
+        metrics = json.loads((tmp_path / out / "metrics.json").read_text())
+        assert metrics["mine/probe_size"] == 32 and "ov/copy_top1/L1H0" in metrics
+        assert not any(tag.startswith("attention/") for tag in metrics)  # only the plugins named
     capsys.readouterr()
     for name, said in [("no_such_module.P", "--plugins no_such_module.P: cannot import no_such_module "
                                              "(ModuleNotFoundError: No module named 'no_such_module')"),

@@ -46,8 +46,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--notebook_probe", type=bool, default=False,
                         help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
     parser.add_argument("--plugins", type=str, nargs="+", default=None, metavar="NAME",
-                        help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy, or class "
-                             "paths, e.g. mymodule.MyPlugin (default: every discovered plugin).")
+                        help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy (or "
+                             "OVCircuit,AttentionEntropy), or class paths, e.g. mymodule.MyPlugin (default: every "
+                             "discovered plugin).")
     return parser
 
 
@@ -60,7 +61,9 @@ def main(argv: list[str]) -> None:
     from prevpos.weights import load_weights
 
     model, hparams, step = load_weights(Path(args.weights))
-    findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, args.plugins, step)
+    # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
+    plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
+    findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, plugins, step)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     _write_whole(out, lambda folder: write_findings(findings, folder, step, {"analyze": settings, "model": hparams}))
     for tag, text in findings.texts.items():
