@@ -95,12 +95,24 @@ def command_line() -> None:
         gc.freeze()  # frozen objects are left out of every later collection, the one at exit included
 
 
-def main(argv: list[str] | None = None):
+def as_words(argv: list | str) -> list[str]:
+    """The words a shell would give for what a notebook passes: main("fit") read "f" as the command, and a number
+    in the list was an AttributeError traceback."""
+    if isinstance(argv, str):
+        import shlex
+
+        return shlex.split(argv)
+    return [str(arg) for arg in argv]
+
+
+def main(argv: list | str | None = None):
     """Run one command, as `python -m prevpos ARGV...` does. fit, validate and test return their LightningCLI (in a
     notebook: `cli = main(["fit"])`, then `cli.model.model` is the trained HookedTransformer and
-    `cli.trainer.log_dir` its run); the other commands, and a fit that had nothing to train, return None."""
+    `cli.trainer.log_dir` its run); the other commands, and a fit that had nothing to train, return None.
+    ARGV may also be one string, split as a shell would (`main("fit --trainer.max_epochs 5")`), and its items
+    numbers or paths (`main(["fit", "--trainer.max_epochs", 5])`)."""
     from_command_line = typed = argv is None
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else as_words(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -293,6 +293,16 @@ def test_config_given_as_yaml_text_is_taken(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["lr"] == 0.01
 
 
+@pytest.mark.parametrize("argv", ["fit --data.batch_size 8 --config 'model: {lr: 0.01}' --print_config",
+                                  ["fit", "--data.batch_size", 8, "--config", "model: {lr: 0.01}", "--print_config"]])
+def test_main_takes_a_string_or_numbers_as_a_notebook_passes_them(argv, capsys):
+    """main("fit ...") read "f" as the command, and a number in the list was an AttributeError traceback."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["batch_size"] == 8 and config["model"]["lr"] == 0.01
+
+
 def test_default_experiment_file_is_the_default():
     plain = build_cli([], run=False).config
     from_file = build_cli(["--config", "experiments/default.yaml"], run=False).config
