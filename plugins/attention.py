@@ -60,7 +60,13 @@ class AttentionPatterns(AnalysisPlugin):
         patterns = mean_patterns(run)
         scores = head_scores(patterns)
         labels = run.pos_labels
-        example_labels = [f"{lab}={t}" for lab, t in zip(labels, run.tokens[self.example].tolist())]
+        probe_size = run.tokens.shape[0]
+        shows_example = -probe_size <= self.example < probe_size
+        if shows_example:
+            example_labels = [f"{lab}={t}" for lab, t in zip(labels, run.tokens[self.example].tolist())]
+        else:  # the scores and mean patterns still stand
+            self.skip("attention/example_pattern", f"example={self.example} is not a sequence of the probe (it has "
+                      f"{probe_size}): no single-example figure; pick one below the probe's size", findings)
         for l, h in run.heads():
             head = f"L{l}H{h}"
             for name, value in scores[l, h].items():
@@ -70,10 +76,12 @@ class AttentionPatterns(AnalysisPlugin):
             findings.figure(f"attention/mean_pattern/{head}", heatmap, matrix=patterns[l, h],
                             title=f"{head} mean attention over probe", x_labels=labels, y_labels=labels,
                             xlabel="source position", ylabel="destination position", colorbar_label="attention")
-            findings.figure(f"attention/example_pattern/{head}", heatmap,
-                            matrix=run.cache["pattern", l][self.example, h], title=f"{head} attention, one example",
-                            x_labels=example_labels, y_labels=example_labels, xlabel="source",
-                            ylabel="destination", colorbar_label="attention")
+            if shows_example:
+                findings.figure(f"attention/example_pattern/{head}", heatmap,
+                                matrix=run.cache["pattern", l][self.example, h],
+                                title=f"{head} attention, one example", x_labels=example_labels,
+                                y_labels=example_labels, xlabel="source", ylabel="destination",
+                                colorbar_label="attention")
         # Tags every model has, so that the HPARAMS table compares models of any shape:
         looking_back, counting = scores[prev_token_head(scores)], scores[counting_head(scores)]
         findings.scalar("attention/prev_token_score/prev_token_head", looking_back["prev_token_score"])

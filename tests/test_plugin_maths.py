@@ -10,6 +10,7 @@ from prevpos.circuits import (QK_TERMS, ablate_terms, decomposable, qk_terms, ru
 from prevpos.loss import previous_token_loss
 from prevpos.transformer import build_transformer
 from prevpos_plugins.adversarial import CASES, adversarial_batch
+from prevpos_plugins.attention import AttentionPatterns
 from prevpos_plugins.head_ablation import HeadAblation, ablated_logits
 from prevpos_plugins.logit_attribution import LogitAttribution, attributions, logit_above_mean
 from prevpos_plugins.ov_circuit import OVCircuit, copy_eigen, copy_top1, full_ov_circuit
@@ -236,3 +237,15 @@ def test_a_head_that_writes_nothing_is_attributed_nothing_and_left_out():
         scalars = LogitAttribution().analyze(run).scalars
     assert "dla/L2H1" not in scalars and "dla/L2H0" in scalars
     assert "dla/biases" not in scalars and "dla/pos_embed" not in scalars  # zero and frozen in prevpos's models
+
+
+@pytest.mark.parametrize("example, figures", [(0, True), (-1, True), (16, False), (-17, False)])
+def test_an_example_past_the_probe_drops_its_figure_not_the_scores(example, figures):
+    """AttentionPatterns(example=1000) on a probe of 256 failed every step with an IndexError: no attention scores at
+    all in the run."""
+    model = build_transformer(n_layers=2, d_model=16, d_head=16, n_ctx=4, d_vocab=8)
+    with analysis_mode(model):
+        findings = AttentionPatterns(example=example).analyze(ProbeRun(model, tokens_for(model, batch=16)))
+    assert "attention/prev_token_score/L1H0" in findings.scalars and "attention/mean_pattern/L1H0" in findings.figures
+    assert ("attention/example_pattern/L1H0" in findings.figures) == figures
+    assert ("example=" in findings.texts.get("attention/example_pattern", "")) != figures
