@@ -220,3 +220,41 @@ def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypa
                 "my_broken_plugins._ReadsLayer5")
     [said] = [str(w.message) for w in warned if "_ReadsLayer5 failed" in str(w.message)]
     assert "return run.cache['pattern', 5]" in said and "strict" not in said
+
+
+def test_a_figure_that_cannot_be_drawn_is_left_out_with_its_traceback(fit_checkpoint, tmp_path, monkeypatch, capsys):
+    """analyze stopped at the first such figure with a traceback through prevpos, and wrote nothing; a plugin that
+    needs a setting was a TypeError traceback."""
+    (tmp_path / "my_figure_plugins.py").write_text(
+        "from prevpos.analysis import AnalysisPlugin, Findings\n\n\n"
+        "def broken(**data):\n"
+        "    raise ValueError('a bug in my figure')\n\n\n"
+        "def no_figure(**data):\n"
+        "    return 3\n\n\n"
+        "class Figures(AnalysisPlugin):\n"
+        "    def analyze(self, run):\n"
+        "        findings = Findings()\n"
+        "        findings.scalar('mine/ok', 1.0)\n"
+        "        findings.figure('mine/broken', broken)\n"
+        "        findings.figure('mine/no_figure', no_figure)\n"
+        "        return findings\n\n\n"
+        "class NeedsSetting(AnalysisPlugin):\n"
+        "    def __init__(self, threshold: float, **kwargs):\n"
+        "        super().__init__(**kwargs)\n\n"
+        "    def analyze(self, run):\n"
+        "        return Findings()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning) as warned:
+        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
+                "my_figure_plugins.Figures", "OVCircuit")
+    said = [str(w.message) for w in warned if "could not be drawn" in str(w.message)]
+    assert len(said) == 2 and "raise ValueError('a bug in my figure')" in said[0]
+    assert "TypeError('no_figure returned 3, not a matplotlib Figure')" in said[1]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["mine/ok"] == 1.0
+    pngs = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
+    assert pngs and all(p.startswith("ov/") for p in pngs)  # OVCircuit's, and none of the two that failed
+    assert f"{len(pngs)} figures as" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out2", "--plugins", "my_figure_plugins.NeedsSetting")
+    assert ("--plugins my_figure_plugins.NeedsSetting: cannot be built without arguments (NeedsSetting.__init__() "
+            "missing 1 required positional argument: 'threshold')") in capsys.readouterr().err

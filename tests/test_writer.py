@@ -242,3 +242,19 @@ def test_figure_workers_that_die_hand_drawing_to_a_thread():
         kill_figure_workers(renderer)
         renderer.finish()
     assert renderer.mode == "thread" and events.written == [("drawing", 4)]
+
+
+@pytest.mark.parametrize("mode", render.RENDER_MODES)
+def test_a_draw_that_returns_no_figure_is_one_warning_and_the_other_figures_are_written(mode):
+    """A plugin's draw function returning something else was reported as "'int' object has no attribute
+    'set_canvas'", from inside matplotlib."""
+    events = RecordedImages()
+    renderer = render.BackgroundRenderer([events], mode=mode)
+    with pytest.warns(UserWarning) as warned:
+        for step in (1, 2):
+            renderer.submit("bad", int, {}, step)  # int() returns 0; a builtin, so a worker process can unpickle it
+            renderer.submit("good", heatmap, {"matrix": np.eye(3)}, step)
+        renderer.finish()
+    [said] = [str(w.message) for w in warned if "could not be drawn" in str(w.message)]  # once, at either step
+    assert said.endswith("could not be drawn: TypeError('int returned 0, not a matplotlib Figure')")
+    assert sorted(events.written) == [("good", 1), ("good", 2)]

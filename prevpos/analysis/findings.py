@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from matplotlib.figure import Figure
 
+from prevpos.fast.png import drawn
+
 
 def plain(value):
     """Tensors anywhere in `value` (dicts, lists, tuples) as CPU numpy: a worker needs neither torch nor the GPU."""
@@ -34,7 +36,7 @@ class FigureSpec:
         self.data = plain(self.data)
 
     def draw(self) -> Figure:
-        return self.render(**self.data)
+        return drawn(self.render, self.data)
 
 
 @dataclass

@@ -1,14 +1,18 @@
 """Run the analysis plugins once on a model outside training, and write what they found to files."""
 
 import json
+import traceback
 from pathlib import Path
 
 import yaml
+from matplotlib.figure import Figure
 from transformer_lens import HookedTransformer
 
 from prevpos.analysis.findings import Findings
+from prevpos.analysis.plugin import AnalysisPlugin
 from prevpos.analysis.probe import ProbeRun, analysis_mode
 from prevpos.errors import ConfigError
+from prevpos.notices import warn
 from prevpos.sequences import probe_tokens
 from prevpos.step_files import tag_path
 
@@ -27,6 +31,7 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
         hint = f"; a file here defines it: --plugins {' '.join(here)}" if here else ""
         raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))}; "
                           f"or a class path, e.g. mymodule.MyPlugin{hint})")
+    built = [_built(name, cls) for name, cls in chosen.items()]
     cfg = model.cfg
     tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
     findings = Findings()
@@ -34,19 +39,27 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
         run = ProbeRun(model, tokens.to(cfg.device), step)
         findings.scalar("probe/loss", run.loss)
         findings.scalar("probe/acc", run.acc)
-        for plugin in chosen.values():
-            result = plugin().analyze_safely(run)
+        for plugin in built:
+            result = plugin.analyze_safely(run)
             if result is not None:
                 findings.update(result)
     return findings
+
+
+def _built(name: str, cls: type) -> AnalysisPlugin:
+    """cls() (analyze runs each plugin with its defaults), or ConfigError: a setting without a default was a
+    TypeError traceback."""
+    try:
+        return cls()
+    except TypeError as error:
+        raise ConfigError(f"--plugins {name}: cannot be built without arguments ({error}); analyze runs each "
+                          "plugin with its defaults: give that setting a default") from None
 
 
 def _by_class_path(name: str) -> type | None:
     """The plugin class that a class path such as `mymodule.MyPlugin` names (fit's trainer.callbacks takes those
     too), or None; ConfigError with the reason if its module does not import."""
     import importlib
-
-    from prevpos.analysis.plugin import AnalysisPlugin
 
     module, _, attribute = name.rpartition(".")
     if not module:
@@ -59,7 +72,20 @@ def _by_class_path(name: str) -> type | None:
     return cls if isinstance(cls, type) and issubclass(cls, AnalysisPlugin) else None
 
 
-def write_findings(findings: Findings, out: Path, step: int, config: dict) -> None:
+def draw_figures(findings: Findings) -> dict[str, Figure]:
+    """Each figure of `findings` drawn, by tag; one that cannot be drawn is left out, with its traceback (`analyze`
+    is how a plugin's author tries its figures: the first such error stopped it, with nothing written)."""
+    figures = {}
+    for tag, spec in findings.figures.items():
+        try:
+            figures[tag] = spec.draw()
+        except Exception as error:
+            warn(f"figure {tag} could not be drawn and is left out: {error!r}\n"
+                 f"{''.join(traceback.format_exception(error))}")
+    return figures
+
+
+def write_findings(findings: Findings, figures: dict[str, Figure], out: Path, step: int, config: dict) -> None:
     """metrics.json, one PNG per figure at out/<tag>.png, config.yaml, and TensorBoard events in out/tensorboard."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -71,8 +97,7 @@ def write_findings(findings: Findings, out: Path, step: int, config: dict) -> No
             tensorboard.add_scalar(tag, value, step)
         for tag, text in findings.texts.items():
             tensorboard.add_text(tag, text, step)
-        for tag, spec in findings.figures.items():
-            figure = spec.draw()
+        for tag, figure in figures.items():
             png = tag_path(out, tag + ".png")
             png.parent.mkdir(parents=True, exist_ok=True)
             figure.savefig(png)

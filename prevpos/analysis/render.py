@@ -45,11 +45,12 @@ class BackgroundRenderer:
 
     def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
         """Draw render(**data) and write it at `step`; `data` is plain already (a FigureSpec's)."""
-        if self.mode == "inline":
-            self._write(tag, step, render_png(render, data))
-            return
         with self._idle:
             self._outstanding += 1
+        if self.mode == "inline":
+            self._draw_here(tag, render, data, step)  # which reports a draw that fails, as the workers' do
+            return
+        with self._idle:
             self._queue.append((tag, render, data, step))
         self._feed()
 

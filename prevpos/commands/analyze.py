@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     if args.probe_size < 1:
         raise ConfigError(f"--probe_size={args.probe_size}: must be at least 1")
     out = _fresh_dir(Path(args.out))
-    from prevpos.analysis.offline import analyze_offline, write_findings
+    from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
     from prevpos.weights import load_weights
 
     model, hparams, step = load_weights(Path(args.weights))
@@ -65,10 +65,12 @@ def main(argv: list[str]) -> None:
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
     findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, plugins, step)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    _write_whole(out, lambda folder: write_findings(findings, folder, step, {"analyze": settings, "model": hparams}))
+    drawn = draw_figures(findings)
+    _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {"analyze": settings,
+                                                                                   "model": hparams}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
-    figures = f"{len(findings.figures)} figure{'' if len(findings.figures) == 1 else 's'}"
+    figures = f"{len(drawn)} figure{'' if len(drawn) == 1 else 's'}"
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
           f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {figures} as {out}/<tag>.png, "
           f"TensorBoard events to {out / 'tensorboard'}")

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 
@@ -24,11 +25,21 @@ def render_png(render: Callable, data: dict) -> bytes:
     One canvas draw and a fast PNG setting: savefig lays a constrained-layout figure out in an extra draw pass,
     ~25% more time for identical pixels (measured here).
     """
-    canvas = FigureCanvasAgg(render(**data))
+    canvas = FigureCanvasAgg(drawn(render, data))
     canvas.draw()
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
+
+
+def drawn(render: Callable, data: dict) -> Figure:
+    """render(**data), which must be a matplotlib Figure: a plugin's draw function that returned something else
+    failed later, inside matplotlib ("'int' object has no attribute 'set_canvas'")."""
+    figure = render(**data)
+    if not isinstance(figure, Figure):
+        name = getattr(render, "__qualname__", repr(render))
+        raise TypeError(f"{name} returned {figure!r:.60}, not a matplotlib Figure")
+    return figure
 
 
 def init_worker() -> None:
