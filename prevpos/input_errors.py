@@ -117,12 +117,29 @@ def as_config_error(error: Exception) -> ConfigError | None:
         if isinstance(seen, ConfigError):
             return seen
         seen = seen.__cause__ or seen.__context__
+    inner = error.__cause__ or error.__context__
+    union = re.match(r"Does not validate against any of the Union subtypes Subtypes: \[(list\[)?([\w.]+)",
+                     " ".join(str(error).split()))
+    if union and isinstance(inner, Exception):  # a plugin's (or logger's) own check in its __init__ refused a value
+        setting = "trainer.callbacks" if union.group(2).endswith(".Callback") else "trainer.logger"
+        raised_by = _raised_by(inner)
+        return ConfigError(f"{setting}: {raised_by + ': ' if raised_by else ''}{' '.join(str(inner).split())}")
     if isinstance(error, (ValueError, TypeError, MisconfigurationException)):
         message = " ".join(str(error).split())
         for pattern, wording in LIGHTNING_PATTERNS:
             message = re.sub(pattern, wording, message)
         return ConfigError(LIGHTNING_WORDING.get(message, message))
     return None
+
+
+def _raised_by(error: BaseException) -> str | None:
+    """The class of the innermost method on `error`'s traceback (the __init__ that refused a value), if any."""
+    name, frame = None, error.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        name = type(owner).__name__ if owner is not None else name
+        frame = frame.tb_next
+    return name
 
 
 # Lightning's lines that name a setting without its section (`max_epochs`, not trainer.max_epochs).

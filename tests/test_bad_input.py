@@ -109,6 +109,11 @@ CASES = [
      "AttentionPatterns.every_n_epochs=0: must be at least 1"),
     ("plugin_unknown_option", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.nope=0"],
      "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict)"),
+    # a callback's own check in its __init__: was jsonargparse's "Does not validate against any of the Union
+    # subtypes ..." paragraph, with the whole callback list in it
+    ("callback_refuses_a_value", ["fit", "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc",
+                                  "--trainer.callbacks.mode=maxi"],
+     "trainer.callbacks: EarlyStopping: `mode` can be min, max, got maxi"),
     ("plugin_option_wrong_type", ["fit", "--trainer.callbacks+=LengthGeneralization", "--trainer.callbacks.sequences=x"],
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
