@@ -1,10 +1,14 @@
 """The mechanism dashboard: a TensorBoard Custom Scalars layout, read top to bottom in the order things form, and
 an HPARAMS table of the runs' settings against their final scores."""
 
+import re
+
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
+
+from prevpos.notices import warn
 
 # {panel: {chart: ["Multiline", [tag regexes]]}}. TensorBoard matches each regex from the tag's start (re.match),
 # so `$` keeps e.g. val/acc from also drawing val/acc_pos1.
@@ -71,8 +75,20 @@ def layout_for(callbacks) -> dict:
     layout = dict(LAYOUT)
     for callback in callbacks:
         for panel, charts in (getattr(callback, "dashboard", None) or {}).items():
-            layout[f"{len(layout) + 1} {panel}"] = {chart: ["Multiline", list(tags)] for chart, tags in charts.items()}
+            layout[f"{len(layout) + 1} {panel}"] = {
+                chart: ["Multiline", [tag for tag in tags if _compiles(tag, type(callback).__name__, chart)]]
+                for chart, tags in charts.items()}
     return layout
+
+
+def _compiles(pattern: str, plugin: str, chart: str) -> bool:
+    """Is `pattern` a regular expression? TensorBoard's server compiles each one when the tab opens."""
+    try:
+        re.compile(pattern)
+        return True
+    except (re.error, TypeError) as error:
+        warn(f"{plugin}.dashboard, chart {chart!r}: {pattern!r} is not a regular expression ({error}); left out")
+        return False
 
 
 class MechanismDashboard(Callback):

@@ -2,11 +2,14 @@
 
 import re
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
+from prevpos.analysis import AnalysisPlugin
 from prevpos.cli import main
-from prevpos.dashboard import LAYOUT, TABLE_SCORES
+from prevpos.dashboard import LAYOUT, TABLE_SCORES, layout_for
+from prevpos.notices import PrevposWarning
 
 TINY_DEFAULT_FIT = ["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3", "--data.batch_size=64",
                     "--data.val_size=256", "--data.probe_size=128", "--trainer.log_every_n_steps=1",
@@ -55,3 +58,14 @@ def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0
     analysis = [t for t in scalars if not t.startswith(("train/", "val/", "epoch"))]
     assert len(analysis) > 50 and any(t.startswith("length/") for t in analysis)
     assert [t for t in analysis if scalars[t][0].step != 0] == []
+
+
+def test_a_plugins_chart_pattern_that_is_no_regex_is_left_out_with_a_warning():
+    """TensorBoard's server compiles each pattern as the tab opens; a plugin's typo went into the event file."""
+    class _Typo(AnalysisPlugin):
+        dashboard = {"mine": {"chart": [r"mine/[unclosed", r"mine/ok$"]}}
+
+    with pytest.warns(PrevposWarning, match=r"_Typo.dashboard, chart 'chart': 'mine/\[unclosed' is not a regular "
+                                            r"expression \(unterminated character set at position 5\); left out"):
+        layout = layout_for([_Typo()])
+    assert layout[f"{len(LAYOUT) + 1} mine"] == {"chart": ["Multiline", [r"mine/ok$"]]}

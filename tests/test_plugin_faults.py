@@ -44,7 +44,16 @@ class _NotFindings(AnalysisPlugin):
         return {"faulty/dict": 1.0}
 
 
-FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings]
+class _NotText(AnalysisPlugin):
+    """A number as text: it stopped the whole fit, in the thread that writes TensorBoard."""
+
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.text("faulty/number", 42)
+        return findings
+
+
+FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings, _NotText]
 
 
 class _OwnInitOnly(AnalysisPlugin):
@@ -113,6 +122,7 @@ def test_each_faulty_plugin_is_reported_once(faulty_run):
     assert "scalar faulty/nan is nan" in next(w for w in warned if "_NaNScalar" in w)
     assert "figure faulty/not_a_figure is a str" in next(w for w in warned if "_NotAFigure" in w)
     assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
+    assert "text faulty/number is 42, not a str" in next(w for w in warned if "_NotText" in w)
 
 
 def test_prevpos_warnings_print_as_one_line_without_the_source_line():

@@ -65,5 +65,7 @@ class Findings:
         bad = [f"scalar {t} is {v}" for t, v in self.scalars.items() if not math.isfinite(v)]
         bad += [f"figure {t} is a {type(s).__name__}, not a FigureSpec" for t, s in self.figures.items()
                 if not isinstance(s, FigureSpec)]
+        # Not found here, a text that is not a str stopped the whole fit, in the thread that writes TensorBoard.
+        bad += [f"text {t} is {v!r:.40}, not a str" for t, v in self.texts.items() if not isinstance(v, str)]
         return bad
 
