@@ -5,13 +5,16 @@ import os
 import warnings
 
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.analysis.probe import analysis_mode
 from prevpos.cli import main
 from prevpos.module import PrevTokenModel
 from prevpos.notices import PrevposWarning
+from prevpos.transformer import build_transformer
 from prevpos_plugins.attention import AttentionPatterns
 from tests.conftest import build_data, quiet_trainer
 
@@ -158,3 +161,18 @@ def test_a_strict_plugin_is_not_said_to_be_skipped_as_it_stops_the_run(in_tmp, m
         main(["fit", "--trainer.callbacks+=my_strict_plugins._Boom", "--trainer.callbacks.strict=true",
               "--trainer.max_epochs=3", "--data.steps_per_epoch=5", "--trainer.enable_progress_bar=false"])
     assert not [w for w in warned if "skipped" in str(w.message)]
+
+
+class _LeavesAHook(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        run.model.add_hook("blocks.1.attn.hook_z", lambda z, hook: z * 0)  # and never removes it
+        return Findings()
+
+
+def test_a_hook_a_plugin_leaves_on_the_model_is_gone_before_the_next_plugin_runs():
+    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
+    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    with analysis_mode(model):
+        clean = model(tokens)
+        _LeavesAHook().analyze_checked(ProbeRun(model, tokens))
+        torch.testing.assert_close(model(tokens), clean, rtol=0, atol=0)

@@ -135,7 +135,10 @@ class AnalysisPlugin(Callback):
 
     def analyze_checked(self, run: ProbeRun) -> Findings:
         """analyze(run), raising ValueError if what it returned is not valid Findings."""
-        findings = self.analyze(run)
+        try:
+            findings = self.analyze(run)
+        finally:  # a hook left on the model (model.add_hook, no reset) would change every later plugin's runs
+            run.model.reset_hooks()
         problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
             if not isinstance(findings, Findings) else findings.problems()
         if problems:
