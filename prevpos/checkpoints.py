@@ -18,6 +18,7 @@ from prevpos.errors import ConfigError, NothingToTrain
 
 # Values of --ckpt_path that Lightning resolves itself.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+EXAMPLE_CHECKPOINT = "lightning_logs/default/version_0/checkpoints/last.ckpt"  # messages that ask for one
 
 
 def names_a_file(ckpt_path) -> bool:
@@ -25,14 +26,14 @@ def names_a_file(ckpt_path) -> bool:
     return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS
 
 
-def refuse_a_checkpoint_of_this_process(ckpt_path, command: str) -> None:
+def refuse_last_or_best(ckpt_path, command: str) -> None:
     """`--ckpt_path last` or `best`: Lightning's names for a checkpoint of a fit earlier with the same trainer, and each
     command builds a new trainer, which has none. validate and test evaluated the untrained model; fit trained from
     scratch in a new run (last) or stopped with a ValueError traceback (best)."""
     if ckpt_path in ("last", "best"):
-        example = "lightning_logs/default/version_0/checkpoints/last.ckpt"
-        what = (f"to continue a run use --resume RUN_DIR; to start from a checkpoint, pass its file (e.g. {example})"
-                if command == "fit" else f"pass a checkpoint file of a fit, e.g. {example} (or best-*.ckpt beside it)")
+        what = (f"to continue a run use --resume RUN_DIR; to start from a checkpoint, pass its file (e.g. "
+                f"{EXAMPLE_CHECKPOINT})" if command == "fit" else
+                f"pass a checkpoint file of a fit, e.g. {EXAMPLE_CHECKPOINT} (or best-*.ckpt beside it)")
         raise ConfigError(f"{command} --ckpt_path {ckpt_path}: Lightning's name for the checkpoint of an earlier fit "
                           f"with the same trainer, and this command has none; {what}")
 

@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
-from prevpos.checkpoints import names_a_file, refuse_a_checkpoint_of_this_process
+from prevpos.checkpoints import EXAMPLE_CHECKPOINT, names_a_file, refuse_last_or_best
 from prevpos.errors import ConfigError
 
 
 def require_checkpoint_file(ckpt_path, subcommand: str) -> None:
     """ConfigError unless `validate`/`test` were given a checkpoint file: Lightning would evaluate the untrained
     model without one."""
-    refuse_a_checkpoint_of_this_process(ckpt_path, subcommand)
+    refuse_last_or_best(ckpt_path, subcommand)
     if ckpt_path is None:
         raise ConfigError(f"{subcommand} --ckpt_path: pass a checkpoint file of a fit, e.g. --ckpt_path "
-                          "lightning_logs/default/version_0/checkpoints/last.ckpt (or best-*.ckpt beside it)")
+                          f"{EXAMPLE_CHECKPOINT} (or best-*.ckpt beside it)")
 
 
 def run_dir_of(ckpt_path) -> Path | None:

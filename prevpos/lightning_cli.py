@@ -16,7 +16,7 @@ from prevpos.analysis.plugin import plugins_of
 from prevpos.analysis.sinks import figures_kept_nowhere
 from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
                                  refuse_a_file_as_the_folder, refuse_another_runs_checkpoints, refuse_fewer_epochs,
-                                 refuse_a_checkpoint_of_this_process, replaced_settings, stop_a_finished_fit)
+                                 refuse_last_or_best, replaced_settings, stop_a_finished_fit)
 from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.dashboard import MechanismDashboard
 from prevpos.data import PrevTokenData
@@ -229,7 +229,7 @@ class PrevposCLI(LightningCLI):
                                     fit.trainer.callbacks)
             refuse_logging_in_barebones(fit.trainer)
             refuse_a_file_as_the_folder(fit.checkpoint.dirpath)
-            refuse_a_checkpoint_of_this_process(fit.ckpt_path, "fit")
+            refuse_last_or_best(fit.ckpt_path, "fit")
             refuse_another_runs_checkpoints(fit.checkpoint.dirpath, fit.ckpt_path)
             logs_under_root_dir(fit.trainer)
             for name in drop_repeated_plugins(fit.trainer.callbacks or []):
