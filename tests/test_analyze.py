@@ -12,6 +12,7 @@ from prevpos.cli import main
 from prevpos.errors import ConfigError
 from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
+from prevpos.notices import PrevposWarning
 from prevpos.transformer import HookedTransformer, HookedTransformerConfig, build_transformer
 from prevpos.weights import load_weights
 from tests.conftest import build_data, quiet_trainer
@@ -222,7 +223,7 @@ def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypa
     assert "return run.cache['pattern', 5]" in said and "strict" not in said
 
 
-def test_a_figure_that_cannot_be_drawn_is_left_out_with_its_traceback(fit_checkpoint, tmp_path, monkeypatch, capsys):
+def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_reported_and_the_rest_written(fit_checkpoint, tmp_path, monkeypatch, capsys):
     """analyze stopped at the first such figure with a traceback through prevpos, and wrote nothing; a plugin that
     needs a setting was a TypeError traceback."""
     (tmp_path / "my_figure_plugins.py").write_text(
@@ -259,3 +260,12 @@ def test_a_figure_that_cannot_be_drawn_is_left_out_with_its_traceback(fit_checkp
     # (test plugins are named _X: discovery leaves those out, so later tests that run every plugin do not get them)
     assert ("--plugins my_figure_plugins._NeedsSetting: cannot be built without arguments (_NeedsSetting.__init__() "
             "missing 1 required positional argument: 'threshold')") in capsys.readouterr().err
+    # Not named, but one of every plugin found (an installed package's, say): left out, and the others run.
+    import my_figure_plugins
+    from prevpos import registry
+
+    found = {**registry.discover_plugins(), "NeedsSetting": my_figure_plugins._NeedsSetting}
+    monkeypatch.setattr(registry, "discover_plugins", lambda: found)
+    with pytest.warns(PrevposWarning, match=r"plugin NeedsSetting left out: it cannot be built without arguments"):
+        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out3", "--probe_size", 32)
+    assert "ov/copy_top1/L1H0" in json.loads((tmp_path / "out3" / "metrics.json").read_text())

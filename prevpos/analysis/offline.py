@@ -31,7 +31,7 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
         hint = f"; a file here defines it: --plugins {' '.join(here)}" if here else ""
         raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))}; "
                           f"or a class path, e.g. mymodule.MyPlugin{hint})")
-    built = [_built(name, cls) for name, cls in chosen.items()]
+    built = [plugin for name, cls in chosen.items() if (plugin := _built(name, cls, named=bool(names)))]
     cfg = model.cfg
     tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
     findings = Findings()
@@ -46,14 +46,17 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
     return findings
 
 
-def _built(name: str, cls: type) -> AnalysisPlugin:
-    """cls() (analyze runs each plugin with its defaults), or ConfigError: a setting without a default was a
-    TypeError traceback."""
+def _built(name: str, cls: type, named: bool) -> AnalysisPlugin | None:
+    """cls() (analyze runs each plugin with its defaults). One that needs a setting was a TypeError traceback; now
+    ConfigError if --plugins named it, else (one of every plugin found) None, with a warning."""
     try:
         return cls()
     except TypeError as error:
-        raise ConfigError(f"--plugins {name}: cannot be built without arguments ({error}); analyze runs each "
-                          "plugin with its defaults: give that setting a default") from None
+        why = f"cannot be built without arguments ({error}); analyze runs each plugin with its defaults"
+        if named:
+            raise ConfigError(f"--plugins {name}: {why}: give that setting a default") from None
+        warn(f"plugin {name} left out: it {why}")
+        return None
 
 
 def _by_class_path(name: str) -> type | None:
