@@ -223,7 +223,8 @@ def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypa
     assert "return run.cache['pattern', 5]" in said and "strict" not in said
 
 
-def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_reported_and_the_rest_written(fit_checkpoint, tmp_path, monkeypatch, capsys):
+def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_reported_and_the_rest_written(
+        fit_checkpoint, tmp_path, monkeypatch, capsys):
     """analyze stopped at the first such figure with a traceback through prevpos, and wrote nothing; a plugin that
     needs a setting was a TypeError traceback."""
     (tmp_path / "my_figure_plugins.py").write_text(
