@@ -75,19 +75,24 @@ def check_config_files(argv: list[str]) -> None:
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""
-            problem = getattr(error, "problem", None) or " ".join(str(error).split())
+            problem = getattr(error, "problem", None) or _shown(error)
             raise ConfigError(f"--config {name}: not valid YAML ({where}{problem}); a config maps settings to "
                               "values, as experiments/*.yaml and a run's config.yaml do") from None
         if not isinstance(settings, dict):
-            held = "nothing" if settings is None else " ".join(repr(settings).split())[:40]
+            held = "nothing" if settings is None else _shown(repr(settings), 40)
             raise ConfigError(f"--config {name}: holds {held}, not settings; a config maps them to values, e.g. "
                               "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
         for section, example in SECTION_EXAMPLES.items():  # jsonargparse ignored `data: 3`, or failed deep inside
             if settings.get(section) is not None and not isinstance(settings[section], dict):
-                raise ConfigError(f"--config {name}: {section}: {' '.join(repr(settings[section]).split())[:40]} is "
+                raise ConfigError(f"--config {name}: {section}: {_shown(repr(settings[section]), 40)} is "
                                   f"not a group of settings; map its settings to values, e.g. `{section}: {example}`")
         if argv[0] == "fit" and "verbose" in settings:  # a setting of validate and test only
             _refuse_an_evaluations_config(path)
+
+
+def _shown(value, at_most: int | None = None) -> str:
+    """str(value) on one line (runs of whitespace, newlines too, as one space), cut at `at_most` characters."""
+    return " ".join(str(value).split())[:at_most]
 
 
 def _refuse_an_evaluations_config(path: Path) -> None:
@@ -118,14 +123,13 @@ def as_config_error(error: Exception) -> ConfigError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     inner = error.__cause__ or error.__context__
-    union = re.match(r"Does not validate against any of the Union subtypes Subtypes: \[(list\[)?([\w.]+)",
-                     " ".join(str(error).split()))
-    if union and isinstance(inner, Exception):  # a plugin's (or logger's) own check in its __init__ refused a value
-        setting = "trainer.callbacks" if union.group(2).endswith(".Callback") else "trainer.logger"
+    callbacks = _shown(error).startswith(
+        "Does not validate against any of the Union subtypes Subtypes: [list[lightning.pytorch.callbacks.")
+    if callbacks and isinstance(inner, Exception):  # a callback's own check in its __init__ refused a value
         raised_by = _raised_by(inner)
-        return ConfigError(f"{setting}: {raised_by + ': ' if raised_by else ''}{' '.join(str(inner).split())}")
+        return ConfigError(f"trainer.callbacks: {raised_by + ': ' if raised_by else ''}{_shown(inner)}")
     if isinstance(error, (ValueError, TypeError, MisconfigurationException)):
-        message = " ".join(str(error).split())
+        message = _shown(error)
         for pattern, wording in LIGHTNING_PATTERNS:
             message = re.sub(pattern, wording, message)
         return ConfigError(LIGHTNING_WORDING.get(message, message))
