@@ -138,9 +138,10 @@ def main(argv: list | str | None = None):
         else:
             # catch_warnings: filters a command adds for its own run (expect_own_checkpoints) end with it, as they
             # would with the process: a later fit in the same notebook gets Lightning's warnings about its folder.
-            from prevpos.input_errors import check_config_files
+            from prevpos.input_errors import check_config_files, refuse_a_list_the_shell_split
             from prevpos.lightning_cli import build_cli
 
+            refuse_a_list_the_shell_split(argv)
             check_config_files(argv)
             with ends_its_wandb_run(), warnings.catch_warnings():
                 return build_cli(None if from_command_line else argv)

@@ -49,6 +49,20 @@ SECTION_EXAMPLES = {"model": "{lr: 0.01}", "data": "{batch_size: 256}", "trainer
                     "checkpoint": "{every_n_train_steps: 100}"}
 
 
+def refuse_a_list_the_shell_split(argv: list[str]) -> None:
+    """`--trainer.callbacks [A, B]` typed without quotes reaches us as "[A," and "B]": jsonargparse said "Expected a
+    <class 'list'>", with nothing about the space."""
+    option = ""
+    for word in argv:
+        if word.startswith("--"):
+            option, _, word = word.partition("=")
+        for opening, closing in ("[]", "{}"):
+            if word.startswith(opening) and word.count(opening) > word.count(closing):
+                lists = f' (e.g. "{option}=[A, B]") or leave the spaces out ({option}=[A,B])' if opening == "[" else ""
+                raise ConfigError(f"{option}: the shell cut its value at a space ({word!r} is only its start); "
+                                  f"quote the whole value{lists}")
+
+
 def check_config_files(argv: list[str]) -> None:
     """ConfigError naming the file for each --config that cannot be a config: jsonargparse's messages do not name it
     ("Problems parsing config: ... in "<unicode string>", line 16"), and a binary file (a checkpoint) was a

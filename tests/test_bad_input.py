@@ -109,6 +109,14 @@ CASES = [
      "AttentionPatterns.every_n_epochs=0: must be at least 1"),
     ("plugin_unknown_option", ["fit", "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks.nope=0"],
      "AttentionPatterns has no option 'nope' (its options: example, every_n_epochs, dense_epochs, figure_every_n_epochs, dense_figure_every_n_epochs, strict)"),
+    # a list typed without quotes, cut by the shell at its space: was "trainer.callbacks: Expected a <class 'list'>"
+    ("list_cut_by_the_shell", ["fit", "--trainer.callbacks+=[HeadAblation,", "LogitAttribution]"],
+     "--trainer.callbacks+: the shell cut its value at a space ('[HeadAblation,' is only its start); quote the whole "
+     "value (e.g. \"--trainer.callbacks+=[A, B]\") or leave the spaces out (--trainer.callbacks+=[A,B])"),
+    ("list_cut_by_the_shell_after_the_option", ["fit", "--model.betas", "[0.9,", "0.99]"],
+     "--model.betas: the shell cut its value at a space ('[0.9,' is only its start)"),
+    ("config_text_cut_by_the_shell", ["fit", "--config", "model:", "{lr:", "0.01}"],
+     "--config: the shell cut its value at a space ('{lr:' is only its start); quote the whole value"),
     # a callback's own check in its __init__: was jsonargparse's "Does not validate against any of the Union
     # subtypes ..." paragraph, with the whole callback list in it
     ("callback_refuses_a_value", ["fit", "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc",
