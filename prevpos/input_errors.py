@@ -44,11 +44,6 @@ def explain_parser_error(message: str, parser) -> str:
     return message
 
 
-# A config's groups of settings, each with an example of its form.
-SECTION_EXAMPLES = {"model": "{lr: 0.01}", "data": "{batch_size: 256}", "trainer": "{max_epochs: 60}",
-                    "checkpoint": "{every_n_train_steps: 100}"}
-
-
 def refuse_a_list_the_shell_split(argv: list[str]) -> None:
     """`--trainer.callbacks [A, B]` typed without quotes reaches us as "[A," and "B]": jsonargparse said "Expected a
     <class 'list'>", with nothing about the space."""
@@ -61,6 +56,11 @@ def refuse_a_list_the_shell_split(argv: list[str]) -> None:
                 lists = f' (e.g. "{option}=[A, B]") or leave the spaces out ({option}=[A,B])' if opening == "[" else ""
                 raise ConfigError(f"{option}: the shell cut its value at a space ({word!r} is only its start); "
                                   f"quote the whole value{lists}")
+
+
+# A config's groups of settings, each with an example of its form.
+SECTION_EXAMPLES = {"model": "{lr: 0.01}", "data": "{batch_size: 256}", "trainer": "{max_epochs: 60}",
+                    "checkpoint": "{every_n_train_steps: 100}"}
 
 
 def check_config_files(argv: list[str]) -> None:
