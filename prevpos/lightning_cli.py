@@ -36,7 +36,8 @@ from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_check
                             logs_a_folder_per_run)
 from prevpos.run_lock import RunLock, claim_a_new_version, share_the_run_folder
 from prevpos.step_files import EVALUATIONS, FIGURES
-from prevpos.switches import LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged, refuse_logging_in_barebones
+from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged, refuse_logging_in_barebones,
+                              refuse_mistyped_writer_settings)
 from prevpos.wandb_runs import drop_unset_anonymous, make_wandb_folders
 
 BUILTIN_PLUGINS = [
@@ -219,6 +220,7 @@ class PrevposCLI(LightningCLI):
 
     def before_instantiate_classes(self):
         refuse_no_devices(self._get(self.config, "trainer"))
+        refuse_mistyped_writer_settings(self._get(self.config, "trainer"))
         if self.subcommand == "fit":  # before the trainer makes a run directory that would hold nothing
             fit = self.config.fit
             if isinstance(fit.trainer.callbacks, Namespace):  # one given alone (`--trainer.callbacks OVCircuit`)

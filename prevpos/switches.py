@@ -1,5 +1,5 @@
 """Lightning's switches that change what a fit writes, and prevpos's defaults that meet them: barebones, no logger,
-trainer.default_root_dir."""
+trainer.default_root_dir, the TensorBoard writer's settings."""
 
 import os
 
@@ -23,6 +23,26 @@ def logs_under_root_dir(trainer_config) -> None:
     init = getattr(trainer_config.logger, "init_args", None)
     if trainer_config.default_root_dir and getattr(init, "save_dir", None) == LOGS:
         init.save_dir = os.path.join(trainer_config.default_root_dir, LOGS)
+
+
+# TensorBoardLogger passes these on to torch's SummaryWriter untyped, so jsonargparse takes any value for them and a
+# wrong one failed as a traceback once the run had started (`--trainer.logger.max_queue abc`): the kinds it takes.
+WRITER_SETTINGS = {"max_queue": ((int,), "a whole number (its default: 10)"),
+                   "flush_secs": ((int, float), "a number of seconds (its default: 120)"),
+                   "purge_step": ((int, type(None)), "a step, or null (its default)"),
+                   "filename_suffix": ((str,), "text")}
+
+
+def refuse_mistyped_writer_settings(trainer_config) -> None:
+    loggers = trainer_config.logger if isinstance(trainer_config.logger, list) else [trainer_config.logger]
+    for logger in loggers:
+        if not str(getattr(logger, "class_path", "")).endswith(".TensorBoardLogger"):
+            continue
+        init = getattr(logger, "init_args", None) or {}
+        for name, (kinds, wanted) in WRITER_SETTINGS.items():
+            value = init.get(name)
+            if name in init and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise ConfigError(f"trainer.logger.{name}={value!r}: TensorBoard's writer needs {wanted}")
 
 
 def nothing_logged(trainer) -> str:

@@ -130,6 +130,12 @@ CASES = [
      "(did you mean TensorBoardLogger? Lightning's: CSVLogger, CometLogger, "),
     ("logger_not_importable", ["fit", "--trainer.logger", "mine.Logger"],
      "trainer.logger: cannot use mine.Logger: No module named 'mine'"),
+    # TensorBoardLogger hands it to torch's SummaryWriter untyped: a TypeError traceback once the run had started
+    ("logger_writer_setting_mistyped", ["fit", "--trainer.logger.max_queue", "abc"],
+     "trainer.logger.max_queue='abc': TensorBoard's writer needs a whole number (its default: 10)"),
+    ("logger_writer_setting_mistyped_in_test", ["test", "--trainer.logger.flush_secs=[1]", "--ckpt_path",
+                                                str(RUN / "checkpoints" / "last.ckpt")],
+     "trainer.logger.flush_secs=[1]: TensorBoard's writer needs a number of seconds"),
     ("ckpt_missing", ["fit", "--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ("ckpt_a_run_directory", ["validate", "--ckpt_path", str(RUN)],
      f"--ckpt_path {RUN}: a directory; pass a checkpoint file, e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
