@@ -48,12 +48,16 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--steps", "0"], "--steps=0: must be at least 1"),
     (["--steps", "25", "--steps_per_epoch", "10"], "multiple of --steps_per_epoch"),
-    (["--runs", "xyz"], "--runs=xyz"),
+    (["--runs", "xyz"], "--runs='xyz': use letters from abcde"),
+    (["--runs", ""], "--runs='': use letters from abcde"),  # said "--runs=:  need a CUDA GPU"
     (["--device", "cuda"], "no CUDA GPU"),
     (["--device", "tpu"], "invalid choice"),
     (["--out", "results.json"], "--out results.json: exists, and bench never overwrites a file; pass a new name"),
     (["--out", "missing/b.json"], "--out missing/b.json: the directory missing does not exist"),  # was a traceback after the runs
     (["--out", "missing/"], "--out missing/: the directory does not exist; create it first"),
+    # a folder no file can be created in: FileNotFoundError after the runs, their numbers lost (Linux's /proc here)
+    pytest.param(["--out", "/proc"], "--out /proc: cannot create /proc/bench.json (No such file or directory); pass "
+                 "a folder you can write to", marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc")),
     (["--runs", "de"], "--runs=de: (d), (e) need a CUDA GPU, and there is none here: nothing to time"),  # wrote a JSON
     (["--lr", "-1"], "--lr=-1.0: the learning rate must be positive"),  # these three were tracebacks from inside a run
     (["--precision", "8"], "argument --precision: invalid choice: '8'"),

@@ -58,14 +58,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      "at least 2 epochs (the first is warm-up)")
     if set(FAST_RUNS) & set(args.runs) and args.steps_per_epoch % args.steps_per_call:
         parser.error(f"--steps_per_epoch={args.steps_per_epoch} must be a multiple of --steps_per_call")
-    if set(args.runs) - set(RUNS):
-        parser.error(f"--runs={args.runs}: use letters from {''.join(RUNS)}")
+    if not args.runs or set(args.runs) - set(RUNS):
+        parser.error(f"--runs={args.runs!r}: use letters from {''.join(RUNS)}")
     return args
 
 
 def output_file(out: str | None) -> Path:
-    """Where the JSON goes, decided before minutes of runs: a new file, never one that exists. In a directory (the
-    working one by default) that is bench.json, or bench_2.json, ... if that exists."""
+    """Where the JSON goes, decided before minutes of runs: a new file, never one that exists, in a place bench can
+    write. In a directory (the working one by default) that is bench.json, or bench_2.json, ... if that exists."""
     folder = Path(".")
     if out is not None:
         path = Path(out)
@@ -74,13 +74,25 @@ def output_file(out: str | None) -> Path:
                 raise ConfigError(f"--out {out}: exists, and bench never overwrites a file; pass a new name")
             if not path.parent.is_dir():
                 raise ConfigError(f"--out {out}: the directory {path.parent} does not exist")
-            return path
+            return writable(path, out)
         if not path.is_dir():
             raise ConfigError(f"--out {out}: the directory does not exist; create it first")
         folder = path
     path, n = folder / "bench.json", 2
     while path.exists():
         path, n = folder / f"bench_{n}.json", n + 1
+    return writable(path, out or ".")
+
+
+def writable(path: Path, given: str) -> Path:
+    """Create the file and remove it again: no permission, a read-only disk or a folder like /proc is then one line
+    now, not a traceback after the runs (their table printed, their numbers lost)."""
+    try:
+        path.open("x").close()
+    except OSError as error:
+        raise ConfigError(f"--out {given}: cannot create {path} ({error.strerror}); pass a folder you can write to") \
+            from None
+    path.unlink()
     return path
 
 
