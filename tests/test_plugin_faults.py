@@ -56,7 +56,25 @@ class _NotText(AnalysisPlugin):
         return findings
 
 
-FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings, _NotText]
+class _VectorScalar(AnalysisPlugin):
+    """Said "a Tensor with 3 elements cannot be converted to Scalar"."""
+
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.scalar("faulty/vector", torch.ones(3))
+        return findings
+
+
+class _DrawNamedNotGiven(AnalysisPlugin):
+    """Said "'str' object is not callable", when the figure was drawn, in the figure process."""
+
+    def analyze(self, run) -> Findings:
+        findings = Findings()
+        findings.figure("faulty/draw_named", "lines", series={"a": torch.ones(3)})
+        return findings
+
+
+FAULTY = [_RaisesAtStep3, _NaNScalar, _NotAFigure, _NotFindings, _NotText, _VectorScalar, _DrawNamedNotGiven]
 
 
 class _OwnInitOnly(AnalysisPlugin):
@@ -109,8 +127,8 @@ def test_training_and_the_healthy_plugin_go_on(faulty_run):
 def test_a_failure_skips_only_that_epoch(faulty_run):
     _, events, _ = faulty_run
     assert [(e.step, e.value) for e in events.Scalars("faulty/raises_at_3")] == [(0, 0), (6, 6), (9, 9)]
-    garbage = {"faulty/nan", "faulty/dict"} & set(events.Tags()["scalars"])
-    assert not garbage and "faulty/not_a_figure" not in events.Tags()["images"]
+    garbage = {"faulty/nan", "faulty/dict", "faulty/vector"} & set(events.Tags()["scalars"])
+    assert not garbage and not {"faulty/not_a_figure", "faulty/draw_named"} & set(events.Tags()["images"])
 
 
 def test_each_faulty_plugin_is_reported_once(faulty_run):
@@ -126,6 +144,10 @@ def test_each_faulty_plugin_is_reported_once(faulty_run):
     assert "figure faulty/not_a_figure is a str" in next(w for w in warned if "_NotAFigure" in w)
     assert "returned a dict, not Findings" in next(w for w in warned if "_NotFindings" in w)
     assert "text faulty/number is 42, not a str" in next(w for w in warned if "_NotText" in w)
+    assert ("scalar faulty/vector: a number or a one-element tensor, not a tensor of shape (3,); reduce it first"
+            in next(w for w in warned if "_VectorScalar" in w))
+    assert ("figure faulty/draw_named: render must be a function that returns a matplotlib Figure (e.g. "
+            "prevpos.figures.lines), not 'lines'" in next(w for w in warned if "_DrawNamedNotGiven" in w))
 
 
 def test_prevpos_warnings_print_as_one_line_without_the_source_line():

@@ -46,10 +46,17 @@ class Findings:
     texts: dict[str, str] = field(default_factory=dict)
 
     def scalar(self, tag: str, value) -> None:
+        # Said here, in the plugin's own line, rather than as torch's "cannot be converted to Scalar".
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise ValueError(f"scalar {tag}: a number or a one-element tensor, not a tensor of shape "
+                             f"{tuple(value.shape)}; reduce it first (e.g. .mean()) or log one scalar per element")
         self.scalars[tag] = float(value.item() if isinstance(value, torch.Tensor) else value)
 
     def figure(self, tag: str, render: Callable[..., Figure], **data) -> None:
         """Record a figure, to be drawn later as render(**data) (see FigureSpec)."""
+        if not callable(render):  # else "'str' object is not callable" when drawn, later and elsewhere
+            raise TypeError(f"figure {tag}: render must be a function that returns a matplotlib Figure (e.g. "
+                            f"prevpos.figures.lines), not {render!r:.40}")
         self.figures[tag] = FigureSpec(render, data)
 
     def text(self, tag: str, value: str) -> None:
