@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.errors import ConfigError
 from prevpos.step_files import evaluation_logged_in
 
@@ -96,6 +97,11 @@ def check_config_files(argv: list[str]) -> None:
             held = "nothing" if settings is None else _shown(repr(settings), 40)
             raise ConfigError(f"--config {name}: holds {held}, not settings; a config maps them to values, e.g. "
                               "`model: {lr: 0.01}` (experiments/*.yaml are examples)")
+        nested = [key for key in settings if key in LIGHTNING_COMMANDS]
+        if nested and argv[0] in LIGHTNING_COMMANDS:  # was "does not accept option 'fit.trainer.max_epochs'"
+            raise ConfigError(f"--config {name}: its settings sit under `{nested[0]}:`, the layout of a config given "
+                              f"before the command (`python -m prevpos --config {name} {nested[0]}`): give it there, "
+                              f"or drop the `{nested[0]}:` level")
         for section, example in SECTION_EXAMPLES.items():  # jsonargparse ignored `data: 3`, or failed deep inside
             if settings.get(section) is not None and not isinstance(settings[section], dict):
                 raise ConfigError(f"--config {name}: {section}: {_shown(repr(settings[section]), 40)} is "

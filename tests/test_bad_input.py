@@ -96,6 +96,10 @@ CASES = [
     ("config_a_list", ["fit", "--config", "a_list.yaml"],
      "--config a_list.yaml: holds ['model', 'data'], not settings"),
     ("config_a_run_directory", ["test", "--config", str(RUN)], f"--config {RUN}: a directory; pass a YAML file"),
+    # LightningCLI's layout for `--config FILE fit`, given after the command: "did you mean --trainer.max_epochs?"
+    ("config_under_the_command", ["fit", "--config", "under_fit.yaml"], "--config under_fit.yaml: its settings sit "
+     "under `fit:`, the layout of a config given before the command (`python -m prevpos --config under_fit.yaml fit`): "
+     "give it there, or drop the `fit:` level"),
     ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
     ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),
     # jsonargparse trained with the default data for `data: 3`, and `trainer: 3` stopped with a traceback
@@ -218,6 +222,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
     (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
+    (root / "under_fit.yaml").write_text("fit:\n  trainer:\n    max_epochs: 2\n")
     (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
     (root / "a_number.yaml").write_text("model:\n  lr: 0.01\ndata: 3\n")
     (root / "trainer_a_list.yaml").write_text("trainer:\n  - max_epochs\n  - 5\n")

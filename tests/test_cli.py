@@ -293,6 +293,15 @@ def test_config_given_as_yaml_text_is_taken(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["lr"] == 0.01
 
 
+def test_a_config_under_the_command_is_taken_before_it(in_tmp, capsys):
+    """LightningCLI's layout (`fit: {trainer: ...}`) for a --config given before the command; after it, the same
+    file is one line that says so (tests/test_bad_input.py)."""
+    Path("under_fit.yaml").write_text("fit:\n  trainer:\n    max_epochs: 2\n")
+    with pytest.raises(SystemExit):
+        main(["--config", "under_fit.yaml", "fit", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]["max_epochs"] == 2
+
+
 @pytest.mark.parametrize("argv", ["fit --data.batch_size 8 --config 'model: {lr: 0.01}' --print_config",
                                   ["fit", "--data.batch_size", 8, "--config", "model: {lr: 0.01}", "--print_config"]])
 def test_main_takes_a_string_or_numbers_as_a_notebook_passes_them(argv, capsys):
