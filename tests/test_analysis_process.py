@@ -1,6 +1,6 @@
 """The analysis process (what a GPU fit uses; PREVPOS_ANALYSIS=process forces it here): plugins analyse there,
 their state comes back to the trainer's copy, a plugin it cannot take and a process that dies fall back to the
-analysis thread."""
+analysis thread. And what a plugin gets in either place: a model that takes gradients, as in `analyze`."""
 
 import os
 import pickle
@@ -11,12 +11,15 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from prevpos.analysis import AnalysisPlugin, Findings
+from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
+from prevpos.analysis.probe import analysis_mode
 from prevpos.fast import analysis_process
 from prevpos.fast.threads import CpuThreads
+from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
 from tests.conftest import build_data, needs_cuda, quiet_trainer
 
@@ -57,6 +60,27 @@ class _DiesOutsideTheTrainer(_WhereAndHowOften):
         if run.step == 5 and os.getpid() != self.trainer_pid:
             os._exit(1)
         return super().analyze(run)
+
+
+class _PatternGradient(AnalysisPlugin):
+    """Attribution patching's first step: d(probe loss)/d(layer-1 pattern), under torch.enable_grad(). It worked in
+    `analyze` and failed in fit ("can't retain_grad on Tensor that has requires_grad=False")."""
+
+    def analyze(self, run) -> Findings:
+        leftover = sum(p.grad is not None for p in run.model.parameters())  # from an earlier analysis's backward
+        kept = {}
+
+        def keep(pattern, hook):
+            pattern.retain_grad()
+            kept["pattern"] = pattern
+
+        with torch.enable_grad():
+            logits = run.model.run_with_hooks(run.tokens, fwd_hooks=[("blocks.1.attn.hook_pattern", keep)])
+            previous_token_loss(logits, run.tokens).backward()
+        findings = Findings()
+        findings.scalar("gradient/pattern_L1", kept["pattern"].grad.abs().mean())
+        findings.scalar("gradient/leftover", leftover)
+        return findings
 
 
 @pytest.fixture()
@@ -100,6 +124,21 @@ def test_plugins_analyse_in_the_analysis_process_and_their_state_comes_back(tmp_
 
     again, _ = fit(tmp_path / "again", _WhereAndHowOften())
     assert set(pids(again)) == analysed_in  # one process for every fit in this Python process
+
+
+@pytest.mark.parametrize("place", ["thread", "process"])
+def test_a_plugin_takes_gradients_in_fit_as_in_analyze(place, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREVPOS_ANALYSIS", place)
+    monkeypatch.setenv("PREVPOS_RENDER", "inline")
+    module = PrevTokenModel()
+    events, warned = fit(tmp_path, _PatternGradient(), module=module)
+    assert not [w for w in warned if "_PatternGradient" in w], warned
+    gradients = events.Scalars("gradient/pattern_L1")
+    assert [e.step for e in gradients] == [0, 5, 10]
+    assert [e.value for e in events.Scalars("gradient/leftover")] == [0, 0, 0]
+    with analysis_mode(module.model):  # the final weights, analysed as `analyze` and a notebook do
+        expected = _PatternGradient().analyze_checked(ProbeRun(module.model, build_data().probe_tokens(), 10))
+    assert 0 < gradients[-1].value == pytest.approx(expected.scalars["gradient/pattern_L1"], rel=1e-5)
 
 
 def test_a_plugin_the_process_cannot_take_analyses_in_a_thread(tmp_path, in_process):

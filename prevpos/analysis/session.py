@@ -26,8 +26,11 @@ _sessions: "weakref.WeakKeyDictionary[L.Trainer, AnalysisSession]" = weakref.Wea
 
 
 def analysis_copy(model: HookedTransformer) -> HookedTransformer:
-    """The model the analyses run, on the training device: a float32 copy in eval mode, never trained."""
-    model_copy = copy.deepcopy(model).float().eval().requires_grad_(False)
+    """The model the analyses run, on the training device: a float32 copy in eval mode, never trained. Its weights
+    require grad as the trained model's do, as in `analyze` and a notebook, so that a plugin can take gradients
+    under torch.enable_grad() (attribution patching); with none requiring it, that failed in fit only."""
+    model_copy = copy.deepcopy(model).float().eval()
+    model_copy.zero_grad(set_to_none=True)  # no training gradients come with it
     model_copy.cfg.dtype = torch.float32
     return model_copy
 
