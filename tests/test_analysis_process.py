@@ -75,11 +75,13 @@ class _PatternGradient(AnalysisPlugin):
             kept["pattern"] = pattern
 
         with torch.enable_grad():
+            shared_with_a_graph = run.logits.requires_grad  # the first to ask computes the shared forward
             logits = run.model.run_with_hooks(run.tokens, fwd_hooks=[("blocks.1.attn.hook_pattern", keep)])
             previous_token_loss(logits, run.tokens).backward()
         findings = Findings()
         findings.scalar("gradient/pattern_L1", kept["pattern"].grad.abs().mean())
         findings.scalar("gradient/leftover", leftover)
+        findings.scalar("gradient/shared_with_a_graph", shared_with_a_graph)
         return findings
 
 
@@ -136,6 +138,7 @@ def test_a_plugin_takes_gradients_in_fit_as_in_analyze(place, tmp_path, monkeypa
     gradients = events.Scalars("gradient/pattern_L1")
     assert [e.step for e in gradients] == [0, 5, 10]
     assert [e.value for e in events.Scalars("gradient/leftover")] == [0, 0, 0]
+    assert [e.value for e in events.Scalars("gradient/shared_with_a_graph")] == [0, 0, 0]
     with analysis_mode(module.model):  # the final weights, analysed as `analyze` and a notebook do
         expected = _PatternGradient().analyze_checked(ProbeRun(module.model, build_data().probe_tokens(), 10))
     assert 0 < gradients[-1].value == pytest.approx(expected.scalars["gradient/pattern_L1"], rel=1e-5)

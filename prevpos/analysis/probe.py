@@ -26,7 +26,8 @@ class ProbeRun:
 
     @cached_property
     def _forward(self) -> tuple[Tensor, ActivationCache]:
-        return self.model.run_with_cache(self.tokens)
+        with torch.no_grad():  # shared by every plugin: no graph, even if the first to ask is taking gradients
+            return self.model.run_with_cache(self.tokens)
 
     @property
     def logits(self) -> Tensor:
