@@ -186,15 +186,20 @@ def test_a_strict_plugin_is_not_said_to_be_skipped_as_it_stops_the_run(in_tmp, m
 
 
 class _LeavesAHook(AnalysisPlugin):
-    def analyze(self, run) -> Findings:
-        run.model.add_hook("blocks.1.attn.hook_z", lambda z, hook: z * 0)  # and never removes it
+    def __init__(self, permanent: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.permanent = permanent
+
+    def analyze(self, run) -> Findings:  # and never removes it
+        run.model.add_hook("blocks.1.attn.hook_z", lambda z, hook: z * 0, is_permanent=self.permanent)
         return Findings()
 
 
-def test_a_hook_a_plugin_leaves_on_the_model_is_gone_before_the_next_plugin_runs():
+@pytest.mark.parametrize("permanent", [False, True])  # a permanent one outlived reset_hooks()
+def test_a_hook_a_plugin_leaves_on_the_model_is_gone_before_the_next_plugin_runs(permanent):
     model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
     tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
     with analysis_mode(model):
         clean = model(tokens)
-        _LeavesAHook().analyze_checked(ProbeRun(model, tokens))
+        _LeavesAHook(permanent).analyze_checked(ProbeRun(model, tokens))
         torch.testing.assert_close(model(tokens), clean, rtol=0, atol=0)

@@ -137,8 +137,8 @@ class AnalysisPlugin(Callback):
         """analyze(run), raising ValueError if what it returned is not valid Findings."""
         try:
             findings = self.analyze(run)
-        finally:  # a hook left on the model (model.add_hook, no reset), or the gradients of a plugin's backward,
-            run.model.reset_hooks()  # would reach every later plugin's runs
+        finally:  # a hook left on the model (model.add_hook, no reset; permanent ones too), or the gradients of a
+            run.model.reset_hooks(including_permanent=True)  # plugin's backward, would reach every later plugin's runs
             run.model.zero_grad(set_to_none=True)
         problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
             if not isinstance(findings, Findings) else findings.problems()
