@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.analysis.probe import analysis_mode
 from prevpos.cli import main
+from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
 from prevpos.notices import PrevposWarning
 from prevpos.transformer import build_transformer
@@ -193,6 +194,40 @@ class _LeavesAHook(AnalysisPlugin):
     def analyze(self, run) -> Findings:  # and never removes it
         run.model.add_hook("blocks.1.attn.hook_z", lambda z, hook: z * 0, is_permanent=self.permanent)
         return Findings()
+
+
+class _AblatesInPlace(AnalysisPlugin):
+    """Zeroes layer 1's W_O to measure the loss without it, then restores it or not."""
+
+    def __init__(self, restore: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.restore = restore
+
+    def analyze(self, run) -> Findings:
+        saved = run.model.blocks[1].attn.W_O.clone()
+        run.model.blocks[1].attn.W_O.zero_()  # before the first look at the shared cache
+        findings = Findings()
+        findings.scalar("ablated/loss", previous_token_loss(run.model(run.tokens), run.tokens))
+        findings.scalar("ablated/shared_loss", run.loss)
+        if self.restore:
+            run.model.blocks[1].attn.W_O.copy_(saved)
+        return findings
+
+
+def test_a_plugin_that_leaves_the_weights_changed_fails_and_they_are_put_back():
+    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
+    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    with analysis_mode(model):
+        clean = model(tokens)
+        run = ProbeRun(model, tokens)
+        restored = _AblatesInPlace(restore=True).analyze_checked(run)
+        with pytest.raises(ValueError, match=r"left run.model's weights changed \(blocks.1.attn.W_O\): put back for "
+                                             r"the plugins after it; ablate weights on a copy"):
+            _AblatesInPlace().analyze_checked(run)
+        torch.testing.assert_close(model(tokens), clean, rtol=0, atol=0)
+    # The shared forward is the step's own, though the plugin changed the weights before it first asked for it.
+    assert restored.scalars["ablated/shared_loss"] == run.loss == previous_token_loss(clean, tokens).item()
+    assert restored.scalars["ablated/loss"] != pytest.approx(run.loss)  # the ablation itself ran on the zeroed W_O
 
 
 @pytest.mark.parametrize("permanent", [False, True])  # a permanent one outlived reset_hooks()

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from prevpos.analysis.findings import Findings
-from prevpos.analysis.probe import ProbeRun
+from prevpos.analysis.probe import ProbeRun, left_as_found
 from prevpos.analysis.session import AnalysisSession, session_for
 from prevpos.errors import ConfigError
 from prevpos.fast import analysis_process
@@ -134,14 +134,16 @@ class AnalysisPlugin(Callback):
         session_for(trainer).submit(self, pl_module.model, trainer.global_step, trainer.current_epoch, figures)
 
     def analyze_checked(self, run: ProbeRun) -> Findings:
-        """analyze(run), raising ValueError if what it returned is not valid Findings."""
-        try:
+        """analyze(run), raising ValueError if what it returned is not valid Findings or it left the weights changed.
+        Whatever it leaves on the model (hooks, gradients, changed weights) is gone before the next plugin runs."""
+        run.logits  # the shared forward, on the step's own weights, before a plugin can change them
+        with left_as_found(run.model) as changed:
             findings = self.analyze(run)
-        finally:  # a hook left on the model (model.add_hook, no reset; permanent ones too), or the gradients of a
-            run.model.reset_hooks(including_permanent=True)  # plugin's backward, would reach every later plugin's runs
-            run.model.zero_grad(set_to_none=True)
         problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
             if not isinstance(findings, Findings) else findings.problems()
+        if changed:
+            problems.append(f"left run.model's weights changed ({', '.join(changed[:3])}): put back for the plugins "
+                            "after it; ablate weights on a copy (copy.deepcopy(run.model)), or restore them")
         if problems:
             raise ValueError("; ".join(problems))
         return findings

@@ -62,6 +62,24 @@ def position_labels(n_ctx: int) -> list[str]:
 
 
 @contextmanager
+def left_as_found(model: HookedTransformer):
+    """The model after the block as it was before, for whatever runs on it next (the next plugin, the next step):
+    hooks the block left on it (permanent ones too) removed, gradients cleared, weights it changed put back. Yields
+    a list that names, after the block, the weights it had changed."""
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    changed: list[str] = []
+    try:
+        yield changed
+    finally:
+        model.reset_hooks(including_permanent=True)
+        model.zero_grad(set_to_none=True)
+        after = model.state_dict()
+        changed += [name for name, tensor in before.items() if not torch.equal(after[name], tensor)]
+        if changed:
+            model.load_state_dict(before)
+
+
+@contextmanager
 def analysis_mode(model: HookedTransformer):
     """No grad, eval mode, autocast off: analyses run in float32 whatever the training precision."""
     was_training = model.training
