@@ -230,6 +230,24 @@ def test_a_plugin_that_leaves_the_weights_changed_fails_and_they_are_put_back():
     assert restored.scalars["ablated/loss"] != pytest.approx(run.loss)  # the ablation itself ran on the zeroed W_O
 
 
+class _EditsTheSharedCache(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        run.cache["pattern", 1][:, :, :, 0] = 0  # no BOS attention, in place
+        return Findings()
+
+
+def test_a_plugin_that_edits_the_shared_cache_fails_and_the_next_gets_it_anew():
+    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
+    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    with analysis_mode(model):
+        run = ProbeRun(model, tokens)
+        pattern = run.cache["pattern", 1].clone()
+        with pytest.raises(ValueError, match="changed run.logits or run.cache in place, which every plugin of the step "
+                                             "shares: run again for the plugins after it; change a copy"):
+            _EditsTheSharedCache().analyze_checked(run)
+        torch.testing.assert_close(run.cache["pattern", 1], pattern, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("permanent", [False, True])  # a permanent one outlived reset_hooks()
 def test_a_hook_a_plugin_leaves_on_the_model_is_gone_before_the_next_plugin_runs(permanent):
     model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)

@@ -136,7 +136,7 @@ class AnalysisPlugin(Callback):
     def analyze_checked(self, run: ProbeRun) -> Findings:
         """analyze(run), raising ValueError if what it returned is not valid Findings or it left the weights changed.
         Whatever it leaves on the model (hooks, gradients, changed weights) is gone before the next plugin runs."""
-        run.logits  # the shared forward, on the step's own weights, before a plugin can change them
+        shared = run.shared_versions()  # the shared forward, on the step's own weights, before a plugin can change them
         with left_as_found(run.model) as changed:
             findings = self.analyze(run)
         problems = ["returned a {}, not Findings".format(type(findings).__name__)] \
@@ -144,6 +144,10 @@ class AnalysisPlugin(Callback):
         if changed:
             problems.append(f"left run.model's weights changed ({', '.join(changed[:3])}): put back for the plugins "
                             "after it; ablate weights on a copy (copy.deepcopy(run.model)), or restore them")
+        if run.shared_versions() != shared:
+            del run._forward  # run again, for the plugins after it
+            problems.append("changed run.logits or run.cache in place, which every plugin of the step shares: run "
+                            "again for the plugins after it; change a copy instead (.clone())")
         if problems:
             raise ValueError("; ".join(problems))
         return findings

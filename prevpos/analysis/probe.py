@@ -37,6 +37,12 @@ class ProbeRun:
     def cache(self) -> ActivationCache:
         return self._forward[1]
 
+    def shared_versions(self) -> list[int]:
+        """torch's version counters of the shared logits and cache: an in-place change to any of them bumps its own.
+        (None under torch.inference_mode, whose tensors have none, and cannot be changed in place outside it.)"""
+        shared = [self.logits, *self.cache.values()]
+        return [tensor._version if not tensor.is_inference() else None for tensor in shared]
+
     @property
     def loss(self) -> float:
         return previous_token_loss(self.logits, self.tokens).item()
