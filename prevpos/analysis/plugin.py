@@ -134,8 +134,9 @@ class AnalysisPlugin(Callback):
         session_for(trainer).submit(self, pl_module.model, trainer.global_step, trainer.current_epoch, figures)
 
     def analyze_checked(self, run: ProbeRun) -> Findings:
-        """analyze(run), raising ValueError if what it returned is not valid Findings or it left the weights changed.
-        Whatever it leaves on the model (hooks, gradients, changed weights) is gone before the next plugin runs."""
+        """analyze(run), raising ValueError if what it returned is not valid Findings, or it left the weights or the
+        shared forward changed. What it leaves on the model (hooks, gradients, changed weights) is gone before the
+        next plugin runs, and a changed shared forward is run again."""
         shared = run.shared_versions()  # the shared forward, on the step's own weights, before a plugin can change them
         with left_as_found(run.model) as changed:
             findings = self.analyze(run)
@@ -145,7 +146,7 @@ class AnalysisPlugin(Callback):
             problems.append(f"left run.model's weights changed ({', '.join(changed[:3])}): put back for the plugins "
                             "after it; ablate weights on a copy (copy.deepcopy(run.model)), or restore them")
         if run.shared_versions() != shared:
-            del run._forward  # run again, for the plugins after it
+            run.discard_forward()  # run again, for the plugins after it
             problems.append("changed run.logits or run.cache in place, which every plugin of the step shares: run "
                             "again for the plugins after it; change a copy instead (.clone())")
         if problems:

@@ -37,11 +37,15 @@ class ProbeRun:
     def cache(self) -> ActivationCache:
         return self._forward[1]
 
-    def shared_versions(self) -> list[int]:
+    def shared_versions(self) -> list[int | None]:
         """torch's version counters of the shared logits and cache: an in-place change to any of them bumps its own.
         (None under torch.inference_mode, whose tensors have none, and cannot be changed in place outside it.)"""
         shared = [self.logits, *self.cache.values()]
         return [tensor._version if not tensor.is_inference() else None for tensor in shared]
+
+    def discard_forward(self) -> None:
+        """Drop the shared logits and cache: whoever asks next runs the forward again."""
+        self.__dict__.pop("_forward", None)
 
     @property
     def loss(self) -> float:
