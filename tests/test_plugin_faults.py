@@ -186,6 +186,11 @@ def test_a_strict_plugin_is_not_said_to_be_skipped_as_it_stops_the_run(in_tmp, m
     assert not [w for w in warned if "skipped" in str(w.message)]
 
 
+def tiny_model_and_probe() -> tuple:
+    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
+    return model, torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+
+
 class _LeavesAHook(AnalysisPlugin):
     def __init__(self, permanent: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -215,8 +220,7 @@ class _AblatesInPlace(AnalysisPlugin):
 
 
 def test_a_plugin_that_leaves_the_weights_changed_fails_and_they_are_put_back():
-    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
-    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    model, tokens = tiny_model_and_probe()
     with analysis_mode(model):
         clean = model(tokens)
         run = ProbeRun(model, tokens)
@@ -237,8 +241,7 @@ class _EditsTheSharedCache(AnalysisPlugin):
 
 
 def test_a_plugin_that_edits_the_shared_cache_fails_and_the_next_gets_it_anew():
-    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
-    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    model, tokens = tiny_model_and_probe()
     with analysis_mode(model):
         run = ProbeRun(model, tokens)
         pattern = run.cache["pattern", 1].clone()
@@ -250,8 +253,7 @@ def test_a_plugin_that_edits_the_shared_cache_fails_and_the_next_gets_it_anew():
 
 @pytest.mark.parametrize("permanent", [False, True])  # a permanent one outlived reset_hooks()
 def test_a_hook_a_plugin_leaves_on_the_model_is_gone_before_the_next_plugin_runs(permanent):
-    model = build_transformer(d_model=16, d_head=16, n_ctx=4, d_vocab=8, seed=1)
-    tokens = torch.randint(0, 7, (8, 4), generator=torch.Generator().manual_seed(0))
+    model, tokens = tiny_model_and_probe()
     with analysis_mode(model):
         clean = model(tokens)
         _LeavesAHook(permanent).analyze_checked(ProbeRun(model, tokens))
