@@ -8,9 +8,9 @@ from transformer_lens import HookedTransformer
 
 from prevpos.algorithm import algorithm_logits, algorithm_patterns, read_params
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
-from prevpos.circuits import cached_qk_terms, decomposable, run_with_score_edits, term_ablation
+from prevpos.circuits import cached_qk_terms, decomposable, losses_with_score_edits, term_ablation
 from prevpos.figures import heatmap
-from prevpos.loss import previous_token_losses
+from prevpos.loss import previous_token_loss
 
 EXPLAINED = ("direct", "qk_comp")  # "not my own token" + "recent": what the explanation says layer 1 uses
 UNEXPLAINED = ("k_comp", "q_comp")
@@ -62,10 +62,11 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int
         return in_every_head([term_ablation(head, head_terms, names) for head, head_terms in terms.items()])
 
     edits = {"restricted": kept_to(UNEXPLAINED), "excluded": kept_to(EXPLAINED), "base": torch.zeros_like}
-    logits = run_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three
+    losses = losses_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three, at most
     if algorithm_unfit(model) is None:
-        logits["algorithm"] = algorithm_logits(read_params(model), tokens, model.cfg.d_vocab)
-    return previous_token_losses(logits, tokens)
+        losses["algorithm"] = previous_token_loss(algorithm_logits(read_params(model), tokens, model.cfg.d_vocab),
+                                                  tokens).item()
+    return losses
 
 
 class Explanation(AnalysisPlugin):

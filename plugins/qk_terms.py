@@ -6,10 +6,9 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
-from prevpos.circuits import (QK_TERMS, cached_qk_terms, decomposable, lower_triangle, run_with_score_edits,
+from prevpos.circuits import (QK_TERMS, cached_qk_terms, decomposable, losses_with_score_edits, lower_triangle,
                               term_ablation)
 from prevpos.figures import bars, heatmap, heatmap_grid
-from prevpos.loss import previous_token_losses
 
 
 def sum_check_error(terms: dict[str, Tensor], scores: Float[Tensor, "batch dest src"]) -> float:
@@ -19,11 +18,10 @@ def sum_check_error(terms: dict[str, Tensor], scores: Float[Tensor, "batch dest 
 
 def ablation_losses(run: ProbeRun, layer: int, head: int) -> dict[tuple[str, str], float]:
     """Probe loss with each term ablated on its own, {(how, term): loss}; "zero": removed, "mean": replaced by its
-    batch mean. All eight in one forward pass from the cached input of `layer`."""
+    batch mean. All eight in one forward pass from the cached input of `layer` (a large probe takes several)."""
     terms = cached_qk_terms(run, layer, head)
     edits = {(how, name): term_ablation(head, terms, [name], how) for how in ("zero", "mean") for name in QK_TERMS}
-    return previous_token_losses(run_with_score_edits(run.model, run.tokens, layer, edits,
-                                                      run.cache["resid_pre", layer]), run.tokens)
+    return losses_with_score_edits(run.model, run.tokens, layer, edits, run.cache["resid_pre", layer])
 
 
 def full_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:

@@ -9,6 +9,8 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from prevpos.loss import previous_token_losses
+
 if TYPE_CHECKING:
     from prevpos.analysis.probe import ProbeRun
 
@@ -86,6 +88,25 @@ def run_with_score_edits(model: HookedTransformer, tokens: Tensor, layer: int,
     logits = model.run_with_hooks(start.repeat(len(names), *[1] * (start.dim() - 1)), fwd_hooks=hooks,
                                   start_at_layer=layer if resid_pre is not None else None)
     return dict(zip(names, logits.chunk(len(names))))
+
+
+# Sequences in one batched pass of score edits. The default probe's eight QK-term ablations (8 x 256) take one pass;
+# a larger probe takes fewer edits a pass (one at least), so memory grows with the probe, not with probe x edits:
+# analyze with QKTermImportance alone on an 8,192-sequence probe peaked at 4.1 GB with all eight in one pass.
+EDITED_SEQUENCES_PER_PASS = 4096
+
+
+def losses_with_score_edits(model: HookedTransformer, tokens: Tensor, layer: int,
+                            edits: dict[Hashable, Callable[[Float[Tensor, "batch head dest src"]], Tensor]],
+                            resid_pre: Float[Tensor, "batch pos d_model"] | None = None) -> dict[Hashable, float]:
+    """previous_token_loss of `tokens` under each edit: run_with_score_edits, as few edits a pass as keep it within
+    EDITED_SEQUENCES_PER_PASS sequences."""
+    names, per_pass = list(edits), max(1, EDITED_SEQUENCES_PER_PASS // len(tokens))
+    losses = {}
+    for first in range(0, len(names), per_pass):
+        group = {name: edits[name] for name in names[first:first + per_pass]}
+        losses.update(previous_token_losses(run_with_score_edits(model, tokens, layer, group, resid_pre), tokens))
+    return losses
 
 
 def cached_qk_terms(run: "ProbeRun", layer: int, head: int) -> dict[str, Float[Tensor, "batch dest src"]]:
