@@ -35,6 +35,16 @@ def analyze(*args) -> None:
     main(["analyze", *map(str, args)])
 
 
+def plugins_module(folder: Path, monkeypatch, name: str, source: str) -> None:
+    """A module of one's own plugins, `name`.py in `folder`, importable as `name` for this test."""
+    (folder / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+
+
+def analyze_on_a_small_probe(checkpoint: Path, out: Path, *plugins: str) -> None:
+    analyze("--weights", checkpoint, "--out", out, "--probe_size", 32, *(["--plugins", *plugins] if plugins else []))
+
+
 def test_analyze_a_fit_checkpoint_writes_metrics_pngs_and_events(fit_checkpoint, tmp_path, capsys):
     out = tmp_path / "analysis"
     analyze("--weights", fit_checkpoint, "--out", out, "--probe_size", 64)
@@ -183,17 +193,16 @@ def test_the_readme_python_block_runs_on_a_fit_checkpoint(fit_checkpoint, in_tmp
 def test_plugins_by_class_path_as_fit_takes_them(fit_checkpoint, tmp_path, monkeypatch, capsys):
     """A plugin kept in a module of one's own ran in fit (--trainer.callbacks+=mymodule.MyPlugin) but analyze knew
     short names only."""
-    (tmp_path / "my_probe_plugins.py").write_text(
-        "from prevpos.analysis import AnalysisPlugin, Findings\n\n\n"
-        "class ProbeSize(AnalysisPlugin):\n"
-        "    def analyze(self, run):\n"
-        "        findings = Findings()\n"
-        "        findings.scalar('mine/probe_size', run.tokens.shape[0])\n"
-        "        return findings\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins_module(tmp_path, monkeypatch, "my_probe_plugins",
+                   "from prevpos.analysis import AnalysisPlugin, Findings\n\n\n"
+                   "class ProbeSize(AnalysisPlugin):\n"
+                   "    def analyze(self, run):\n"
+                   "        findings = Findings()\n"
+                   "        findings.scalar('mine/probe_size', run.tokens.shape[0])\n"
+                   "        return findings\n")
     for out, plugins in [("out", ["my_probe_plugins.ProbeSize", "OVCircuit"]),
                          ("out_commas", ["my_probe_plugins.ProbeSize,OVCircuit"])]:  # was "no plugin named A,B"
-        analyze("--weights", fit_checkpoint, "--out", tmp_path / out, "--probe_size", 32, "--plugins", *plugins)
+        analyze_on_a_small_probe(fit_checkpoint, tmp_path / out, *plugins)
         metrics = json.loads((tmp_path / out / "metrics.json").read_text())
         assert metrics["mine/probe_size"] == 32 and "ov/copy_top1/L1H0" in metrics
         assert not any(tag.startswith("attention/") for tag in metrics)  # only the plugins named
@@ -210,15 +219,13 @@ def test_plugins_by_class_path_as_fit_takes_them(fit_checkpoint, tmp_path, monke
 def test_a_failing_plugin_shows_its_traceback(fit_checkpoint, tmp_path, monkeypatch):
     """analyze is how a plugin's author tries it, and it gave them only KeyError('blocks.5.attn.hook_pattern') and
     advice to set `strict: true`, an option analyze does not have."""
-    (tmp_path / "my_broken_plugins.py").write_text(
-        "from prevpos.analysis import AnalysisPlugin\n\n\n"
-        "class _ReadsLayer5(AnalysisPlugin):\n"
-        "    def analyze(self, run):\n"
-        "        return run.cache['pattern', 5]\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins_module(tmp_path, monkeypatch, "my_broken_plugins",
+                   "from prevpos.analysis import AnalysisPlugin\n\n\n"
+                   "class _ReadsLayer5(AnalysisPlugin):\n"
+                   "    def analyze(self, run):\n"
+                   "        return run.cache['pattern', 5]\n")
     with pytest.warns(UserWarning) as warned:
-        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
-                "my_broken_plugins._ReadsLayer5")
+        analyze_on_a_small_probe(fit_checkpoint, tmp_path / "out", "my_broken_plugins._ReadsLayer5")
     [said] = [str(w.message) for w in warned if "_ReadsLayer5 failed" in str(w.message)]
     assert "return run.cache['pattern', 5]" in said and "strict" not in said
 
@@ -227,7 +234,7 @@ def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_repor
         fit_checkpoint, tmp_path, monkeypatch, capsys):
     """analyze stopped at the first such figure with a traceback through prevpos, and wrote nothing; a plugin that
     needs a setting was a TypeError traceback."""
-    (tmp_path / "my_figure_plugins.py").write_text(
+    plugins_module(tmp_path, monkeypatch, "my_figure_plugins",
         "from prevpos.analysis import AnalysisPlugin, Findings\n\n\n"
         "def broken(**data):\n"
         "    raise ValueError('a bug in my figure')\n\n\n"
@@ -245,10 +252,8 @@ def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_repor
         "        super().__init__(**kwargs)\n\n"
         "    def analyze(self, run):\n"
         "        return Findings()\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(UserWarning) as warned:
-        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out", "--probe_size", 32, "--plugins",
-                "my_figure_plugins._Figures", "OVCircuit")
+        analyze_on_a_small_probe(fit_checkpoint, tmp_path / "out", "my_figure_plugins._Figures", "OVCircuit")
     said = [str(w.message) for w in warned if "could not be drawn" in str(w.message)]
     assert len(said) == 2 and "raise ValueError('a bug in my figure')" in said[0]
     assert "TypeError('no_figure returned 3, not a matplotlib Figure')" in said[1]
@@ -268,5 +273,5 @@ def test_a_figure_that_cannot_be_drawn_or_a_plugin_that_needs_a_setting_is_repor
     found = {**registry.discover_plugins(), "NeedsSetting": my_figure_plugins._NeedsSetting}
     monkeypatch.setattr(registry, "discover_plugins", lambda: found)
     with pytest.warns(PrevposWarning, match=r"plugin NeedsSetting left out: it cannot be built without arguments"):
-        analyze("--weights", fit_checkpoint, "--out", tmp_path / "out3", "--probe_size", 32)
+        analyze_on_a_small_probe(fit_checkpoint, tmp_path / "out3")
     assert "ov/copy_top1/L1H0" in json.loads((tmp_path / "out3" / "metrics.json").read_text())
