@@ -11,11 +11,14 @@ from prevpos.loss import correct_predictions, previous_token_loss
 CASES = ("clean", "repeated_pairs", "no_bos", "all_same", "bos_mid")
 
 
-def adversarial_batch(case: str, size: int, n_ctx: int, d_vocab: int, seed: int) -> Int[Tensor, "batch pos"]:
-    """`size` sequences of one case; ordinary tokens from [0, d_vocab - 1), BOS = d_vocab - 1. Seeded per case."""
+def adversarial_batch(case: str, size: int, n_ctx: int, d_vocab: int, seed: int,
+                      n_tokens: int | None = None) -> Int[Tensor, "batch pos"]:
+    """`size` sequences of one case; ordinary tokens from [0, n_tokens) as in training (default: every token but
+    BOS), BOS = d_vocab - 1. Seeded per case."""
     bos = d_vocab - 1
     generator = torch.Generator().manual_seed(seed + 7919 * CASES.index(case))
-    tokens = torch.randint(0, bos, (size, n_ctx), generator=generator)
+    # Tokens the model never saw would make every case, "clean" first, a test of something else.
+    tokens = torch.randint(0, n_tokens or bos, (size, n_ctx), generator=generator)
     if case == "repeated_pairs":  # the tutorial's example: [BOS, a, b, b, c, c, ...]
         tokens = tokens[:, : (n_ctx + 1) // 2].repeat_interleave(2, dim=1)[:, :n_ctx]
     elif case == "all_same":
@@ -53,7 +56,8 @@ class AdversarialExamples(AnalysisPlugin):
         cfg = run.model.cfg
         last = cfg.n_layers - 1
         size = self.size or run.tokens.shape[0]
-        tokens = torch.cat([adversarial_batch(case, size, cfg.n_ctx, cfg.d_vocab, self.seed) for case in CASES])
+        tokens = torch.cat([adversarial_batch(case, size, cfg.n_ctx, cfg.d_vocab, self.seed, run.n_tokens)
+                            for case in CASES])
         tokens = tokens.to(cfg.device)
         # One forward pass for the five cases: an analysis costs TransformerLens's Python per pass, not arithmetic.
         logits, cache = run.model.run_with_cache(tokens, names_filter=f"blocks.{last}.attn.hook_pattern")

@@ -6,6 +6,9 @@ import torch
 from prevpos.errors import ConfigError
 from prevpos.sequences import probe_tokens, random_sequences, seeded_sequences
 
+PROBE_SETTINGS = "probe_settings"  # their key in the datamodule's part of a checkpoint
+PROBE_KEYS = ("n_tokens", "notebook_generator", "bos", "probe_size", "probe_seed", "notebook_probe")
+
 
 def validation_batch_size(batch_size: int) -> int:
     """Sequences per validation batch: 4 training batches, and at least 1,024 so a small training batch does not
@@ -80,7 +83,7 @@ class PrevTokenData(L.LightningDataModule):
         elif not 2 <= n_tokens <= d_vocab - 1:
             raise ConfigError(f"data.n_tokens={n_tokens}: must be in [2, d_vocab-1={d_vocab - 1}] (BOS is token d_vocab-1)")
         self.batch_size, self.steps_per_epoch, self.val_size = batch_size, steps_per_epoch, val_size
-        self.seed, self.n_tokens, self.bos = seed, n_tokens, bos
+        self.seed, self.n_tokens, self.bos, self.notebook_generator = seed, n_tokens, bos, notebook_generator
         self.n_ctx, self.d_vocab = n_ctx, d_vocab
         self.probe_size, self.probe_seed, self.notebook_probe = probe_size, probe_seed, notebook_probe
         self.batches_per_step = batches_per_step
@@ -124,9 +127,17 @@ class PrevTokenData(L.LightningDataModule):
         return probe_tokens(self.probe_size, self.n_ctx, self.d_vocab, self.n_tokens, self.probe_seed,
                             self.notebook_probe, self.bos)
 
+    def probe_settings(self) -> dict:
+        """The settings the probe is drawn with (PrevTokenData's arguments, n_tokens resolved)."""
+        return {key: getattr(self, key) for key in PROBE_KEYS}
+
     def state_dict(self) -> dict:
-        # Resuming continues the same stream instead of replaying the first epoch's batches.
-        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+        # The probe's settings, so that `analyze` of a checkpoint draws the run's probe (a run without BOS, or with
+        # fewer tokens, analysed on the default probe gave other numbers than its fit logged).
+        state = {PROBE_SETTINGS: self.probe_settings()}
+        if self.generator is not None:  # so a resume continues the stream instead of replaying the first batches
+            state["generator"] = self.generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self._pending_state = state.get("generator")

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from transformer_lens import HookedTransformer
 
 from prevpos.checkpoints import load_failure, pickled_object, refuse_a_folder, shape_mismatches
+from prevpos.data import PROBE_KEYS, PROBE_SETTINGS, PrevTokenData
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -42,6 +44,28 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
         return model, settings, 0
     raise ConfigError(f"--weights {path}: neither a `prevpos fit` checkpoint (no state_dict/hyper_parameters) nor a "
                       "TransformerLens state_dict (no embed.W_E)")
+
+
+def saved_probe_settings(path: str | Path) -> tuple[dict, str | None]:
+    """The data settings a fit drew its probe with (PrevTokenData's arguments: n_tokens, bos, probe_size, ...), and
+    where they were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's
+    config.yaml. ({}, None) for neither, e.g. a raw state_dict: the defaults then. Call after load_weights(path)."""
+    path = Path(path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    data_state = saved.get(PrevTokenData.__qualname__) if isinstance(saved, dict) else None
+    if isinstance(data_state, dict) and PROBE_SETTINGS in data_state:
+        return data_state[PROBE_SETTINGS], "its checkpoint"
+    if not (isinstance(saved, dict) and "state_dict" in saved):
+        return {}, None
+    # RUN_DIR/checkpoints/last.ckpt with RUN_DIR/config.yaml; W&B runs keep config.yaml beside their checkpoints.
+    for config in (path.parent.parent / "config.yaml", path.parent / "config.yaml"):
+        try:
+            data = (yaml.safe_load(config.read_text()) or {}).get("data")
+        except (OSError, yaml.YAMLError, AttributeError):  # absent, unreadable, or not a config
+            continue
+        if isinstance(data, dict):
+            return {key: data[key] for key in PROBE_KEYS if key in data}, str(config)
+    return {}, None
 
 
 def shape_of(saved: dict) -> dict:

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.analysis.probe import analysis_mode
+from prevpos.data import PrevTokenData
 from prevpos.fast import analysis_process
 from prevpos.fast.threads import CpuThreads
 from prevpos.loss import previous_token_loss
@@ -40,6 +41,7 @@ class _WhereAndHowOften(AnalysisPlugin):
         findings.text("where/device", str(run.tokens.device))
         findings.scalar("where/calls", len(self.steps))
         findings.scalar("where/probe_loss", run.loss)
+        findings.scalar("where/n_tokens", run.n_tokens)
         return findings
 
     def state_dict(self) -> dict:
@@ -91,15 +93,15 @@ def in_process(monkeypatch):
     monkeypatch.setenv("PREVPOS_RENDER", "inline")
 
 
-def fit(tmp_path: Path, *plugins: AnalysisPlugin, accelerator: str = "cpu",
-        module: PrevTokenModel | None = None) -> tuple[EventAccumulator, list[str]]:
+def fit(tmp_path: Path, *plugins: AnalysisPlugin, accelerator: str = "cpu", module: PrevTokenModel | None = None,
+        data: PrevTokenData | None = None) -> tuple[EventAccumulator, list[str]]:
     """2 epochs x 5 steps (analyses at steps 0, 5, 10); the run's events and the warnings it gave."""
     logger = TensorBoardLogger(tmp_path, name="run")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[CpuThreads(), *plugins],
                                 accelerator=accelerator)
-        trainer.fit(module or PrevTokenModel(), build_data())
+        trainer.fit(module or PrevTokenModel(), data or build_data())
     events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     return events, [str(w.message) for w in caught]
@@ -115,13 +117,14 @@ def pids(events: EventAccumulator) -> list[int]:
 
 def test_plugins_analyse_in_the_analysis_process_and_their_state_comes_back(tmp_path, in_process):
     plugin = _WhereAndHowOften()
-    events, warned = fit(tmp_path, plugin)
+    events, warned = fit(tmp_path, plugin, data=build_data(n_tokens=20))
     analysed_in = set(pids(events))
     assert len(analysed_in) == 1 and TRAINER_PID not in analysed_in
     assert [(e.step, e.value) for e in events.Scalars("where/calls")] == [(0, 1), (5, 2), (10, 3)]
     assert plugin.steps == [0, 5, 10]  # the trainer's copy has the process's state, for checkpoints
     losses = [e.value for e in events.Scalars("where/probe_loss")]
     assert losses[0] > 4 and losses[-1] < losses[0]  # each step's own weights (ln 100 = 4.6 untrained)
+    assert [e.value for e in events.Scalars("where/n_tokens")] == [20] * 3  # the data's tokens, for inputs of its own
     assert not [w for w in warned if "analys" in w]
 
     again, _ = fit(tmp_path / "again", _WhereAndHowOften())

@@ -15,6 +15,7 @@ from prevpos.module import PrevTokenModel
 from prevpos.notices import PrevposWarning
 from prevpos.transformer import HookedTransformer, HookedTransformerConfig, build_transformer
 from prevpos.weights import load_weights
+from prevpos_plugins.adversarial import adversarial_batch
 from tests.conftest import build_data, quiet_trainer
 
 KEY_TAGS = ["probe/loss", "probe/acc", "attention/prev_token_score/L1H0", "ov/copy_top1/L1H0", "ov/copy_eigen/L1H0",
@@ -62,6 +63,40 @@ def test_analyze_a_fit_checkpoint_writes_metrics_pngs_and_events(fit_checkpoint,
     assert set(pngs) <= set(events.Tags()["images"]) and set(metrics) <= set(events.Tags()["scalars"])
     assert events.Scalars("probe/loss")[0].step == 3  # the checkpoint's training step
     assert "model" in (out / "config.yaml").read_text()
+
+
+RUN_DATA = ["--data.bos=false", "--data.n_tokens=20", "--data.probe_size=32", "--data.probe_seed=7"]
+RUN_TAGS = ["attention/prev_token_score/L1H0", "adversarial/clean/loss", "adversarial/repeated_pairs/acc"]
+
+
+def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
+    """A run without BOS, of 20 tokens, was analysed on the default probe (BOS, 100 tokens, 256 sequences): other
+    numbers than its fit logged. And AdversarialExamples drew tokens the model never saw, in fit too."""
+    main(["fit", *RUN_DATA, "--trainer.max_epochs=2", "--data.steps_per_epoch=5", "--data.batch_size=64",
+          "--data.val_size=64", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+          "--trainer.callbacks+=AttentionPatterns", "--trainer.callbacks+=AdversarialExamples"])
+    run_dir = in_tmp / "lightning_logs" / "default" / "version_0"
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = {tag: events.Scalars(tag)[-1] for tag in RUN_TAGS}
+    assert {event.step for event in logged.values()} == {10}  # the last step, as last.ckpt
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    del saved["PrevTokenData"]["probe_settings"]  # as saved before checkpoints held them: read off config.yaml
+    torch.save(saved, run_dir / "checkpoints" / "older.ckpt")
+    for name in ("last", "older"):
+        analyze("--weights", run_dir / "checkpoints" / f"{name}.ckpt", "--out", in_tmp / name, "--plugins",
+                "AttentionPatterns", "AdversarialExamples")
+        said = capsys.readouterr().out
+        assert "probe: 32 sequences, seed 7, tokens 0..19, no BOS (the run's settings, from " in said
+        metrics = json.loads((in_tmp / name / "metrics.json").read_text())
+        assert {tag: metrics[tag] for tag in RUN_TAGS} == pytest.approx({t: e.value for t, e in logged.items()},
+                                                                         rel=1e-5)
+    tokens = adversarial_batch("clean", 64, 10, 101, seed=0, n_tokens=20)
+    assert tokens[:, 0].eq(100).all() and tokens[:, 1:].max() < 20  # in fit, from the run's ProbeRun.n_tokens
+    analyze("--weights", checkpoint, "--out", in_tmp / "given", "--probe_size", 16, "--plugins", "AttentionPatterns")
+    assert "probe: 16 sequences, seed 7, tokens 0..19, no BOS (the run's settings, from its checkpoint, but " \
+           "--probe_size 16)" in capsys.readouterr().out
 
 
 def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_path):
@@ -183,6 +218,7 @@ def test_the_readme_python_block_runs_on_a_fit_checkpoint(fit_checkpoint, in_tmp
     names = {}
     exec(compile(block, "README.md", "exec"), names)
     assert names["step"] == 3 and names["settings"]["n_ctx"] == 10
+    assert names["tokens"].shape == (128, 10)  # the run's probe (build_data's size), not the default 256
     assert names["layer1_pattern"].shape == (10, 10)
     assert torch.allclose(names["layer1_pattern"].sum(-1), torch.ones(10))  # each destination's weights sum to 1
     assert 0 <= names["findings"].scalars["attention/prev_token_score/L1H0"] <= 1

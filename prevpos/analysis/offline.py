@@ -11,16 +11,16 @@ from transformer_lens import HookedTransformer
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.plugin import AnalysisPlugin
 from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.data import PrevTokenData
 from prevpos.errors import ConfigError
 from prevpos.notices import warn
-from prevpos.sequences import probe_tokens
 from prevpos.step_files import tag_path
 
 
-def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, notebook_probe: bool,
-                    names: list[str] | None = None, step: int = 0) -> Findings:
-    """probe/loss, probe/acc and every selected plugin's findings on one shared ProbeRun (a failing plugin is
-    reported once and skipped, as in training)."""
+def analyze_offline(model: HookedTransformer, probe: PrevTokenData, names: list[str] | None = None,
+                    step: int = 0) -> Findings:
+    """probe/loss, probe/acc and every selected plugin's findings on one shared ProbeRun of `probe`'s probe (a
+    failing plugin is reported once and skipped, as in training)."""
     from prevpos.registry import class_path_here, discover_plugins
 
     plugins = discover_plugins()
@@ -32,11 +32,9 @@ def analyze_offline(model: HookedTransformer, probe_size: int, probe_seed: int, 
         raise ConfigError(f"--plugins: no plugin named {', '.join(unknown)} (known: {', '.join(sorted(plugins))}; "
                           f"or a class path, e.g. mymodule.MyPlugin{hint})")
     built = [plugin for name, cls in chosen.items() if (plugin := _built(name, cls, named=bool(names)))]
-    cfg = model.cfg
-    tokens = probe_tokens(probe_size, cfg.n_ctx, cfg.d_vocab, cfg.d_vocab - 1, probe_seed, notebook_probe)
     findings = Findings()
     with analysis_mode(model):
-        run = ProbeRun(model, tokens.to(cfg.device), step)
+        run = ProbeRun(model, probe.probe_tokens().to(model.cfg.device), step, n_tokens=probe.n_tokens)
         findings.scalar("probe/loss", run.loss)
         findings.scalar("probe/acc", run.acc)
         for plugin in built:

@@ -16,6 +16,8 @@ class ProbeRun:
     """The model, the probe tokens and their cached activations, in float32 with autocast off.
 
     Plugins read from it and never change the model. `step` is the global training step (0 before training).
+    `n_tokens` is the data's: ordinary tokens are 0 .. n_tokens - 1 (data.n_tokens; by default every token but
+    BOS, d_vocab - 1), for a plugin that builds inputs of its own from the distribution the model was trained on.
     """
 
     model: HookedTransformer
@@ -23,6 +25,11 @@ class ProbeRun:
     step: int = 0
     epoch: int = 0
     extras: dict = field(default_factory=dict)  # for plugins to share derived results within one step
+    n_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.n_tokens is None:
+            self.n_tokens = self.model.cfg.d_vocab - 1
 
     @cached_property
     def _forward(self) -> tuple[Tensor, ActivationCache]:

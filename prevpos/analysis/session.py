@@ -48,8 +48,8 @@ class AnalysisSession:
     Measured on a 2-core CPU: the default plugins on the training thread cost ~4 s of a default fit's ~30 s.
     """
 
-    def __init__(self, trainer: L.Trainer, probe_tokens: torch.Tensor):
-        self.probe_tokens = probe_tokens
+    def __init__(self, trainer: L.Trainer, probe_tokens: torch.Tensor, n_tokens: int | None = None):
+        self.probe_tokens, self.n_tokens = probe_tokens, n_tokens
         self.writer = FindingsWriter(trainer.loggers)
         self.reported: set[str] = set()
         self.place = analysis_place(trainer.strategy.root_device.type)
@@ -94,7 +94,7 @@ class AnalysisSession:
         step, state = weights
         with self._no_graph_capture():  # copies from the GPU: not during a graph capture
             if self._client is None:
-                self._client = WorkerClient(self._copy, self.probe_tokens)
+                self._client = WorkerClient(self._copy, self.probe_tokens, self.n_tokens)
             job = self._client.pack(plugin, step, epoch, figures, state)
         return self._client.run(job)
 
@@ -107,7 +107,8 @@ class AnalysisSession:
         if self._run_weights is not weights:
             step, state = weights
             self._copy.load_state_dict(state)
-            self._run = ProbeRun(self._copy, self.probe_tokens.to(self._copy.cfg.device), step, epoch)
+            self._run = ProbeRun(self._copy, self.probe_tokens.to(self._copy.cfg.device), step, epoch,
+                                 n_tokens=self.n_tokens)
             self._run_weights = weights
         return self._run
 
@@ -133,5 +134,6 @@ class AnalysisSession:
 
 def session_for(trainer: L.Trainer) -> AnalysisSession:
     if trainer not in _sessions:
-        _sessions[trainer] = AnalysisSession(trainer, trainer.datamodule.probe_tokens())
+        data = trainer.datamodule
+        _sessions[trainer] = AnalysisSession(trainer, data.probe_tokens(), getattr(data, "n_tokens", None))
     return _sessions[trainer]

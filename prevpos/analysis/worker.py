@@ -25,9 +25,9 @@ class WorkerClient:
     (Callback.state_dict), for the trainer's copy of the plugin, so that checkpoints hold it.
     """
 
-    def __init__(self, model_copy: HookedTransformer, probe_tokens: torch.Tensor):
+    def __init__(self, model_copy: HookedTransformer, probe_tokens: torch.Tensor, n_tokens: int | None = None):
         self.process = prestart()
-        self._setup = (_setup, pickle.dumps(model_copy), probe_tokens.cpu(), model_copy.cfg.device,
+        self._setup = (_setup, pickle.dumps(model_copy), probe_tokens.cpu(), n_tokens, model_copy.cfg.device,
                        list(sys.path))
         self._plugins: set[int] = set()
         self._step: int | None = None
@@ -59,11 +59,11 @@ class WorkerClient:
 _state: dict = {}  # the current fit's model, probe, plugins and probe run
 
 
-def _setup(model: bytes, probe_tokens: torch.Tensor, device: str, sys_path: list[str]) -> None:
+def _setup(model: bytes, probe_tokens: torch.Tensor, n_tokens: int | None, device: str, sys_path: list[str]) -> None:
     sys.path.extend(p for p in sys_path if p not in sys.path)  # plugins the trainer can import, this process can
     model = pickle.loads(model)  # on the training device already (pickle keeps it)
     _state.clear()  # one fit at a time
-    _state.update(model=model, probe=probe_tokens.to(device), plugins={}, run=None)
+    _state.update(model=model, probe=probe_tokens.to(device), n_tokens=n_tokens, plugins={}, run=None)
 
 
 def _analyze(key: int, plugin_bytes: bytes | None, step: int, epoch: int, figures: bool,
@@ -71,7 +71,7 @@ def _analyze(key: int, plugin_bytes: bytes | None, step: int, epoch: int, figure
     model = _state["model"]
     if weights is not None:  # first: later jobs of this step rely on them, whatever becomes of this one
         model.load_state_dict(pickle.loads(weights))
-        _state["run"] = ProbeRun(model, _state["probe"], step, epoch)
+        _state["run"] = ProbeRun(model, _state["probe"], step, epoch, n_tokens=_state["n_tokens"])
     if plugin_bytes is not None:
         try:
             _state["plugins"][key] = pickle.loads(plugin_bytes)

@@ -6,6 +6,7 @@ import re
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 from jsonargparse import ArgumentParser
 
@@ -14,8 +15,9 @@ from prevpos.errors import ConfigError
 
 DESCRIPTION = """Run every analysis plugin once on a saved model; write DIR/metrics.json, one DIR/<tag>.png per figure,
 DIR/config.yaml and TensorBoard events in DIR/tensorboard. FILE is a checkpoint saved by `python -m prevpos fit` or a
-raw TransformerLens state_dict (the public tutorial's format; its shape is read off its tensors). The probe defaults
-are fit's, so the numbers match a default run's last logged ones."""
+raw TransformerLens state_dict (the public tutorial's format; its shape is read off its tensors). The probe is the
+run's own (its size, seed and tokens: with or without BOS, data.n_tokens), read from the checkpoint, so the numbers
+are those the run logged at the checkpoint's step; a raw state_dict gets fit's defaults."""
 
 
 # What to pass for a missing required option (argparse says only "the following arguments are required: weights").
@@ -37,14 +39,17 @@ class _OneLineParser(ArgumentParser):
 def build_parser() -> ArgumentParser:
     parser = _OneLineParser(prog="python -m prevpos analyze", description=DESCRIPTION)
     probe = inspect.signature(PrevTokenData).parameters  # fit's probe defaults, kept in one place
+    runs = "default: the run's, from its checkpoint; for a raw state_dict"
     parser.add_argument("--weights", type=str, required=True, metavar="FILE",
                         help="Lightning .ckpt or TransformerLens state_dict file.")
     parser.add_argument("--out", type=str, required=True, metavar="DIR", help="Output directory: new or empty.")
-    parser.add_argument("--probe_size", type=int, default=probe["probe_size"].default,
-                        help="Sequences in the probe batch.")
-    parser.add_argument("--probe_seed", type=int, default=probe["probe_seed"].default, help="Seed of the probe batch.")
-    parser.add_argument("--notebook_probe", type=bool, default=False,
-                        help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0.")
+    parser.add_argument("--probe_size", type=Optional[int], default=None,
+                        help=f"Sequences in the probe batch ({runs} {probe['probe_size'].default}).")
+    parser.add_argument("--probe_seed", type=Optional[int], default=None,
+                        help=f"Seed of the probe batch ({runs} {probe['probe_seed'].default}).")
+    parser.add_argument("--notebook_probe", type=Optional[bool], default=None,
+                        help="Draw the probe as the tutorial did: manual_seed(seed); randint(0, d_vocab); BOS in col 0 "
+                             f"({runs} {probe['notebook_probe'].default}).")
     parser.add_argument("--plugins", type=str, nargs="+", default=None, metavar="NAME",
                         help="Short names of the plugins to run, e.g. --plugins OVCircuit AttentionEntropy (or "
                              "OVCircuit,AttentionEntropy), or class paths, e.g. mymodule.MyPlugin (default: every "
@@ -54,26 +59,42 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    if args.probe_size < 1:
+    if args.probe_size is not None and args.probe_size < 1:
         raise ConfigError(f"--probe_size={args.probe_size}: must be at least 1")
     out = _fresh_dir(Path(args.out))
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
-    from prevpos.weights import load_weights
+    from prevpos.weights import load_weights, saved_probe_settings
 
     model, hparams, step = load_weights(Path(args.weights))
+    probe = the_runs_probe(model.cfg, *saved_probe_settings(args.weights), args)
     # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
-    findings = analyze_offline(model, args.probe_size, args.probe_seed, args.notebook_probe, plugins, step)
+    findings = analyze_offline(model, probe, plugins, step)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     drawn = draw_figures(findings)
-    _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {"analyze": settings,
-                                                                                   "model": hparams}))
+    _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {
+        "analyze": settings, "model": hparams, "probe": probe.probe_settings()}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     figures = f"{len(drawn)} figure{'' if len(drawn) == 1 else 's'}"
     print(f"probe loss {findings.scalars['probe/loss']:.4f}, acc {findings.scalars['probe/acc']:.4f} (step {step}); "
           f"wrote {len(findings.scalars)} scalars to {out / 'metrics.json'}, {figures} as {out}/<tag>.png, "
           f"TensorBoard events to {out / 'tensorboard'}")
+
+
+def the_runs_probe(cfg, saved: dict, source: str | None, args) -> PrevTokenData:
+    """The data the run drew its probe from (`saved`, from `source`), but for the probe options given; said in one
+    line, so the numbers can be matched with the run's."""
+    given = {key: getattr(args, key) for key in ("probe_size", "probe_seed", "notebook_probe")
+             if getattr(args, key) is not None}
+    data = PrevTokenData(**{**saved, **given}, n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab)
+    tokens = "the tutorial's sample" if data.notebook_probe else (
+        f"tokens 0..{data.n_tokens - 1}{'' if data.bos else ', no BOS'}")
+    origin = f"the run's settings, from {source}" if source else "fit's defaults"
+    if given:
+        origin += f", but {', '.join(f'--{key} {value}' for key, value in given.items())}"
+    print(f"probe: {data.probe_size} sequences, seed {data.probe_seed}, {tokens} ({origin})")
+    return data
 
 
 def _write_whole(out: Path, write) -> None:
