@@ -52,20 +52,20 @@ def in_every_head(edits: list[Callable[[Tensor], Tensor]]) -> Callable[[Tensor],
 
 
 def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int, dict[str, Tensor]],
-                       resid_pre: Tensor | None = None) -> dict[str, float]:
+                       resid_pre: Tensor | None = None, n_tokens: int | None = None) -> dict[str, float]:
     """Losses with every layer-1 head's scores kept to the explained terms (the others zero-ablated), kept to the
     other terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the
     algorithm's, for a model it is about (algorithm_unfit).
     `terms`: {head: qk_terms(model, cache of tokens, 1, head)} for every layer-1 head; `resid_pre`: that cache's
-    layer-1 input, to skip layer 0."""
+    layer-1 input, to skip layer 0; `n_tokens`: the data's (the algorithm reads its numbers over those tokens)."""
     def kept_to(names: tuple[str, ...]) -> Callable[[Tensor], Tensor]:
         return in_every_head([term_ablation(head, head_terms, names) for head, head_terms in terms.items()])
 
     edits = {"restricted": kept_to(UNEXPLAINED), "excluded": kept_to(EXPLAINED), "base": torch.zeros_like}
     losses = losses_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three, at most
     if algorithm_unfit(model) is None:
-        losses["algorithm"] = previous_token_loss(algorithm_logits(read_params(model), tokens, model.cfg.d_vocab),
-                                                  tokens).item()
+        params = read_params(model, n_tokens)
+        losses["algorithm"] = previous_token_loss(algorithm_logits(params, tokens, model.cfg.d_vocab), tokens).item()
     return losses
 
 
@@ -94,7 +94,7 @@ class Explanation(AnalysisPlugin):
             return self.skip("explanation/skipped", reason)
         findings = Findings()
         terms = {h: cached_qk_terms(run, 1, h) for h in range(run.model.cfg.n_heads)}
-        losses = explanation_losses(run.model, run.tokens, terms, run.cache["resid_pre", 1])
+        losses = explanation_losses(run.model, run.tokens, terms, run.cache["resid_pre", 1], run.n_tokens)
         losses["model"] = run.loss
         for name, value in losses.items():
             findings.scalar(f"explanation/{name}_loss", value)
@@ -109,7 +109,7 @@ class Explanation(AnalysisPlugin):
         return self.skip("explanation/skipped", reason, findings)
 
     def _algorithm_findings(self, findings: Findings, run: ProbeRun) -> None:
-        params = read_params(run.model)
+        params = read_params(run.model, run.n_tokens)
         _, layer1 = algorithm_patterns(params, run.tokens, run.model.cfg.d_vocab - 1)
         findings.figure("explanation/algorithm_pattern_L1", heatmap, matrix=layer1.mean(0),
                         title="layer 1 attention predicted by the algorithm", x_labels=run.pos_labels,

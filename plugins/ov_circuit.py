@@ -10,9 +10,11 @@ from prevpos.figures import heatmap
 from prevpos_plugins.attention import head_scores, mean_patterns, prev_token_head
 
 
-def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
-    """W_E W_OV W_U [vocab, vocab]: row = token attended to, column = the logit it moves. Kept factored (rank d_head)."""
-    return model.W_E @ model.OV[layer, head] @ model.W_U
+def full_ov_circuit(model: HookedTransformer, layer: int, head: int, tokens: Tensor | None = None) -> FactoredMatrix:
+    """W_E W_OV W_U [vocab, vocab]: row = token attended to, column = the logit it moves. Kept factored (rank d_head).
+    `tokens`: only those rows and columns (ProbeRun.used_tokens: the tokens the data uses)."""
+    W_E, W_U = (model.W_E, model.W_U) if tokens is None else (model.W_E[tokens], model.W_U[:, tokens])
+    return W_E @ model.OV[layer, head] @ W_U
 
 
 def copy_top1(circuit: Float[Tensor, "vocab vocab"]) -> float:
@@ -32,15 +34,17 @@ def copy_eigen(circuit: FactoredMatrix) -> float:
 
 
 class OVCircuit(AnalysisPlugin):
-    """Each head's full OV circuit W_E W_OV W_U, with how strongly it copies (top-1 diagonal, eigenvalue score)."""
+    """Each head's full OV circuit W_E W_OV W_U, with how strongly it copies (top-1 diagonal, eigenvalue score), over
+    the tokens the data uses (all of them by default; with data.n_tokens 50 the other 50 were never trained)."""
 
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
-        tokens = [str(t) for t in range(run.model.cfg.d_vocab - 1)] + ["BOS"]
+        used = run.used_tokens
+        tokens = [str(t) for t in used[:-1].tolist()] + ["BOS"]
         copier = prev_token_head(head_scores(mean_patterns(run)))  # the head the mechanism copies with
         for l, h in run.heads():
             head = f"L{l}H{h}"
-            circuit = full_ov_circuit(run.model, l, h)
+            circuit = full_ov_circuit(run.model, l, h, used)
             dense = circuit.AB
             findings.scalar(f"ov/copy_top1/{head}", copy_top1(dense))
             findings.scalar(f"ov/copy_eigen/{head}", copy_eigen(circuit))

@@ -20,6 +20,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 
+from prevpos.sequences import used_tokens
+
 
 @dataclass(frozen=True)
 class PairScores:
@@ -69,9 +71,11 @@ class AlgorithmParams:
         return "\n".join(lines) + f"\n\nlayer 1 copy gain (W_E W_OV1 W_U, diagonal minus the rest): {self.copy_gain:.3f}"
 
 
-def read_params(model: HookedTransformer) -> AlgorithmParams:
-    """The 16 numbers, from a 2-layer attention-only model with one head per layer (head 0 of each)."""
-    W_E, W_U = model.W_E, model.W_U
+def read_params(model: HookedTransformer, n_tokens: int | None = None) -> AlgorithmParams:
+    """The 16 numbers, from a 2-layer attention-only model with one head per layer (head 0 of each), over the
+    tokens the data uses (data.n_tokens and BOS: the means over pairs would blur in untrained tokens otherwise)."""
+    kept = used_tokens(model.cfg.d_vocab, n_tokens).to(model.W_E.device)
+    W_E, W_U = model.W_E[kept], model.W_U[:, kept]
     # dtype: the default dtype is process-wide, and a bf16-true or 16-true fit changes it while it steps, beside
     # the analysis thread.
     embed = FactoredMatrix(W_E, torch.eye(W_E.shape[1], dtype=W_E.dtype, device=W_E.device))

@@ -16,6 +16,13 @@ def random_sequences(
     return tokens
 
 
+def used_tokens(d_vocab: int, n_tokens: int | None = None) -> Int[Tensor, "tokens"]:
+    """The token ids the data shows the model: the ordinary 0 .. n_tokens - 1 (default: all but BOS), then BOS. The
+    others keep their random initial embeddings, and a circuit's score over them would measure that noise."""
+    bos = d_vocab - 1
+    return torch.cat([torch.arange(min(n_tokens or bos, bos)), torch.tensor([bos])])
+
+
 def seeded_sequences(batch: int, n_ctx: int, d_vocab: int, n_tokens: int, seed: int, bos: bool = True) -> Tensor:
     """The same CPU batch for the same seed, whatever the device or the global RNG state."""
     return random_sequences(batch, n_ctx, d_vocab, n_tokens, torch.Generator().manual_seed(seed), bos=bos)

@@ -1,5 +1,7 @@
 """The explanation check: % recovered, the hand-written algorithm, and the plugin on trained and other models."""
 
+import copy
+
 import pytest
 import torch
 from transformer_lens.utilities import get_act_name
@@ -146,3 +148,26 @@ def test_with_two_heads_the_plugin_logs_the_terms_and_notes_the_algorithm_once(t
     assert first.scalars["explanation/restricted_recovered"] > 0.8
     assert "one head per layer, not 2" in first.texts["explanation/skipped"] and not first.figures
     assert not second.texts
+
+
+def with_unused_tokens_scrambled(model, n_tokens: int):
+    """A copy of `model` whose tokens n_tokens .. d_vocab - 2 (never in data of n_tokens tokens) have new random
+    embeddings and unembeddings, as an untrained model's."""
+    scrambled = copy.deepcopy(model)
+    unused = slice(n_tokens, model.cfg.d_vocab - 1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        scrambled.W_E[unused] = torch.randn(scrambled.W_E[unused].shape, generator=generator)
+        scrambled.W_U[:, unused] = torch.randn(scrambled.W_U[:, unused].shape, generator=generator)
+    return scrambled
+
+
+def test_the_algorithm_reads_its_numbers_over_the_tokens_the_data_uses(trained_module):
+    """With data.n_tokens 50 the other 50 tokens keep random weights; the pair means took them in (a run of 50
+    tokens at step 200 recovered 0.022 of its loss by the algorithm, 0.535 read over its own tokens)."""
+    model = trained_module.model
+    scrambled = with_unused_tokens_scrambled(model, 50)
+    with analysis_mode(model), analysis_mode(scrambled):
+        assert read_params(scrambled, n_tokens=50) == read_params(model, n_tokens=50)
+        assert read_params(scrambled) != read_params(model)  # over every token, the scrambled ones count
+        assert read_params(model, n_tokens=100) == read_params(model)  # the default: every token but BOS

@@ -266,3 +266,18 @@ def test_an_example_past_the_probe_drops_its_figure_not_the_scores(example, figu
     assert "attention/prev_token_score/L1H0" in findings.scalars and "attention/mean_pattern/L1H0" in findings.figures
     assert ("attention/example_pattern/L1H0" in findings.figures) == figures
     assert ("example=" in findings.texts.get("attention/example_pattern", "")) != figures
+
+
+def test_ov_copying_is_scored_over_the_tokens_the_data_uses():
+    """A copier whose tokens 4..6 the data never shows (data.n_tokens 4): their random weights made a run of 50 of 100
+    tokens score copy_top1 0.505 at val acc 0.98."""
+    model = copier()
+    with torch.no_grad():
+        model.W_E[4:7] = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    tokens = tokens_for(model).clamp(max=3).index_fill(1, torch.tensor([0]), 7)
+    with torch.no_grad():
+        everything = OVCircuit().analyze(ProbeRun(model, tokens)).scalars
+        used = OVCircuit().analyze(ProbeRun(model, tokens, n_tokens=4)).scalars
+    assert everything["ov/copy_top1/L0H0"] < 1.0
+    assert used == pytest.approx({"ov/copy_top1/L0H0": 1.0, "ov/copy_eigen/L0H0": 1.0,
+                                  "ov/copy_top1/prev_token_head": 1.0}, abs=1e-5)

@@ -9,6 +9,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
 from prevpos.loss import correct_predictions, previous_token_loss
+from prevpos.sequences import used_tokens
 
 
 @dataclass
@@ -61,6 +62,11 @@ class ProbeRun:
     @property
     def acc(self) -> float:
         return correct_predictions(self.logits, self.tokens).float().mean().item()
+
+    @property
+    def used_tokens(self) -> Tensor:
+        """Token ids the data uses (0 .. n_tokens - 1, then BOS): index circuits over the vocabulary with them."""
+        return used_tokens(self.model.cfg.d_vocab, self.n_tokens).to(self.tokens.device)
 
     @property
     def n_layers(self) -> int:
