@@ -49,13 +49,20 @@ def refuse_a_file_as_the_folder(dirpath) -> None:
                           "checkpoints, or leave it unset (each run keeps its own in RUN_DIR/checkpoints)")
 
 
-def refuse_another_runs_checkpoints(dirpath, ckpt_path) -> None:
+def refuse_another_runs_checkpoints(dirpath, ckpt_path, continuing: bool = True) -> None:
     """A new run must not write its checkpoints among another run's (`--checkpoint.dirpath` of an earlier run): its
-    best and last-v1 files went beside that run's, and `--resume` of either run could no longer tell them apart."""
+    best and last-v1 files went beside that run's, and `--resume` of either run could no longer tell them apart.
+    Only a fit that continues that run (`continuing`: in its own log folder) from a checkpoint there may; a new run
+    started from one (`--ckpt_path` alone) wrote its last.ckpt over that run's."""
     held = sorted(p.name for p in Path(dirpath).glob("*.ckpt")) if dirpath and Path(dirpath).is_dir() else []
-    resuming_there = ckpt_path is not None and (not names_a_file(ckpt_path)
-                                                or _same_folder(os.path.dirname(os.path.abspath(ckpt_path)), dirpath))
-    if held and not resuming_there:
+    from_there = ckpt_path is not None and (not names_a_file(ckpt_path)
+                                            or _same_folder(os.path.dirname(os.path.abspath(ckpt_path)), dirpath))
+    if held and from_there and not continuing:
+        raise ConfigError(f"checkpoint.dirpath {dirpath}: holds the checkpoints of the run --ckpt_path starts from, "
+                          "and this fit is a new run, which would write over them; leave checkpoint.dirpath unset "
+                          "(each run keeps its own in RUN_DIR/checkpoints); to continue that run, `python -m prevpos "
+                          "fit --resume RUN_DIR`")
+    if held and not from_there:
         shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
         raise ConfigError(f"checkpoint.dirpath {dirpath}: already holds another run's checkpoints ({shown}); pick a new "
                           "folder, or leave it unset (each run keeps its own in RUN_DIR/checkpoints); to continue that "

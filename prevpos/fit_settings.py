@@ -50,6 +50,29 @@ def epoch_batches(steps_per_epoch: int, limit_train_batches) -> int:
     return int(steps_per_epoch * limit_train_batches)
 
 
+def better(metric: str) -> str | None:
+    """"min" or "max": which way `metric` (a name fit logs) improves; None for one with no better way (epoch)."""
+    name = metric.rsplit("/", 1)[-1]
+    return "min" if name.endswith("loss") else "max" if name.startswith("acc") else None
+
+
+def refuse_monitors_the_wrong_way(checkpoint_monitor: str | None, checkpoint_mode: str, callbacks) -> None:
+    """A monitor whose mode is the wrong way for it: `--checkpoint.monitor val/loss` under prevpos's `mode: max`
+    (for val/acc) kept the run's worst checkpoint as best, with nothing said; EarlyStopping's default `min` on
+    val/acc stops a run that is learning."""
+    monitors = [("checkpoint", checkpoint_monitor, checkpoint_mode, "--checkpoint.mode")]
+    for callback in callbacks or []:
+        init = getattr(callback, "init_args", None)
+        monitors.append((str(callback.class_path).rsplit(".", 1)[-1], getattr(init, "monitor", None),
+                         getattr(init, "mode", None), "--trainer.callbacks.mode"))
+    for owner, monitor, mode, option in monitors:
+        way = better(monitor) if isinstance(monitor, str) else None
+        if way is not None and mode in ("min", "max") and mode != way:
+            worst = "highest" if way == "min" else "lowest"
+            raise ConfigError(f"{owner}.monitor={monitor} with {owner}.mode={mode}: it would take the {worst} "
+                              f"{monitor} for the best; add {option} {way}")
+
+
 def refuse_unknown_monitors(checkpoint_monitor: str | None, logged: list[str], callbacks) -> None:
     """checkpoint.monitor, and the monitor of a callback such as EarlyStopping, must name a metric the fit logs:
     Lightning checks once the first validation has ended, in a traceback, with the run folder made. Left to

@@ -24,7 +24,8 @@ from prevpos.errors import ConfigError
 from prevpos.evaluation import log_beside_the_run, require_checkpoint_file, run_dir_of
 from prevpos.fast import training as fast_path
 from prevpos.fast.threads import CpuThreads
-from prevpos.fit_settings import refuse_no_devices, refuse_unknown_monitors, refuse_unrunnable_loop
+from prevpos.fit_settings import (refuse_monitors_the_wrong_way, refuse_no_devices, refuse_unknown_monitors,
+                                  refuse_unrunnable_loop)
 from prevpos.guards import StopOnDivergence
 from prevpos.input_errors import as_config_error, explain_parser_error
 from prevpos.live_fit import refuse_a_live_run
@@ -229,10 +230,11 @@ class PrevposCLI(LightningCLI):
             refuse_unrunnable_loop(fit.trainer, fit.data.steps_per_epoch)
             refuse_unknown_monitors(fit.checkpoint.monitor, fit_metric_names(fit.model.n_ctx),
                                     fit.trainer.callbacks)
+            refuse_monitors_the_wrong_way(fit.checkpoint.monitor, fit.checkpoint.mode, fit.trainer.callbacks)
             refuse_logging_in_barebones(fit.trainer)
             refuse_a_file_as_the_folder(fit.checkpoint.dirpath)
             refuse_last_or_best(fit.ckpt_path, "fit")
-            refuse_another_runs_checkpoints(fit.checkpoint.dirpath, fit.ckpt_path)
+            refuse_another_runs_checkpoints(fit.checkpoint.dirpath, fit.ckpt_path, continuing=self._version_chosen())
             logs_under_root_dir(fit.trainer)
             for name in drop_repeated_plugins(fit.trainer.callbacks or []):
                 rank_zero_info(f"prevpos: {name} was given twice: only the last one runs, with its settings")

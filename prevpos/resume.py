@@ -58,8 +58,12 @@ def expand_resume(argv: list[str]) -> list[str]:
         hint = f" It holds the runs {', '.join(p.name for p in runs)}: pass one." if runs else ""
         raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
                           f"lightning_logs/default/version_0 from an earlier `fit`.{hint}")
+    if any(arg.split("=", 1)[0] == "--checkpoint.dirpath" for arg in rest):
+        raise ConfigError(f"--resume {run_dir}: a resumed run writes its checkpoints where it did, in {last.parent}: "
+                          "drop --checkpoint.dirpath (elsewhere, the next --resume would go back to the last one "
+                          "there)")
     step = read_checkpoint(last).get("global_step", 0)
-    logger = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("logger")
+    logger = (_run_config(config).get("trainer") or {}).get("logger")
     if not isinstance(logger, dict) or "class_path" not in logger:
         raise ConfigError(f"--resume {run_dir}: its config.yaml has no single logger to continue; use "
                           f"--config {config} --ckpt_path {last} (this starts a new log directory)")
@@ -72,6 +76,20 @@ def expand_resume(argv: list[str]) -> list[str]:
         # hp_metric's placeholder point at step 0 is already in the run.
         args += [f"--trainer.logger.init_args.purge_step={step}", "--trainer.logger.init_args.default_hp_metric=false"]
     return [*args, f"--ckpt_path={last}", *rest]
+
+
+def _run_config(config: Path) -> dict:
+    """The run's config.yaml as a dict, or ConfigError naming the file (it may have been edited by hand)."""
+    try:
+        loaded = yaml.safe_load(config.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" (line {where.line + 1}: {getattr(error, 'problem', '')})" if where is not None else ""
+        raise ConfigError(f"--resume: {config} is not valid YAML{at}: mend it (the resumed run takes its settings "
+                          "from there)") from None
+    if not isinstance(loaded, dict | None) or not isinstance((loaded or {}).get("trainer") or {}, dict):
+        raise ConfigError(f"--resume: {config} is not a fit config (a mapping with trainer:, model:, data:); mend it")
+    return loaded or {}
 
 
 def _pop_resume(argv: list[str]) -> tuple[Path | None, list[str]]:

@@ -128,6 +128,27 @@ CASES = [
      "trainer.callbacks: EarlyStopping: `mode` can be min, max, got maxi"),
     ("plugin_option_wrong_type", ["fit", "--trainer.callbacks+=LengthGeneralization", "--trainer.callbacks.sequences=x"],
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
+    # kept the run's worst checkpoint as its best, with nothing said
+    ("checkpoint_on_a_loss_the_wrong_way", ["fit", "--checkpoint.monitor=val/loss"], "checkpoint.monitor=val/loss with "
+     "checkpoint.mode=max: it would take the highest val/loss for the best; add --checkpoint.mode min"),
+    ("early_stopping_on_acc_the_wrong_way", ["fit", "--trainer.callbacks+=EarlyStopping",
+                                             "--trainer.callbacks.monitor=val/acc"],
+     "EarlyStopping.monitor=val/acc with EarlyStopping.mode=min: it would take the lowest val/acc for the best; add "
+     "--trainer.callbacks.mode max"),
+    # a new run, branched from the checkpoint, wrote its last.ckpt over that run's
+    ("new_run_over_its_checkpoints_run", ["fit", "--ckpt_path", str(RUN / "checkpoints" / "last.ckpt"),
+                                          "--checkpoint.dirpath", str(RUN / "checkpoints")],
+     f"checkpoint.dirpath {RUN / 'checkpoints'}: holds the checkpoints of the run --ckpt_path starts from, and this "
+     "fit is a new run, which would write over them"),
+    # wrote the new epochs elsewhere: the next --resume went back to the run's old last.ckpt
+    ("resume_writing_elsewhere", ["fit", "--resume", str(RUN), "--checkpoint.dirpath", "elsewhere"],
+     f"--resume {RUN}: a resumed run writes its checkpoints where it did, in {RUN / 'checkpoints'}: drop "
+     "--checkpoint.dirpath"),
+    # yaml's ScannerError, and AttributeError for a list: tracebacks
+    ("resume_a_hand_broken_config", ["fit", "--resume", "lightning_logs/tab/version_0"],
+     "--resume: lightning_logs/tab/version_0/config.yaml is not valid YAML (line "),
+    ("resume_a_config_made_a_list", ["fit", "--resume", "lightning_logs/listed/version_0"],
+     "--resume: lightning_logs/listed/version_0/config.yaml is not a fit config"),
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
      f"checkpoint.dirpath {RUN / 'checkpoints'}: already holds another run's checkpoints (best-"),
     ("logger_misspelt", ["fit", "--trainer.logger", "Tensorboard"], "trainer.logger: no logger named 'Tensorboard' "
@@ -211,6 +232,11 @@ def workspace(tmp_path_factory) -> Path:
     finally:
         os.chdir(cwd)
     last = root / RUN / "checkpoints" / "last.ckpt"
+    for name, config in (("tab", (root / RUN / "config.yaml").read_text() + "trainer:\n\tmax_epochs: 4\n"),
+                         ("listed", "- model\n- data\n")):  # a run's config.yaml, edited by hand
+        (root / "lightning_logs" / name / "version_0" / "checkpoints").mkdir(parents=True)
+        shutil.copy(last, root / "lightning_logs" / name / "version_0" / "checkpoints")
+        (root / "lightning_logs" / name / "version_0" / "config.yaml").write_text(config)
     (root / "truncated.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (root / "notes.txt").write_text("not a checkpoint\n")
     other = PrevTokenModel(d_model=64, d_head=64)

@@ -7,7 +7,8 @@ import pytest
 
 from prevpos.lightning_cli import build_cli
 from prevpos.errors import ConfigError
-from prevpos.fit_settings import epoch_batches, refuse_unknown_monitors, refuse_unrunnable_loop
+from prevpos.fit_settings import (better, epoch_batches, refuse_monitors_the_wrong_way, refuse_unknown_monitors,
+                                  refuse_unrunnable_loop)
 from prevpos.module import fit_metric_names
 
 LIGHTNING_DEFAULTS = {"accumulate_grad_batches": 1, "check_val_every_n_epoch": 1, "val_check_interval": None,
@@ -62,3 +63,18 @@ def test_an_early_stopping_monitor_a_fit_logs_passes_and_step_does_not():
     refuse_unknown_monitors("step", fit_metric_names(10), [early_stopping("val/acc")])
     with pytest.raises(ConfigError, match="EarlyStopping.monitor=step: fit logs no such metric"):
         refuse_unknown_monitors("val/acc", fit_metric_names(10), [early_stopping("step")])
+
+
+def test_every_loss_and_accuracy_fit_logs_has_a_better_way():
+    names = fit_metric_names(10)
+    assert {name: better(name) for name in names if "loss" in name} == {name: "min" for name in names if "loss" in name}
+    assert {better(name) for name in names if "acc" in name} == {"max"}
+    assert better("epoch") is None
+
+
+@pytest.mark.parametrize("monitor, mode", [("val/loss", "min"), ("val/acc", "max"), ("val/acc_pos3", "max"),
+                                           ("epoch", "max"), ("epoch", "min"), (None, "max")])
+def test_monitors_the_right_way_pass(monitor, mode):
+    early_stopping = SimpleNamespace(class_path="lightning.pytorch.callbacks.EarlyStopping",
+                                     init_args=SimpleNamespace(monitor="val/loss", mode="min"))
+    refuse_monitors_the_wrong_way(monitor, mode, [early_stopping])
