@@ -46,6 +46,14 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
                       "TransformerLens state_dict (no embed.W_E)")
 
 
+def refuse_non_finite(model: torch.nn.Module, path) -> None:
+    """ConfigError naming the first weight that holds NaN or inf: every number analysed from it would be NaN."""
+    bad = next((name for name, weight in model.named_parameters() if not weight.isfinite().all()), None)
+    if bad is not None:
+        raise ConfigError(f"--weights {path}: {bad} holds NaN or inf (a model that diverged), so every analysis of it "
+                          "would be NaN; analyse an earlier checkpoint of the run")
+
+
 def saved_probe_settings(path: str | Path) -> tuple[dict, str | None]:
     """The data settings a fit drew its probe with (PrevTokenData's arguments: n_tokens, bos, probe_size, ...), and
     where they were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's

@@ -214,6 +214,10 @@ CASES = [
      "not a torch file of weights (not a complete zip"),
     ("analyze_layer_norm_weights", ["analyze", "--weights", "layer_norm_state_dict.pt", "--out", "analysis"],
      "does not fit the model (unexpected blocks.0.ln1.w;"),
+    # every plugin failed, each blamed for changing the weights (NaN is not equal to itself); "probe loss nan"
+    ("analyze_nan_weights", ["analyze", "--weights", "nan_state_dict.pt", "--out", "analysis"],
+     "--weights nan_state_dict.pt: embed.W_E holds NaN or inf (a model that diverged), so every analysis of it would be "
+     "NaN; analyse an earlier checkpoint of the run"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
     ("report_a_file", ["report", "notes.txt"], "notes.txt: a file, not a directory (report reads a run directory"),
@@ -245,6 +249,9 @@ def workspace(tmp_path_factory) -> Path:
     layer_norm = HookedTransformerConfig(n_layers=1, d_model=16, d_head=16, n_ctx=10, d_vocab=101, attn_only=True,
                                          normalization_type="LN")  # prevpos builds no LayerNorm
     torch.save(HookedTransformer(layer_norm).state_dict(), root / "layer_norm_state_dict.pt")
+    diverged = PrevTokenModel().model.state_dict()
+    diverged["embed.W_E"][3, 5] = float("nan")
+    torch.save(diverged, root / "nan_state_dict.pt")
     (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
     (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")

@@ -234,6 +234,17 @@ def test_a_plugin_that_leaves_the_weights_changed_fails_and_they_are_put_back():
     assert restored.scalars["ablated/loss"] != pytest.approx(run.loss)  # the ablation itself ran on the zeroed W_O
 
 
+def test_a_plugin_that_changes_nothing_on_a_model_with_nan_weights_is_not_blamed():
+    """NaN is not equal to itself: such a model's weights were put back, and each plugin failed, at every step."""
+    model, tokens = tiny_model_and_probe()
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q[0, 0, 0] = float("nan")  # TransformerLens zeroes the NaN patterns: the loss is finite
+    with analysis_mode(model):
+        run = ProbeRun(model, tokens)
+        findings = _AblatesInPlace(restore=True).analyze_checked(run)
+    assert findings.scalars["ablated/shared_loss"] == run.loss < 10
+
+
 class _EditsTheSharedCache(AnalysisPlugin):
     def analyze(self, run) -> Findings:
         run.cache["pattern", 1][:, :, :, 0] = 0  # no BOS attention, in place

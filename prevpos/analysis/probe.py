@@ -97,9 +97,15 @@ def left_as_found(model: HookedTransformer):
         model.reset_hooks(including_permanent=True)
         model.zero_grad(set_to_none=True)
         after = model.state_dict()
-        changed += [name for name, tensor in before.items() if not torch.equal(after[name], tensor)]
+        changed += [name for name, tensor in before.items() if not same_values(after[name], tensor)]
         if changed:
             model.load_state_dict(before)
+
+
+def same_values(a: Tensor, b: Tensor) -> bool:
+    """torch.equal, but NaN equal to NaN: a model with NaN weights was put back and its plugin blamed at every step."""
+    return torch.equal(a, b) or (a.is_floating_point() and a.shape == b.shape
+                                 and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
 
 
 @contextmanager

@@ -63,9 +63,10 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"--probe_size={args.probe_size}: must be at least 1")
     out = _fresh_dir(Path(args.out))
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
-    from prevpos.weights import load_weights, saved_probe_settings
+    from prevpos.weights import load_weights, refuse_non_finite, saved_probe_settings
 
     model, hparams, step = load_weights(Path(args.weights))
+    refuse_non_finite(model, args.weights)
     probe = the_runs_probe(model.cfg, *saved_probe_settings(args.weights), args)
     # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
