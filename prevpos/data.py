@@ -3,7 +3,7 @@
 import lightning as L
 import torch
 
-from prevpos.errors import ConfigError
+from prevpos.errors import ConfigError, check_seed
 from prevpos.sequences import probe_tokens, random_sequences, seeded_sequences
 
 PROBE_SETTINGS = "probe_settings"  # their key in the datamodule's part of a checkpoint
@@ -76,6 +76,8 @@ class PrevTokenData(L.LightningDataModule):
                             ("probe_size", probe_size), ("batches_per_step", batches_per_step)]:
             if value < 1:
                 raise ConfigError(f"data.{name}={value}: must be at least 1")
+        check_seed("data.seed", seed)
+        check_seed("data.probe_seed", probe_seed)
         if notebook_generator:
             n_tokens = d_vocab
         elif n_tokens is None:

@@ -8,6 +8,15 @@ class ConfigError(ValueError):
     """A setting the user can fix; the message names the setting and the fix."""
 
 
+SEED_LIMIT = 2**62  # torch's generators take 64 bits; prevpos adds to its seeds (the held-out sets, each rank)
+
+
+def check_seed(option: str, seed: int) -> None:
+    """A seed torch can take, once prevpos adds its offsets: an overflow traceback, after the run folder was made."""
+    if not -SEED_LIMIT < seed < SEED_LIMIT:
+        raise ConfigError(f"{option}={seed}: too large for torch's random generator; use a seed below 2**62")
+
+
 class NothingToTrain(Exception):
     """A fit from a checkpoint that already reached the fit's end: one line, then a normal exit (a preempted job
     that resumes a run that had just finished must not fail)."""

@@ -8,7 +8,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from prevpos.errors import ConfigError
+from prevpos.errors import ConfigError, check_seed
 from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
 from prevpos.loss import previous_token_loss
@@ -60,6 +60,7 @@ class PrevTokenModel(L.LightningModule):
             raise ConfigError(f"model.min_lr_ratio={min_lr_ratio} must be in [0, 1] (the final lr as a fraction of the peak)")
         if warmup_steps < 0:
             raise ConfigError(f"model.warmup_steps={warmup_steps}: must be >= 0 (0: no warm-up)")
+        check_seed("model.init_seed", init_seed)
         if not all(0 <= beta < 1 for beta in betas):  # torch refused them later, as a traceback in a new run folder
             raise ConfigError(f"model.betas={list(betas)}: each must be in [0, 1) (AdamW's usual: [0.9, 0.999])")
         self.save_hyperparameters()

@@ -46,6 +46,15 @@ CASES = [
     # Lightning's MisconfigurationException traceback from inside fit, "Automatic gradient clipping is not supported"
     ("fast_with_trainer_clipping", ["fit", "--model.fast=FastStep"],
      "model.fast clips inside its own step (model.fast.clip): add --trainer.gradient_clip_val null (it is 1.0;"),
+    ("fast_clip_zero", ["fit", "--model.fast=FastStep", "--model.fast.clip=0", "--trainer.gradient_clip_val=null"],
+     "model.fast.clip=0.0: the largest gradient norm must be positive; null for no clipping"),  # trained nothing
+    # Overflow tracebacks, after the run folder was made (data.seed); init_seed's line named no setting
+    ("data_seed_too_large", ["fit", "--data.seed=99999999999999999999999"],
+     "data.seed=99999999999999999999999: too large for torch's random generator; use a seed below 2**62"),
+    ("probe_seed_too_large", ["fit", "--data.probe_seed=-99999999999999999999999"], "data.probe_seed=-99999"),
+    ("init_seed_too_large", ["fit", "--model.init_seed=99999999999999999999999"], "model.init_seed=99999"),
+    ("analyze_probe_seed_too_large", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "x",
+                                      "--probe_seed=99999999999999999999999"], "--probe_seed=99999"),
     ("fast_with_mixed_precision", ["fit", "--model.fast={}", "--trainer.gradient_clip_val=null",
                                    "--trainer.precision=bf16-mixed"], "model.fast needs trainer.precision 32-true"),
     ("accelerator_unknown", ["fit", "--trainer.accelerator=tpuu"], "invalid accelerator name: `accelerator='tpuu'`"),

@@ -11,7 +11,7 @@ from typing import Optional
 from jsonargparse import ArgumentParser
 
 from prevpos.data import PrevTokenData
-from prevpos.errors import ConfigError
+from prevpos.errors import ConfigError, check_seed
 
 DESCRIPTION = """Run every analysis plugin once on a saved model; write DIR/metrics.json, one DIR/<tag>.png per figure,
 DIR/config.yaml and TensorBoard events in DIR/tensorboard. FILE is a checkpoint saved by `python -m prevpos fit` or a
@@ -61,6 +61,8 @@ def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.probe_size is not None and args.probe_size < 1:
         raise ConfigError(f"--probe_size={args.probe_size}: must be at least 1")
+    if args.probe_seed is not None:
+        check_seed("--probe_seed", args.probe_seed)
     out = _fresh_dir(Path(args.out))
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
     from prevpos.weights import load_weights, refuse_non_finite, saved_probe_settings

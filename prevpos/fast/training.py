@@ -28,6 +28,11 @@ class FastStep:
     capture: bool = True
     clip: float | None = 1.0
 
+    def __post_init__(self):
+        if self.clip is not None and not self.clip > 0:  # 0 zeroed every gradient; below 0, gradient ascent
+            raise ConfigError(f"model.fast.clip={self.clip}: the largest gradient norm must be positive; null for no "
+                              "clipping")
+
 
 def check_setup(module: L.LightningModule) -> None:
     """check_settings on what the trainer made of them (fit from Python; the CLI checks its config before that)."""
