@@ -59,7 +59,8 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     pytest.param(["--out", "/proc"], "--out /proc: cannot create /proc/bench.json (No such file or directory); pass "
                  "a folder you can write to", marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc")),
     (["--runs", "de"], "--runs=de: (d), (e) need a CUDA GPU, and there is none here: nothing to time"),  # wrote a JSON
-    (["--lr", "-1"], "--lr=-1.0: the learning rate must be positive"),  # these three were tracebacks from inside a run
+    (["--lr", "-1"], "--lr=-1.0: the learning rate must be a positive number"),  # these three were tracebacks
+    (["--lr", "inf"], "--lr=inf: the learning rate must be a positive number"),  # ran, to val acc 0.009
     (["--precision", "8"], "argument --precision: invalid choice: '8'"),
     (["--target", "2"], "--target=2.0: a validation accuracy, in (0, 1]"),  # ran, and timed nothing
 ])

@@ -241,6 +241,15 @@ def test_several_runs_give_one_table_with_their_spread(tmp_path, report, capsys)
     assert mean == pytest.approx(0.8) and std == pytest.approx(0.1414, abs=1e-3)
 
 
+def test_one_run_named_twice_gets_its_own_page(tmp_path, report, capsys):
+    """`report RUN RUN/` made the table of several runs, of the same run twice, and wrote it over RUN's report.html."""
+    run = analyze_dir(tmp_path / "v0", embedded_pngs(report)[1], **{"probe/acc": 0.9})
+    main(["report", str(run), f"{run}/", str(tmp_path / "." / "v0")])
+    assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
+    assert 'id="algorithm"' in (run / "report.html").read_text()  # the one-run page, not the table
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_a_run_that_cannot_be_read_is_skipped_from_the_table_of_several(tmp_path, report, capsys):
     png = embedded_pngs(report)[1]
     runs = [analyze_dir(tmp_path / name, png, **{"probe/acc": acc}) for name, acc in [("a", 0.9), ("b", 0.7)]]

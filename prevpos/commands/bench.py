@@ -49,8 +49,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--{name}={getattr(args, name)}: must be at least 1")
     if args.warmup_steps < 0:
         parser.error(f"--warmup_steps={args.warmup_steps}: must be at least 0")
-    if not args.lr > 0:
-        parser.error(f"--lr={args.lr}: the learning rate must be positive")
+    if not 0 < args.lr < float("inf"):
+        parser.error(f"--lr={args.lr}: the learning rate must be a positive number")
     if not 0 < args.target <= 1:
         parser.error(f"--target={args.target}: a validation accuracy, in (0, 1]")
     if args.steps < 2 * args.steps_per_epoch or args.steps % args.steps_per_epoch:

@@ -45,6 +45,12 @@ def _as_given(folder: Path) -> Path:
     return folder.relative_to(here) if folder.is_relative_to(here) else folder
 
 
+def once_each(paths: list[Path]) -> list[Path]:
+    """`paths` in their order, without a second spelling of one already there."""
+    seen: set[Path] = set()
+    return [path for path in paths if not (path.resolve() in seen or seen.add(path.resolve()))]
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
     from prevpos.report.html import write_report, written_by_report
@@ -53,6 +59,7 @@ def main(argv: list[str]) -> None:
     from prevpos.report.seeds import build_summary
 
     live = None
+    args.run_dirs = once_each(args.run_dirs)  # `report RUN RUN/` made a table of one run twice, over RUN's own page
     if len(args.run_dirs) == 1:
         default = args.run_dirs[0] / "report.html"
         run = read_run(args.run_dirs[0])
