@@ -49,6 +49,11 @@ def expand_resume(argv: list[str]) -> list[str]:
                 if last_checkpoint(evaluated).is_file()
                 else "; --resume takes a training run's directory, lightning_logs/<name>/version_N")
         raise ConfigError(f"--resume {run_dir}: the log of `prevpos {evaluation}`, not of a training run{hint}")
+    kept = sorted(last.parent.glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    if config.is_file() and not last.is_file() and kept:  # the advice below would have thrown its training away
+        raise ConfigError(f"--resume {run_dir}: the run kept no {last.name} (checkpoint.save_last false?), which "
+                          f"--resume continues; to go on from its newest checkpoint, in a new run: `python -m prevpos "
+                          f"fit --config {config} --ckpt_path {kept[-1]}`")
     if config.is_file() and not last.is_file():
         raise ConfigError(f"--resume {run_dir}: the run stopped before its first checkpoint (it has no {last}), so "
                           f"there is nothing to go on from; start it again: `python -m prevpos fit --config {config}`")

@@ -156,6 +156,11 @@ CASES = [
     # yaml's ScannerError, and AttributeError for a list: tracebacks
     ("resume_a_hand_broken_config", ["fit", "--resume", "lightning_logs/tab/version_0"],
      "--resume: lightning_logs/tab/version_0/config.yaml is not valid YAML (line "),
+    # said the run stopped before its first checkpoint, and to start it again
+    ("resume_a_run_that_kept_no_last_ckpt", ["fit", "--resume", "lightning_logs/no_last/version_0"],
+     "--resume lightning_logs/no_last/version_0: the run kept no last.ckpt (checkpoint.save_last false?), which "
+     "--resume continues; to go on from its newest checkpoint, in a new run: `python -m prevpos fit --config "
+     "lightning_logs/no_last/version_0/config.yaml --ckpt_path lightning_logs/no_last/version_0/checkpoints/best.ckpt`"),
     ("resume_a_config_made_a_list", ["fit", "--resume", "lightning_logs/listed/version_0"],
      "--resume: lightning_logs/listed/version_0/config.yaml is not a fit config"),
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
@@ -250,6 +255,10 @@ def workspace(tmp_path_factory) -> Path:
         (root / "lightning_logs" / name / "version_0" / "checkpoints").mkdir(parents=True)
         shutil.copy(last, root / "lightning_logs" / name / "version_0" / "checkpoints")
         (root / "lightning_logs" / name / "version_0" / "config.yaml").write_text(config)
+    no_last = root / "lightning_logs" / "no_last" / "version_0"
+    (no_last / "checkpoints").mkdir(parents=True)
+    shutil.copy(last, no_last / "checkpoints" / "best.ckpt")
+    shutil.copy(root / RUN / "config.yaml", no_last)
     (root / "truncated.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (root / "notes.txt").write_text("not a checkpoint\n")
     other = PrevTokenModel(d_model=64, d_head=64)
