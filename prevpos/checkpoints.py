@@ -239,6 +239,16 @@ def shape_mismatches(saved: dict, expected: dict) -> list[tuple[str, tuple, tupl
             if isinstance(saved.get(k), torch.Tensor) and tuple(saved[k].shape) != tuple(v.shape)]
 
 
+def refuse_unknown_model_settings(checkpoint: dict, accepted, path) -> None:
+    """A checkpoint whose model settings this prevpos does not take (one of another version of it): Lightning said
+    "does not accept option 'model.foo'", an option the user never typed."""
+    unknown = sorted(set(checkpoint.get("hyper_parameters") or {}) - set(accepted) - {"_instantiator", "_class_path"})
+    if unknown:
+        raise ConfigError(f"--ckpt_path {path}: saved with model settings this prevpos does not take "
+                          f"({', '.join(unknown)}; from another version of it?); `python -m prevpos analyze --weights "
+                          f"{path} --out DIR` reads its weights alone")
+
+
 def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
     """ConfigError naming the differing settings if the checkpoint's weights do not fit `model`."""
     saved, expected = checkpoint["state_dict"], model.state_dict()

@@ -1,6 +1,7 @@
 """prevpos's LightningCLI: fit's defaults, one-line errors, and the checks fit, validate and test make before they
 start. Only the commands that train or evaluate import it (`prevpos/cli.py`): Lightning alone takes seconds to import."""
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from prevpos.analysis.plugin import plugins_of
 from prevpos.analysis.sinks import figures_kept_nowhere
 from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
                                  refuse_a_file_as_the_folder, refuse_another_runs_checkpoints, refuse_fewer_epochs,
-                                 refuse_last_or_best, replaced_settings, stop_a_finished_fit)
+                                 refuse_last_or_best, refuse_unknown_model_settings, replaced_settings,
+                                 stop_a_finished_fit)
 from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.dashboard import MechanismDashboard
 from prevpos.data import PrevTokenData
@@ -113,7 +115,7 @@ class PrevposCLI(LightningCLI):
         path = self.config[command].get("ckpt_path") if command else None
         if not names_a_file(path):
             return super()._parse_ckpt_path()
-        read_checkpoint(path)
+        refuse_unknown_model_settings(read_checkpoint(path), inspect.signature(PrevTokenModel).parameters, path)
         given = self.config[command].model.clone()
         super()._parse_ckpt_path()  # the checkpoint's model settings replace the command line's
         defaults = self._subcommand_parsers[command].get_defaults().model

@@ -184,6 +184,9 @@ CASES = [
      "--ckpt_path notes.txt: not a readable checkpoint (not a complete zip"),
     ("ckpt_a_whole_model", ["validate", "--ckpt_path", "whole_model.pt"], "--ckpt_path whole_model.pt: not a readable "
      "checkpoint (a pickled PrevTokenModel object, not weights); pass a .ckpt file saved by `python -m prevpos fit`"),
+    # said "does not accept option 'model.foo'": an option the user never typed
+    ("ckpt_of_another_version", ["test", "--ckpt_path", "another_version.ckpt"], "--ckpt_path another_version.ckpt: "
+     "saved with model settings this prevpos does not take (foo; from another version of it?)"),
     ("ckpt_wrong_shape", ["fit", "--ckpt_path", "other_model.ckpt"],
      "--ckpt_path other_model.ckpt: its weights do not fit this model (model.embed.W_E (101, 64) vs (101, 128))"),
     ("validate_no_checkpoint", ["validate"], "validate --ckpt_path: pass a checkpoint file of a fit"),
@@ -267,6 +270,9 @@ def workspace(tmp_path_factory) -> Path:
     layer_norm = HookedTransformerConfig(n_layers=1, d_model=16, d_head=16, n_ctx=10, d_vocab=101, attn_only=True,
                                          normalization_type="LN")  # prevpos builds no LayerNorm
     torch.save(HookedTransformer(layer_norm).state_dict(), root / "layer_norm_state_dict.pt")
+    another_version = torch.load(last, weights_only=True)
+    another_version["hyper_parameters"]["foo"] = 1
+    torch.save(another_version, root / "another_version.ckpt")
     diverged = PrevTokenModel().model.state_dict()
     diverged["embed.W_E"][3, 5] = float("nan")
     torch.save(diverged, root / "nan_state_dict.pt")
