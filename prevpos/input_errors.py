@@ -172,6 +172,11 @@ LIGHTNING_PATTERNS = [
      r"trainer.\1=\2: must be at least 0, or -1 for no limit"),
     (r"^Invalid value for (save_top_k|every_n_train_steps|every_n_epochs)=(-?\d+)\. Must be >= (-?\d+)$",
      r"checkpoint.\1=\2: must be >= \3"),
+    (r"^`mode` can be (.+) but got (.+)$", r"checkpoint.mode=\2: must be one of \1"),
+    (r"^Combination of parameters every_n_train_steps=(\S+), every_n_epochs=(\S+) and train_time_interval=(\S+) "
+     r"should be mutually exclusive\.$",
+     r"checkpoint.every_n_train_steps=\1, checkpoint.every_n_epochs=\2, checkpoint.train_time_interval=\3: give one "
+     r"of them (with none, a checkpoint every epoch)"),
 ]
 
 # Lightning's lines that name neither the setting nor the fix.

@@ -138,6 +138,11 @@ CASES = [
     ("plugin_option_wrong_type", ["fit", "--trainer.callbacks+=LengthGeneralization", "--trainer.callbacks.sequences=x"],
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
     # kept the run's worst checkpoint as its best, with nothing said
+    # Lightning's lines, without the section's name
+    ("checkpoint_mode_misspelt", ["fit", "--checkpoint.mode=maxi"], "checkpoint.mode=maxi: must be one of min, max"),
+    ("checkpoint_two_triggers", ["fit", "--checkpoint.every_n_train_steps=3", "--checkpoint.every_n_epochs=1"],
+     "checkpoint.every_n_train_steps=3, checkpoint.every_n_epochs=1, checkpoint.train_time_interval=None: give one of "
+     "them (with none, a checkpoint every epoch)"),
     ("checkpoint_on_a_loss_the_wrong_way", ["fit", "--checkpoint.monitor=val/loss"], "checkpoint.monitor=val/loss with "
      "checkpoint.mode=max: it would take the highest val/loss for the best; add --checkpoint.mode min"),
     ("early_stopping_on_acc_the_wrong_way", ["fit", "--trainer.callbacks+=EarlyStopping",
