@@ -3,6 +3,7 @@ start. Only the commands that train or evaluate import it (`prevpos/cli.py`): Li
 
 import inspect
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -192,7 +193,7 @@ class PrevposCLI(LightningCLI):
         logger = self.trainer.logger
         if isinstance(logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains
             rank_zero_info(f"prevpos: logging to {self.trainer.log_dir}; "
-                           f"watch it with `tensorboard --logdir {Path(logger.root_dir).parent}`")
+                           f"watch it with `tensorboard --logdir {shlex.quote(str(Path(logger.root_dir).parent))}`")
         elif isinstance(logger, CSVLogger):
             figures = f", and the plugins' figures as PNG files in {Path(logger.log_dir, FIGURES)}" \
                 if plugins_of(self.trainer) else ""
@@ -207,7 +208,7 @@ class PrevposCLI(LightningCLI):
         # Not after a fit that trained no step (max_epochs 0): its logs hold nothing to report.
         if isinstance(self.trainer.logger, (TensorBoardLogger, CSVLogger)) and self.trainer.global_step > 0:
             rank_zero_info("prevpos: the run's story in one page: "
-                           f"`python -m prevpos report {self.trainer.log_dir}`")
+                           f"`python -m prevpos report {shlex.quote(self.trainer.log_dir)}`")
 
     def _say_where_it_logged(self):
         """validate and test log beside the run they evaluate (prevpos/evaluation.py): say where, and where to read
@@ -215,7 +216,7 @@ class PrevposCLI(LightningCLI):
         if not isinstance(self.trainer.logger, (TensorBoardLogger, CSVLogger)):
             return
         run_dir = run_dir_of(self.config[self.subcommand].get("ckpt_path"))
-        story = (f"; its run's report shows it: `python -m prevpos report {run_dir}`"
+        story = (f"; its run's report shows it: `python -m prevpos report {shlex.quote(str(run_dir))}`"
                  if run_dir is not None and self.subcommand == "test" else "")
         rank_zero_info(f"prevpos: logged to {self.trainer.log_dir}{story}")
 

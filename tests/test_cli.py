@@ -195,6 +195,15 @@ def test_a_fit_of_no_steps_does_not_offer_a_report(in_tmp):
     assert not [line for line in said if "prevpos report" in line]  # `report` would say the run holds no scalars
 
 
+def test_the_commands_a_fit_suggests_can_be_pasted_into_a_shell(in_tmp):
+    """A run folder with a space printed `report my runs/lightning_logs/...`, which a shell splits in two."""
+    with lightning_info_lines() as said:
+        main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--trainer.default_root_dir",
+                              "my runs"] + SHORT_FIT[2:])
+    assert [line for line in said if line.endswith("watch it with `tensorboard --logdir 'my runs/lightning_logs'`")]
+    assert [line for line in said if line.endswith("`python -m prevpos report 'my runs/lightning_logs/default/version_0'`")]
+
+
 def test_saved_config_reruns_the_run(in_tmp, capsys):
     main(SHORT_FIT[:1] + ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--model.lr=0.002"] + SHORT_FIT[3:])
     saved = in_tmp / "lightning_logs" / "default" / "version_0" / "config.yaml"
