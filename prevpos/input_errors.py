@@ -103,6 +103,9 @@ def check_config_files(argv: list[str]) -> None:
                               f"before the command (`python -m prevpos --config {name} {nested[0]}`): give it there, "
                               f"or drop the `{nested[0]}:` level")
         for section, example in SECTION_EXAMPLES.items():  # jsonargparse ignored `data: 3`, or failed deep inside
+            if section in settings and settings[section] is None:  # was "Unexpected config: model:"
+                raise ConfigError(f"--config {name}: {section}: holds no settings; indent them below it, e.g. "
+                                  f"`{section}: {example}`, or remove the line")
             if settings.get(section) is not None and not isinstance(settings[section], dict):
                 raise ConfigError(f"--config {name}: {section}: {_shown(repr(settings[section]), 40)} is "
                                   f"not a group of settings; map its settings to values, e.g. `{section}: {example}`")

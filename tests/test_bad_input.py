@@ -112,6 +112,9 @@ CASES = [
     ("config_unknown_key", ["fit", "--config", "unknown_key.yaml"], "(did you mean --model.n_layers?)"),
     ("config_wrong_type", ["fit", "--config", "wrong_type.yaml"], "Parser key \"data.batch_size\": Expected a <class 'int'>"),
     # jsonargparse trained with the default data for `data: 3`, and `trainer: 3` stopped with a traceback
+    ("config_an_empty_group", ["fit", "--config", "empty_section.yaml"],  # was "Unexpected config: model:"
+     "--config empty_section.yaml: model: holds no settings; indent them below it, e.g. `model: {lr: 0.01}`, or "
+     "remove the line"),
     ("config_a_group_not_a_mapping", ["fit", "--config", "a_number.yaml"], "--config a_number.yaml: data: 3 is not a "
      "group of settings; map its settings to values, e.g. `data: {batch_size: 256}`"),
     ("config_trainer_not_a_mapping", ["fit", "--config", "trainer_a_list.yaml"],
@@ -287,6 +290,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "under_fit.yaml").write_text("fit:\n  trainer:\n    max_epochs: 2\n")
     (root / "wrong_type.yaml").write_text("data:\n  batch_size: big\n")
     (root / "a_number.yaml").write_text("model:\n  lr: 0.01\ndata: 3\n")
+    (root / "empty_section.yaml").write_text("model:\ntrainer:\n  max_epochs: 2\n")
     (root / "trainer_a_list.yaml").write_text("trainer:\n  - max_epochs\n  - 5\n")
     (root / "empty").mkdir()
     for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
