@@ -14,6 +14,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from prevpos.analysis.session import settle_states
 from prevpos.errors import ConfigError, NothingToTrain
 
 # Values of --ckpt_path that Lightning resolves itself.
@@ -179,6 +180,7 @@ class RunCheckpoint(ModelCheckpoint):
             self._last_global_step_saved = trainer.global_step
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
+        settle_states(trainer, trainer.global_step)  # plugins' state, of every analysis before this step
         step, source, names_last = self._written or (None, None, None)
         io = trainer.strategy.checkpoint_io
         if (step == trainer.global_step and filepath == self.last_model_path == names_last

@@ -74,6 +74,29 @@ class _CountingPlugin(AnalysisPlugin):
         self.steps = state["steps"]
 
 
+class _SlowCountingPlugin(_CountingPlugin):
+    """Takes longer than an epoch of SMALL: its analyses are still running when the checkpoints are saved."""
+
+    def analyze(self, run) -> Findings:
+        time.sleep(0.5)
+        return super().analyze(run)
+
+
+@pytest.mark.parametrize("place", ["thread", "process"])
+def test_a_checkpoint_holds_the_state_of_every_analysis_before_its_step(place, in_tmp, monkeypatch, inline_render):
+    """A checkpoint held the state of the analyses finished by then: at step 12 of a thread's slow plugin, that of
+    steps 0 and 4; in the analysis process (a GPU's), none at all. A resume, which analyses the checkpoint's step
+    again, lost the others for good."""
+    monkeypatch.setenv("PREVPOS_ANALYSIS", place)
+    main(["fit", *SMALL, "--checkpoint.save_top_k=-1", "--checkpoint.filename={step}",
+          f"--trainer.callbacks=[{__name__}._SlowCountingPlugin]"])
+    held = {}
+    for path in (RUN / "checkpoints").glob("step=*.ckpt"):
+        states = torch.load(path, weights_only=False)["callbacks"]
+        held[int(path.stem.removeprefix("step="))] = next(v for k, v in states.items() if "_SlowCounting" in k)["steps"]
+    assert held == {4: [0], 8: [0, 4], 12: [0, 4, 8]}
+
+
 CALLBACKS = (f"--trainer.callbacks=[{{class_path: AttentionPatterns, init_args: {{figure_every_n_epochs: 1}}}}, "
              f"{__name__}._CountingPlugin, "
              f"{{class_path: {__name__}._CrashOnce}}]")

@@ -112,9 +112,11 @@ class AnalysisSession:
             self._run_weights = weights
         return self._run
 
-    def collect(self, wait: bool = False, raise_strict: bool = True) -> None:
-        """Write the findings of finished jobs in order (all of them if `wait`); report failures once each."""
-        while self._jobs and (wait or self._jobs[0][2].done()):
+    def collect(self, wait: bool = False, raise_strict: bool = True, before_step: int | None = None) -> None:
+        """Write the findings of finished jobs in order (all of them if `wait`; only those of steps before
+        `before_step` if given); report failures once each."""
+        while (self._jobs and (before_step is None or self._jobs[0][1] < before_step)
+               and (wait or self._jobs[0][2].done())):
             plugin, step, future = self._jobs.popleft()
             try:
                 findings, plugin_state = future.result()
@@ -126,10 +128,28 @@ class AnalysisSession:
             self.writer.write(findings, step)
         self.writer.deliver()
 
+    def settle_states(self, before_step: int) -> None:
+        """Every analysis of a step before `before_step` written, and the state of the plugins that keep one with
+        the trainer's copies, if such a plugin has one pending: a checkpoint at that step then holds the state of
+        each analysis before it, and a resume analyses its own step again. Before, a checkpoint held the state of
+        the analyses done by then, and a resume lost the others (on a GPU's analysis process, all of them)."""
+        if any(step < before_step and keeps_state(plugin) for plugin, step, _ in self._jobs):
+            self.collect(wait=True, before_step=before_step)
+
     def finish(self, raise_strict: bool = True) -> None:
         """Every queued analysis written and every figure with the loggers. Safe to call more than once."""
         self.collect(wait=True, raise_strict=raise_strict)
         self.writer.finish()
+
+
+def keeps_state(plugin: "AnalysisPlugin") -> bool:
+    return type(plugin).state_dict is not L.Callback.state_dict
+
+
+def settle_states(trainer: L.Trainer, before_step: int) -> None:
+    """AnalysisSession.settle_states for the trainer's session, if it has one (only the global rank 0 analyses)."""
+    if trainer in _sessions:
+        _sessions[trainer].settle_states(before_step)
 
 
 def session_for(trainer: L.Trainer) -> AnalysisSession:
