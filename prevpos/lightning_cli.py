@@ -37,7 +37,7 @@ from prevpos.optimizer import refuse_float16_weights
 from prevpos.progress import calm_default_progress_bar
 from prevpos.registry import discover_plugins, drop_repeated_plugins
 from prevpos.resume import (ResumableSaveConfig, check_run_dir, expect_own_checkpoints, keep_csv_history,
-                            logs_a_folder_per_run)
+                            logs_a_folder_per_run, purge_in_tensorboards_own_reader)
 from prevpos.run_lock import RunLock, claim_a_new_version, share_the_run_folder
 from prevpos.step_files import EVALUATIONS, FIGURES
 from prevpos.switches import (LOG_EVERY_N_STEPS, LOGS, logs_under_root_dir, nothing_logged, refuse_logging_in_barebones,
@@ -178,6 +178,7 @@ class PrevposCLI(LightningCLI):
         if self.trainer.is_global_zero and run_dir is not None:
             refuse_a_live_run(run_dir)
         keep_csv_history(self.trainer, checkpoint)
+        purge_in_tensorboards_own_reader(self.trainer)
         expect_own_checkpoints(path)
 
     def _version_chosen(self) -> bool:

@@ -180,6 +180,20 @@ def keep_csv_history(trainer, checkpoint: dict | None) -> None:
     writer.metrics[:0] = kept  # its first save writes them first
 
 
+def purge_in_tensorboards_own_reader(trainer) -> None:
+    """A second SessionLog START at a resumed TensorBoard run's purge step. TensorBoard's own reader (behind its
+    UI: plugin_event_accumulator) takes a run's first START for the start of its first session and purges nothing
+    at it; a fit writes none, so the resume's was that first one, and the steps the crashed session logged past the
+    checkpoint showed twice in TensorBoard (the older EventAccumulator, which `report` reads, purged them)."""
+    logger = trainer.logger
+    step = logger._kwargs.get("purge_step") if isinstance(logger, TensorBoardLogger) else None
+    if step is None or not trainer.is_global_zero:
+        return
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+    logger.experiment._get_file_writer().add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+
+
 def expect_own_checkpoints(ckpt_path) -> None:
     """A fit from RUN_DIR/checkpoints/FILE that writes on into that folder is a resume: Lightning's warning that the
     folder "exists and is not empty" read as a threat to the very files it resumes from."""

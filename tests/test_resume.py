@@ -18,6 +18,7 @@ import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prevpos.analysis import AnalysisPlugin, Findings
@@ -108,6 +109,15 @@ def events(run_dir: Path) -> EventAccumulator:
     return accumulator
 
 
+def steps_tensorboard_shows(run_dir: Path) -> dict[str, list[int]]:
+    """Each scalar's steps as TensorBoard's UI reads them (its plugin_event_accumulator, not the EventAccumulator
+    above: the two purge a resumed run's events differently)."""
+    accumulator = plugin_event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {tag: [e.step for e in accumulator.Tensors(tag)] for tag in accumulator.Tags()["tensors"]
+            if accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
+
+
 def curves(acc: EventAccumulator) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"] if tag != "epoch"}
 
@@ -155,6 +165,10 @@ def test_resumed_run_equals_uninterrupted_run_in_one_tensorboard_run(tmp_path, m
         assert steps == [s for s, _ in points], tag
         assert [v for _, v in resumed_curves[tag]] == pytest.approx([v for _, v in points], rel=1e-5, abs=1e-6), tag
     assert [v for _, v in resumed_curves["counting/calls"]] == [1, 2, 3, 4]
+    # So in TensorBoard's own reader, which kept what the crashed session logged from the checkpoint's step on:
+    # the plugins' step 8 showed twice.
+    shown = steps_tensorboard_shows(RUN)
+    assert shown == steps_tensorboard_shows(tmp_path / "a" / RUN) and shown["train/loss"] == list(range(12))
     image_tag = "attention/mean_pattern/L1H0"
     assert [e.step for e in resumed.Images(image_tag)] == [e.step for e in straight.Images(image_tag)] == [0, 4, 8, 12]
     # Reading them, TensorBoard drops the crashed run's steps after the checkpoint with a warning "likely caused by a
