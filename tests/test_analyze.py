@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -92,6 +93,8 @@ def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
         metrics = json.loads((in_tmp / name / "metrics.json").read_text())
         assert {tag: metrics[tag] for tag in RUN_TAGS} == pytest.approx({t: e.value for t, e in logged.items()},
                                                                          rel=1e-5)
+        config = yaml.safe_load((in_tmp / name / "config.yaml").read_text())  # as fit's, for `report`
+        assert config["step"] == 10 and config["data"]["bos"] is False and config["data"]["n_tokens"] == 20
     tokens = adversarial_batch("clean", 64, 10, 101, seed=0, n_tokens=20)
     assert tokens[:, 0].eq(100).all() and tokens[:, 1:].max() < 20  # in fit, from the run's ProbeRun.n_tokens
     analyze("--weights", checkpoint, "--out", in_tmp / "given", "--probe_size", 16, "--plugins", "AttentionPatterns")

@@ -14,9 +14,13 @@ import warnings
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 from prevpos.cli import main
 from prevpos.live_fit import LOCK, process_start
@@ -189,6 +193,45 @@ def test_report_on_an_analyze_directory(tmp_path, run_dir):
     assert f"accuracy {metrics['probe/acc']:.4f} and loss {loss(metrics['probe/loss'])}" in html
     assert f"puts {metrics['attention/prev_token_score/L1H0']:.3f} of each position" in html
     assert (out / "attention" / "mean_pattern" / "L1H0.png").read_bytes() in embedded_pngs(html)
+    assert "last logged step 60." in html  # the checkpoint's step (was 0)
+    # Beside the run it analysed: the same settings (an analyze records only its probe's data settings), so a mean;
+    # and no crossing steps, which one snapshot cannot tell (each was "step 0").
+    main(["report", str(run_dir), str(out)])
+    both = (tmp_path / "report.html").read_text() if (tmp_path / "report.html").exists() else \
+        (Path(os.path.commonpath([run_dir, out])) / "report.html").read_text()
+    assert "no mean or spread" not in both and "<th>mean</th>" in both
+    row = re.search(r"<tr><td>analysis</td><td>[^<]*</td>(.*?)</tr>", both)
+    assert row and set(re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))) == {"-"}
+
+
+def test_an_analyze_that_ran_a_plugin_which_skipped_the_model_says_so(tmp_path, report):
+    """Said "the QKTermImportance plugin was off": an analyze config.yaml has no trainer.callbacks. And its data
+    settings (no BOS, 50 tokens) were not read: analyze wrote them under `probe:`, now `data:` as fit does."""
+    out = analyze_dir(tmp_path / "analysis", embedded_pngs(report)[1], **{"probe/acc": 0.9, "probe/loss": 0.5})
+    for plugins, said in ((None, "the QKTermImportance plugin was on but skips this model"),
+                          (["AttentionPatterns,OVCircuit"], "the QKTermImportance plugin was off")):
+        (out / "config.yaml").write_text(yaml.safe_dump({"analyze": {"plugins": plugins}, "step": 200,
+                                                         "model": {"n_layers": 1},
+                                                         "data": {"bos": False, "n_tokens": 50}}))
+        run = read_run(out)
+        assert "(chance: ln(50) = 3.912, over its 50 tokens)" in claims(run)[0].text  # was ln(100), d_vocab's
+        assert said in next(c.missing for c in claims(run) if c.title.startswith("3. "))
+        assert any("These sequences have no BOS" in note for note in departures(run))
+
+
+def test_figures_are_read_in_step_order(tmp_path, report):
+    """They reach the event file as each finishes drawing: "(end)" showed step 40 of a run that ended at 200, and
+    the transition's frames ran 20, 60, 80, 40."""
+    pngs = embedded_pngs(report)[:4]
+    writer = SummaryWriter(str(tmp_path))
+    for step, png in zip([0, 20, 60, 40], pngs):
+        writer.add_image("attention/mean_pattern/L1H0", np.array(Image.open(io.BytesIO(png)).convert("RGB")), step,
+                         dataformats="HWC")
+        writer.add_scalar("val/acc", 0.5, step)
+    writer.close()
+    run = read_run(tmp_path)
+    assert [step for step, _ in run.images["attention/mean_pattern/L1H0"]] == [0, 20, 40, 60]
+    assert run.image_at("attention/mean_pattern/L1H0") == run.images["attention/mean_pattern/L1H0"][-1][1]
 
 
 def test_report_shows_the_test_set_results_logged_beside_the_run(tmp_path, run_dir, capsys):

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     drawn = draw_figures(findings)
     _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {
-        "analyze": settings, "model": hparams, "probe": probe.probe_settings()}))
+        "analyze": settings, "step": step, "model": hparams, "data": probe.probe_settings()}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     figures = f"{len(drawn)} figure{'' if len(drawn) == 1 else 's'}"

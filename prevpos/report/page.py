@@ -25,7 +25,9 @@ def build_report(run: RunRecord) -> str:
 
 def _overview(run: RunRecord) -> str:
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in run.notes)
-    source = ("a training run (TensorBoard events)" if run.kind == "run"
+    logged_in = "metrics.csv" if (run.path / "metrics.csv").is_file() and not any(run.path.glob("events.out.*")) \
+        else "TensorBoard events"
+    source = (f"a training run ({logged_in})" if run.kind == "run"
               else "a `prevpos analyze` output (metrics.json: one snapshot, no timeline)")
     final = run.final
     main = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if not any(d in tag for d in DETAIL_TAGS)]

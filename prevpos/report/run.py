@@ -29,6 +29,14 @@ class RunRecord:
     def final(self) -> dict[str, float]:
         return {tag: series[-1][1] for tag, series in self.scalars.items() if series}
 
+    @property
+    def n_tokens(self) -> int:
+        """The ordinary tokens the run's data drew from (data.n_tokens, resolved as PrevTokenData resolves it)."""
+        config = self.config or {}
+        vocab = (config.get("model") or {}).get("d_vocab", 101)
+        data = config.get("data") or {}
+        return vocab if data.get("notebook_generator") else data.get("n_tokens") or vocab - 1
+
     def image_at(self, tag: str, step: int | None = None) -> bytes | None:
         """The image logged at `step` (None: the last one)."""
         series = self.images.get(tag, [])
@@ -102,8 +110,9 @@ def _read_events(path: Path) -> RunRecord:
     for tag in tags["scalars"]:
         by_step = {e.step: e.value for e in events.Scalars(tag)}  # the last value wins if a step repeats
         run.scalars[tag] = sorted(by_step.items())
-    for tag in tags["images"]:
-        run.images[tag] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+    for tag in tags["images"]:  # in step order: figures reach the file as each is drawn, not in step order
+        by_step = {e.step: e.encoded_image_string for e in events.Images(tag)}  # the last wins, as for scalars
+        run.images[tag] = sorted(by_step.items())
     return _finish_run(path, run, "its TensorBoard events hold")
 
 
@@ -201,10 +210,11 @@ def _read_analyze(path: Path) -> RunRecord:
         raise ConfigError(f"{path / 'metrics.json'} is not valid JSON ({error}): was `prevpos analyze` interrupted?")
     if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
         raise ConfigError(f"{path / 'metrics.json'} is not a flat {{tag: number}} map: not written by `prevpos analyze`")
-    run = RunRecord(path, "analyze", scalars={tag: [(0, float(v))] for tag, v in metrics.items()})
+    config = _read_config(path / "config.yaml", RunRecord(path, "analyze")) if (path / "config.yaml").is_file() else None
+    step = (config or {}).get("step", 0)  # the analysed checkpoint's training step (older outputs: unknown, 0)
+    run = RunRecord(path, "analyze", scalars={tag: [(step, float(v))] for tag, v in metrics.items()}, config=config)
     for png in sorted(path.rglob("*.png")):
-        run.images[png.relative_to(path).with_suffix("").as_posix()] = [(0, png.read_bytes())]
-    run.config = _read_config(path / "config.yaml", run) if (path / "config.yaml").is_file() else None
+        run.images[png.relative_to(path).with_suffix("").as_posix()] = [(step, png.read_bytes())]
     return run
 
 

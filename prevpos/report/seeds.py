@@ -38,9 +38,11 @@ def differing_settings(runs: list[RunRecord]) -> list[str]:
     """The model.* and data.* settings, seeds aside, that differ between runs whose config.yaml was read."""
     settings = [{f"{group}.{key}": value for group in ("model", "data")
                  for key, value in ((run.config or {}).get(group) or {}).items() if "seed" not in key}
+                | {"data.n_tokens": run.n_tokens}  # null in a fit's config, resolved in an analyze's
                 for run in runs if run.config]
-    keys = sorted({key for one in settings for key in one})
-    return [key for key in keys if len({repr(one.get(key)) for one in settings}) > 1]
+    # A setting some configs lack is unknown there, not different (an analyze output records only the probe's data).
+    keys = sorted(set.intersection(*(set(one) for one in settings))) if settings else []
+    return [key for key in keys if len({repr(one[key]) for one in settings}) > 1]
 
 
 def run_labels(runs: list[RunRecord]) -> list[str]:
@@ -83,13 +85,13 @@ def _crossing_steps(runs: list[RunRecord]) -> tuple[list[str], list[dict[str, in
     def heading(crossing: dict) -> str:
         return f"{crossing['label']} ≥ {crossing['threshold']:g}"
 
-    per_run = [crossings(run) for run in runs]
+    per_run = [crossings(run) if run.kind == "run" else [] for run in runs]  # a snapshot crossed nothing
     columns = {heading(c): (c["tag"], c["threshold"]) for rows in per_run for c in rows}
     steps = []
     for run, rows in zip(runs, per_run):
         own = {heading(c): c["step"] for c in rows}
         for column, (tag, threshold) in columns.items():
-            if column not in own and tag in run.scalars and not per_run_threshold(tag):
+            if column not in own and tag in run.scalars and not per_run_threshold(tag) and run.kind == "run":
                 own[column] = first_crossing(run.scalars[tag], threshold)
         steps.append(own)
     return list(columns), steps

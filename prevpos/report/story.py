@@ -63,8 +63,12 @@ def _first(run: RunRecord, pattern: str, final: dict) -> float | None:
 
 
 def _absent(run: RunRecord, title: str, what: str, plugin: str, figures=()) -> Claim:
-    callbacks = ((run.config or {}).get("trainer") or {}).get("callbacks") or []
+    config = run.config or {}
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
     was_on = any(isinstance(c, dict) and str(c.get("class_path", "")).endswith("." + plugin) for c in callbacks)
+    if run.kind == "analyze":  # every plugin, unless --plugins named others
+        named = (config.get("analyze") or {}).get("plugins")
+        was_on = named is None or any(name.split(".")[-1] == plugin for given in named for name in given.split(","))
     why = f"the {plugin} plugin was on but skips this model" if was_on else f"the {plugin} plugin was off"
     return Claim(title, None, list(figures), f"not measured in this run: no {what} scalars ({why})")
 
@@ -74,11 +78,11 @@ def _task(run: RunRecord, final: dict) -> Claim:
     split = "val" if "val/acc" in final else "probe"
     if f"{split}/acc" not in final:
         return _absent(run, title, "val/acc or probe/acc", "training loop")
-    vocab = (run.config or {}).get("model", {}).get("d_vocab", 101)
     text = (f"On the {'held-out' if split == 'val' else 'probe'} set the model outputs the previous token with accuracy "
             f"{final[f'{split}/acc']:.4f}")
     if f"{split}/loss" in final:
-        text += f" and loss {loss(final[f'{split}/loss'])} (chance: ln({vocab - 1}) = {math.log(vocab - 1):.3f})"
+        text += (f" and loss {loss(final[f'{split}/loss'])} (chance: ln({run.n_tokens}) = "
+                 f"{math.log(run.n_tokens):.3f}, over its {run.n_tokens} tokens)")
     by_pos = {tag: final[tag] for tag in matching(run, "val/acc_pos*")}
     if by_pos:
         worst = min(by_pos, key=by_pos.get)
