@@ -28,6 +28,7 @@ from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord, read_run
+from prevpos.report import seeds
 from prevpos.report.seeds import build_summary, run_labels, spread
 from prevpos.report.snapshots import snapshot_steps
 from prevpos.report.story import claims, loss
@@ -387,7 +388,7 @@ def test_the_opt_in_plugins_add_a_claim_only_where_they_ran():
     assert parts.text == ("Zeroing one head's output raises the probe loss to L0H0 3.5400, L1H0 3.7400 (clean 0.0080). "
                           "Directly, each part adds this much to the correct logit above the mean logit: L1H0 16.90, "
                           "L0H0 1.05, embed 0.01.")
-    assert parts.check == (True, "L1H0, the previous-token head, writes the most")
+    assert parts.check == (True, "L1H0, layer 1's head most on the previous token, writes the most")
 
 
 def test_a_control_run_is_said_to_be_one_above_the_claims():
@@ -524,3 +525,13 @@ def test_the_seeds_script_trains_each_seed_and_reports_across_them(tmp_path):
     html = (seeds / "report.html").read_text()
     assert re.search(r"<tr><td>val/acc</td>" + r'<td class="num">[\d.]+</td>' * 6, html)
     assert result.stdout.strip().endswith(f"wrote {Path('lightning_logs/seeds/report.html')}")
+
+
+def test_the_seeds_table_ranks_the_terms_of_the_head_the_story_follows():
+    """It took head 0's, though with several heads the story follows the one most on the previous token."""
+    ranks = {"L1H0": {"direct": 1.0, "qk_comp": 2.0, "k_comp": 3.0, "q_comp": 4.0},
+             "L1H1": {"direct": 4.0, "qk_comp": 3.0, "k_comp": 2.0, "q_comp": 1.0}}
+    scalars = {f"qk_terms/zero_ablation_loss/{term}/{head}": [(100, value)]
+               for head, terms in ranks.items() for term, value in terms.items()}
+    scalars |= {"attention/prev_token_score/L1H0": [(100, 0.2)], "attention/prev_token_score/L1H1": [(100, 0.7)]}
+    assert seeds._top_term(RunRecord(Path("run"), "run", scalars=scalars)) == "direct > qk_comp > k_comp > q_comp"

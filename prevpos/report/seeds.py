@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from prevpos.report.html import esc, img, page, table
 from prevpos.report.mechanisms import crossings, first_crossing, matching, per_run_threshold
 from prevpos.report.run import RunRecord
-from prevpos.report.story import TERMS
+from prevpos.report.story import TERMS, followed_head
 from prevpos.report.timeline import png_bytes
 
 COLUMNS = ["val/acc", "val/loss", "test/acc", "probe/acc", "attention/bos_score/L0H*",
@@ -61,7 +61,12 @@ def _seed(run: RunRecord, group: str, key: str):
 
 
 def _top_term(run: RunRecord) -> str:
-    losses = {t: run.final[tags[0]] for t in TERMS if (tags := matching(run, f"qk_terms/zero_ablation_loss/{t}*"))}
+    """The zero-ablated terms, most important first, of the head the run's story follows (with several heads in
+    the last layer, the one most on the previous token, not always head 0)."""
+    head = followed_head(run, run.final)
+    losses = {t: run.final[tags[0]] for t in TERMS
+              if (tags := matching(run, f"qk_terms/zero_ablation_loss/{t}/{head}")
+                  or matching(run, f"qk_terms/zero_ablation_loss/{t}"))}
     return " > ".join(sorted(losses, key=losses.get, reverse=True)) if losses else "-"
 
 
@@ -69,9 +74,9 @@ def _curves(runs: list[RunRecord], labels: list[str]) -> Figure:
     fig = Figure(figsize=(10, 3.6), dpi=80, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     for ax, (pattern, title) in zip(axes, [("val/acc", "val accuracy"),
-                                           ("attention/prev_token_score/L{last}H*", "last layer's prev-token score")]):
+                                           ("attention/prev_token_score/{head}", "last layer's prev-token score")]):
         for run, label in zip(runs, labels):
-            for tag in matching(run, pattern)[:1]:
+            for tag in matching(run, pattern.replace("{head}", followed_head(run, run.final)))[:1]:
                 ax.plot(*zip(*run.scalars[tag]), marker=".", label=label)
         ax.set(title=title, xlabel="training step", ylim=(-0.03, 1.03))
     if axes[0].lines:

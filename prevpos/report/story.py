@@ -186,7 +186,9 @@ def _parts(run: RunRecord, final: dict, head: str) -> Claim:
             f"{name} {direct[name]:.2f}" for name in ranked))
     check = None
     if direct and "*" not in head:
-        check = (max(direct, key=direct.get) == head, f"{head}, the previous-token head, writes the most")
+        # The claims' head, which a control (learned_pos) may not use to look back: named for what it is.
+        check = (max(direct, key=direct.get) == head,
+                 f"{head}, layer {_layer(head)}'s head most on the previous token, writes the most")
     return Claim(title, ". ".join(sentences) + ".", ["head_ablation/losses", "dla/by_part"], check=check)
 
 
