@@ -28,7 +28,7 @@ from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord, read_run
-from prevpos.report import seeds
+from prevpos.report import page, seeds
 from prevpos.report.seeds import build_summary, run_labels, spread
 from prevpos.report.snapshots import snapshot_steps
 from prevpos.report.story import claims, loss
@@ -535,3 +535,13 @@ def test_the_seeds_table_ranks_the_terms_of_the_head_the_story_follows():
                for head, terms in ranks.items() for term, value in terms.items()}
     scalars |= {"attention/prev_token_score/L1H0": [(100, 0.2)], "attention/prev_token_score/L1H1": [(100, 0.7)]}
     assert seeds._top_term(RunRecord(Path("run"), "run", scalars=scalars)) == "direct > qk_comp > k_comp > q_comp"
+
+
+def test_the_timeline_table_says_whether_each_crossing_held():
+    """learned_pos's layer-1 prev-token score crossed 0.5 at step 50 and ended at 0.178: listed as a part that formed."""
+    scalars = {"attention/prev_token_score/L1H0": [(0, 0.1), (50, 0.539), (100, 0.178)],
+               "ov/copy_top1/L1H0": [(0, 0.0), (50, 0.95), (100, 1.0)]}
+    html = page._timeline(RunRecord(Path("run"), "run", scalars=scalars), b"png")
+    rows = re.findall(r"<tr><td>([^<]*)</td>" + r'<td[^>]*>([^<]*)</td>' * 4 + "</tr>", html)
+    assert sorted((step, final, said) for _, _, step, final, said in rows) == [("50", "0.178", "no: fell back"),
+                                                                              ("50", "1", "yes")]

@@ -57,10 +57,16 @@ def _config_table(config: dict) -> str:
 def _timeline(run: RunRecord, timeline: bytes | None) -> str:
     if timeline is None:
         return '<h2 id="timeline">Emergence timeline</h2><p class="missing">No timeline: this directory holds one snapshot.</p>'
-    rows = [[r["label"], f"{r['threshold']:g}", "never" if r["step"] is None else r["step"]] for r in crossings(run)]
+    final = run.final
+    # The final value beside the first crossing: a score that crossed and fell back (learned_pos's layer-1
+    # prev-token score: 0.539 at step 50, 0.178 at the end) read as a part that formed.
+    rows = [[r["label"], f"{r['threshold']:g}", "never" if r["step"] is None else r["step"], f"{final[r['tag']]:.3g}",
+             "" if r["step"] is None else "yes" if final[r["tag"]] >= r["threshold"] else "no: fell back"]
+            for r in crossings(run)]
     return ('<h2 id="timeline">Emergence timeline</h2>' + img(timeline, "mechanism scores and losses by training step")
-            + "<p>The order in which the parts formed (first step at or above each threshold):</p>"
-            + table(["score", "threshold", "first step"], rows))
+            + "<p>The order in which the parts formed (first step at or above each threshold), and whether each "
+              "held to the end:</p>"
+            + table(["score", "threshold", "first step", "final", "held"], rows))
 
 
 def _story(run: RunRecord, timeline: bytes | None) -> str:
