@@ -54,6 +54,16 @@ def refuse_non_finite(model: torch.nn.Module, path) -> None:
                           "would be NaN; analyse an earlier checkpoint of the run")
 
 
+def saved_epochs(path: str | Path) -> int:
+    """The epochs a fit checkpoint had trained every batch of (run.epoch of its step in the fit); 0 for a raw
+    state_dict. Lightning's own `epoch` is the index of the epoch saved in, one short at an epoch's end."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return int(saved["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError):
+        return int(saved.get("epoch", 0)) if isinstance(saved, dict) else 0
+
+
 def saved_probe_settings(path: str | Path) -> tuple[dict, str | None]:
     """The data settings a fit drew its probe with (PrevTokenData's arguments: n_tokens, bos, probe_size, ...), and
     where they were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's

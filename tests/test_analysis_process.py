@@ -42,6 +42,7 @@ class _WhereAndHowOften(AnalysisPlugin):
         findings.scalar("where/calls", len(self.steps))
         findings.scalar("where/probe_loss", run.loss)
         findings.scalar("where/n_tokens", run.n_tokens)
+        findings.scalar("where/epoch", run.epoch)
         return findings
 
     def state_dict(self) -> dict:
@@ -125,6 +126,7 @@ def test_plugins_analyse_in_the_analysis_process_and_their_state_comes_back(tmp_
     losses = [e.value for e in events.Scalars("where/probe_loss")]
     assert losses[0] > 4 and losses[-1] < losses[0]  # each step's own weights (ln 100 = 4.6 untrained)
     assert [e.value for e in events.Scalars("where/n_tokens")] == [20] * 3  # the data's tokens, for inputs of its own
+    assert [e.value for e in events.Scalars("where/epoch")] == [0, 1, 2]  # epochs trained (was 0, 0, 1)
     assert not [w for w in warned if "analys" in w]
 
     again, _ = fit(tmp_path / "again", _WhereAndHowOften())

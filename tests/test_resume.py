@@ -66,6 +66,7 @@ class _CountingPlugin(AnalysisPlugin):
         self.steps = sorted(set(self.steps) | {run.step})
         findings = Findings()
         findings.scalar("counting/calls", len(self.steps))
+        findings.scalar("counting/epoch", run.epoch)  # was the checkpoint's step's count after a resume, one more
         return findings
 
     def state_dict(self) -> dict:

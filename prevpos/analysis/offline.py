@@ -18,7 +18,7 @@ from prevpos.step_files import tag_path
 
 
 def analyze_offline(model: HookedTransformer, probe: PrevTokenData, names: list[str] | None = None,
-                    step: int = 0) -> Findings:
+                    step: int = 0, epoch: int = 0) -> Findings:
     """probe/loss, probe/acc and every selected plugin's findings on one shared ProbeRun of `probe`'s probe (a
     failing plugin is reported once and skipped, as in training)."""
     from prevpos.registry import class_path_here, discover_plugins
@@ -34,7 +34,7 @@ def analyze_offline(model: HookedTransformer, probe: PrevTokenData, names: list[
     built = [plugin for name, cls in chosen.items() if (plugin := _built(name, cls, named=bool(names)))]
     findings = Findings()
     with analysis_mode(model):
-        run = ProbeRun(model, probe.probe_tokens().to(model.cfg.device), step, n_tokens=probe.n_tokens)
+        run = ProbeRun(model, probe.probe_tokens().to(model.cfg.device), step, epoch, n_tokens=probe.n_tokens)
         findings.scalar("probe/loss", run.loss)
         findings.scalar("probe/acc", run.acc)
         for plugin in built:

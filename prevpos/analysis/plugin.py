@@ -97,13 +97,13 @@ class AnalysisPlugin(Callback):
         # Step 0, and on resume the checkpoint's step if it was scheduled: the crashed run may have died before
         # writing it, and `fit --resume` has TensorBoard drop that step's old events.
         if self._scheduled(trainer.current_epoch):
-            self._analyze_now(trainer, pl_module, figures=self._figures_at(trainer.current_epoch))
+            self._analyze_now(trainer, pl_module, trainer.current_epoch, self._figures_at(trainer.current_epoch))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epochs_done = trainer.current_epoch + 1
         last = epochs_done == trainer.max_epochs
         if self._scheduled(epochs_done) or last:
-            self._analyze_now(trainer, pl_module, figures=self._figures_at(epochs_done) or last)
+            self._analyze_now(trainer, pl_module, epochs_done, self._figures_at(epochs_done) or last)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -119,7 +119,7 @@ class AnalysisPlugin(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_step != trainer.global_step:  # the final state, if the run stopped off schedule
-            self._analyze_now(trainer, pl_module, figures=True)
+            self._analyze_now(trainer, pl_module, trainer.current_epoch, figures=True)
         if trainer.is_global_zero:
             session_for(trainer).finish()
 
@@ -127,11 +127,14 @@ class AnalysisPlugin(Callback):
         if trainer.is_global_zero:  # keep what was analysed before the failure; do not raise a second error
             session_for(trainer).finish(raise_strict=False)
 
-    def _analyze_now(self, trainer: L.Trainer, pl_module: L.LightningModule, figures: bool = True) -> None:
+    def _analyze_now(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int,
+                     figures: bool = True) -> None:
+        """Analyse the weights of now, `epochs_done` epochs into the fit (run.epoch: 0 at step 0, 1 after the first
+        epoch; it was the index of the epoch just ended, 0 at step 0 and after the first, and on a resume the count)."""
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self._last_step = trainer.global_step
-        session_for(trainer).submit(self, pl_module.model, trainer.global_step, trainer.current_epoch, figures)
+        session_for(trainer).submit(self, pl_module.model, trainer.global_step, epochs_done, figures)
 
     def analyze_checked(self, run: ProbeRun) -> Findings:
         """analyze(run), raising ValueError if what it returned is not valid Findings, or it left the weights or the

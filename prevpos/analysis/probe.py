@@ -24,7 +24,7 @@ class ProbeRun:
     model: HookedTransformer
     tokens: Tensor
     step: int = 0
-    epoch: int = 0
+    epoch: int = 0  # epochs trained at `step`: 0 at step 0, 1 after the first
     extras: dict = field(default_factory=dict)  # for plugins to share derived results within one step
     n_tokens: int | None = None
 
