@@ -22,8 +22,10 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from prevpos.analysis import AnalysisPlugin, Findings
 from prevpos.cli import main
 from prevpos.live_fit import LOCK, process_start
+from prevpos.notices import PrevposWarning
 from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
 from prevpos.report.page import build_report
@@ -545,3 +547,28 @@ def test_the_timeline_table_says_whether_each_crossing_held():
     rows = re.findall(r"<tr><td>([^<]*)</td>" + r'<td[^>]*>([^<]*)</td>' * 4 + "</tr>", html)
     assert sorted((step, final, said) for _, _, step, final, said in rows) == [("50", "0.178", "no: fell back"),
                                                                               ("50", "1", "yes")]
+
+
+class _FailsAtStep20(AnalysisPlugin):
+    def analyze(self, run) -> Findings:
+        if run.step == 20:
+            raise RuntimeError("no head 7")
+        findings = Findings()
+        findings.scalar("counter/epoch", run.epoch)  # a plugin's result, not Lightning's `epoch`
+        return findings
+
+
+def test_a_plugin_that_failed_and_its_own_tags_show_on_the_page(in_tmp):
+    """The page said nothing of a plugin that failed, and filed a plugin's counter/epoch with the per-position
+    values (a substring match on "epoch")."""
+    with pytest.warns(PrevposWarning, match="plugin _FailsAtStep20 failed at step 20"):
+        main(["fit", "--trainer.max_epochs=3", "--data.steps_per_epoch=10", "--data.val_size=64",
+              "--data.probe_size=16", "--trainer.enable_progress_bar=false",
+              f"--trainer.callbacks=[{__name__}._FailsAtStep20]"])
+    run_dir = in_tmp / "lightning_logs" / "default" / "version_0"
+    main(["report", str(run_dir)])
+    html = (run_dir / "report.html").read_text()
+    assert "plugin _FailsAtStep20 failed at step 20 and was skipped: RuntimeError(&#x27;no head 7&#x27;) (its " \
+           "traceback: text plugin_errors/_FailsAtStep20 in TensorBoard)" in html
+    final_metrics = html.split('id="final-metrics"')[1].split("</table>")[0]
+    assert "<td>counter/epoch</td><td" in final_metrics and "<td>epoch</td>" not in final_metrics

@@ -11,7 +11,12 @@ from prevpos.report.story import claims
 from prevpos.report.timeline import png_bytes, timeline_figure
 
 # Long per-position lists: folded away.
-DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos", "epoch", "hp_metric")
+DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos")  # per-position values, folded away
+BOOKKEEPING_TAGS = ("epoch", "hp_metric")  # Lightning's own, whole tags (a plugin's counter/epoch is a result)
+
+
+def is_detail(tag: str) -> bool:
+    return tag in BOOKKEEPING_TAGS or any(part in tag for part in DETAIL_TAGS)
 # Where the head that learns to look back looks, at each step of the transition.
 TRANSITION_FRAMES = "attention/mean_pattern/L{last}H*"
 
@@ -30,8 +35,8 @@ def _overview(run: RunRecord) -> str:
     source = (f"a training run ({logged_in})" if run.kind == "run"
               else "a `prevpos analyze` output (metrics.json: one snapshot, no timeline)")
     final = run.final
-    main = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if not any(d in tag for d in DETAIL_TAGS)]
-    detail = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if any(d in tag for d in DETAIL_TAGS)]
+    main = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if not is_detail(tag)]
+    detail = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if is_detail(tag)]
     last_step = max((series[-1][0] for series in run.scalars.values() if series), default=0)
     html = [f'<h2 id="run">Run</h2>{notes}<p>Read from {esc(source)}; last logged step {last_step}.</p>']
     if run.config:

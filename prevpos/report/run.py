@@ -103,13 +103,17 @@ def _read_events(path: Path) -> RunRecord:
     from prevpos.fast import tensorboard_crc
 
     tensorboard_crc.install()  # reading a default run's 4 MB of events: 0.61 -> 0.03 s (CPU)
-    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})  # 0 = keep every event
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})  # 0 = every event
     events.Reload()
     tags = events.Tags()
     run = RunRecord(path, "run")
     for tag in tags["scalars"]:
         by_step = {e.step: e.value for e in events.Scalars(tag)}  # the last value wins if a step repeats
         run.scalars[tag] = sorted(by_step.items())
+    for tag in tags.get("tensors", []):  # a plugin that failed: its first failure's line (the page said nothing)
+        if tag.startswith("plugin_errors/") and (failures := events.Tensors(tag)):
+            run.notes.append(failures[0].tensor_proto.string_val[0].decode().split("\n", 1)[0]
+                             + f" (its traceback: text {tag.removesuffix('/text_summary')} in TensorBoard)")
     for tag in tags["images"]:  # in step order: figures reach the file as each is drawn, not in step order
         by_step = {e.step: e.encoded_image_string for e in events.Images(tag)}  # the last wins, as for scalars
         run.images[tag] = sorted(by_step.items())
