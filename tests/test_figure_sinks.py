@@ -58,6 +58,8 @@ def test_a_csv_run_keeps_the_figures_and_text_tensorboard_would_and_reports_the_
     report([str(csv_run)])
     report([str(tensorboard_run)])
     pages = [(run / "report.html").read_text().replace(run.name, "version_N") for run in (csv_run, tensorboard_run)]
+    assert "Read from a training run (metrics.csv)" in pages[0]  # each page names what it read
+    pages[0] = pages[0].replace("(metrics.csv)", "(TensorBoard events)")
     assert pages[0].count("<img") == pages[1].count("<img") > 10
     # The same page but for the logger's own settings in the config: numbers, timeline, story and figure list.
     differing = {line.strip().split(":")[0] for line in set(without_pictures(pages[0]).splitlines())

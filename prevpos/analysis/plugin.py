@@ -130,7 +130,7 @@ class AnalysisPlugin(Callback):
     def _analyze_now(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int,
                      figures: bool = True) -> None:
         """Analyse the weights of now, `epochs_done` epochs into the fit (run.epoch: 0 at step 0, 1 after the first
-        epoch; it was the index of the epoch just ended, 0 at step 0 and after the first, and on a resume the count)."""
+        epoch, as a resume and `analyze` count it)."""
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self._last_step = trainer.global_step

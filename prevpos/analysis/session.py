@@ -131,8 +131,8 @@ class AnalysisSession:
     def settle_states(self, before_step: int) -> None:
         """Every analysis of a step before `before_step` written, and the state of the plugins that keep one with
         the trainer's copies, if such a plugin has one pending: a checkpoint at that step then holds the state of
-        each analysis before it, and a resume analyses its own step again. Before, a checkpoint held the state of
-        the analyses done by then, and a resume lost the others (on a GPU's analysis process, all of them)."""
+        each analysis before it, and a resume analyses its own step again (a checkpoint held only the analyses done
+        by then, and a resume lost the others)."""
         if any(step < before_step and keeps_state(plugin) for plugin, step, _ in self._jobs):
             self.collect(wait=True, before_step=before_step)
 
