@@ -6,8 +6,10 @@ import torch
 from prevpos.errors import ConfigError, check_seed
 from prevpos.sequences import probe_tokens, random_sequences, seeded_sequences
 
-PROBE_SETTINGS = "probe_settings"  # their key in the datamodule's part of a checkpoint
-PROBE_KEYS = ("n_tokens", "notebook_generator", "bos", "probe_size", "probe_seed", "notebook_probe")
+# What the run's data is (its tokens, its seeds, its probe): saved in each checkpoint, under this key of the
+# datamodule's part, so that `analyze`, `validate` and `test` of it see the run's data.
+DATA_SETTINGS = "data_settings"
+DATA_KEYS = ("seed", "n_tokens", "notebook_generator", "bos", "probe_size", "probe_seed", "notebook_probe")
 
 
 def validation_batch_size(batch_size: int) -> int:
@@ -129,14 +131,13 @@ class PrevTokenData(L.LightningDataModule):
         return probe_tokens(self.probe_size, self.n_ctx, self.d_vocab, self.n_tokens, self.probe_seed,
                             self.notebook_probe, self.bos)
 
-    def probe_settings(self) -> dict:
-        """The settings the probe is drawn with (PrevTokenData's arguments, n_tokens resolved)."""
-        return {key: getattr(self, key) for key in PROBE_KEYS}
+    def data_settings(self) -> dict:
+        """The settings that make the run's data what it is (PrevTokenData's arguments, n_tokens resolved)."""
+        return {key: getattr(self, key) for key in DATA_KEYS}
 
     def state_dict(self) -> dict:
-        # The probe's settings, so that `analyze` of a checkpoint draws the run's probe (a run without BOS, or with
-        # fewer tokens, analysed on the default probe gave other numbers than its fit logged).
-        state = {PROBE_SETTINGS: self.probe_settings()}
+        # A run without BOS, or with fewer tokens, or another seed, was analysed and evaluated on the default data.
+        state = {DATA_SETTINGS: self.data_settings()}
         if self.generator is not None:  # so a resume continues the stream instead of replaying the first batches
             state["generator"] = self.generator.get_state()
         return state

@@ -9,7 +9,7 @@ import yaml
 from transformer_lens import HookedTransformer
 
 from prevpos.checkpoints import load_failure, pickled_object, refuse_a_folder, shape_mismatches
-from prevpos.data import PROBE_KEYS, PROBE_SETTINGS, PrevTokenData
+from prevpos.data import DATA_KEYS, DATA_SETTINGS, PrevTokenData
 from prevpos.errors import ConfigError
 
 _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens, absent from some saved files
@@ -64,15 +64,18 @@ def saved_epochs(path: str | Path) -> int:
         return int(saved.get("epoch", 0)) if isinstance(saved, dict) else 0
 
 
-def saved_probe_settings(path: str | Path) -> tuple[dict, str | None]:
-    """The data settings a fit drew its probe with (PrevTokenData's arguments: n_tokens, bos, probe_size, ...), and
-    where they were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's
-    config.yaml. ({}, None) for neither, e.g. a raw state_dict: the defaults then. Call after load_weights(path)."""
-    path = Path(path)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+def saved_data_settings(path: str | Path) -> tuple[dict, str | None]:
+    """The run's data settings (PrevTokenData's arguments: seed, n_tokens, bos, probe_size, ...), and where they
+    were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's config.yaml. ({},
+    None) for neither, e.g. a raw state_dict: the defaults then. Call after load_weights(path)."""
+    return data_settings_of(torch.load(path, map_location="cpu", weights_only=True), Path(path))
+
+
+def data_settings_of(saved, path: Path) -> tuple[dict, str | None]:
+    """saved_data_settings of the checkpoint `saved`, loaded from `path`."""
     data_state = saved.get(PrevTokenData.__qualname__) if isinstance(saved, dict) else None
-    if isinstance(data_state, dict) and PROBE_SETTINGS in data_state:
-        return data_state[PROBE_SETTINGS], "its checkpoint"
+    if isinstance(data_state, dict) and DATA_SETTINGS in data_state:
+        return data_state[DATA_SETTINGS], "its checkpoint"
     if not (isinstance(saved, dict) and "state_dict" in saved):
         return {}, None
     # RUN_DIR/checkpoints/last.ckpt with RUN_DIR/config.yaml; W&B runs keep config.yaml beside their checkpoints.
@@ -82,7 +85,7 @@ def saved_probe_settings(path: str | Path) -> tuple[dict, str | None]:
         except (OSError, yaml.YAMLError, AttributeError):  # absent, unreadable, or not a config
             continue
         if isinstance(data, dict):
-            return {key: data[key] for key in PROBE_KEYS if key in data}, str(config)
+            return {key: data[key] for key in DATA_KEYS if key in data}, str(config)
     return {}, None
 
 

@@ -84,7 +84,7 @@ def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert saved_epochs(checkpoint) == 2  # analyze's run.epoch, as the fit's at step 10 (Lightning's `epoch`: 1)
     saved = torch.load(checkpoint, weights_only=True)
-    del saved["PrevTokenData"]["probe_settings"]  # as saved before checkpoints held them: read off config.yaml
+    del saved["PrevTokenData"]["data_settings"]  # as saved before checkpoints held them: read off config.yaml
     torch.save(saved, run_dir / "checkpoints" / "older.ckpt")
     for name in ("last", "older"):
         analyze("--weights", run_dir / "checkpoints" / f"{name}.ckpt", "--out", in_tmp / name, "--plugins",

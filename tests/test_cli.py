@@ -86,6 +86,23 @@ def test_model_summary_counts_the_flops_of_one_training_batch(in_tmp):
     assert summary.in_sizes[0] == [batch, n_ctx] and summary.out_sizes[0] == [batch, n_ctx, d_vocab]
 
 
+def test_validate_and_test_evaluate_a_checkpoint_on_the_runs_data(in_tmp):
+    """They drew the default data: a run without BOS, of 20 tokens, scored val/acc 0.10 in `validate` where its fit
+    logged 0.33; and with the default seed 0, a run of data.seed 1 was tested on its own validation set."""
+    tiny = ["--data.batch_size=32", "--data.val_size=256", "--trainer.enable_progress_bar=false"]
+    run = in_tmp / "lightning_logs" / "default" / "version_0"
+    main(["fit", "--data.seed=1", "--data.bos=false", "--data.n_tokens=20", "--trainer.max_epochs=2",
+          "--data.steps_per_epoch=5", "--trainer.callbacks=[]", *tiny])
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    main(["validate", "--ckpt_path", checkpoint, *tiny])
+    with lightning_info_lines() as said:
+        main(["test", "--ckpt_path", checkpoint, "--data.seed=5", *tiny])
+    fitted = scalars(run)["val/acc"][-1].value
+    assert scalars(run / "validate" / "version_0")["val/acc"][-1].value == fitted  # the same held-out set
+    assert scalars(run / "test" / "version_0")["test/acc"][-1].value != fitted  # its own, not validation's
+    assert "prevpos: test uses the run's data settings, not those given: data.seed=1 (given 5)" in said
+
+
 def test_validate_and_test_evaluate_a_checkpoint_on_their_own_held_out_sets(in_tmp):
     small = ["--data.batch_size=64", "--data.val_size=512", "--trainer.enable_progress_bar=false"]
     runs = in_tmp / "lightning_logs" / "default"

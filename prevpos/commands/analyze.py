@@ -65,18 +65,18 @@ def main(argv: list[str]) -> None:
         check_seed("--probe_seed", args.probe_seed)
     out = _fresh_dir(Path(args.out))
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
-    from prevpos.weights import load_weights, refuse_non_finite, saved_epochs, saved_probe_settings
+    from prevpos.weights import load_weights, refuse_non_finite, saved_epochs, saved_data_settings
 
     model, hparams, step = load_weights(Path(args.weights))
     refuse_non_finite(model, args.weights)
-    probe = the_runs_probe(model.cfg, *saved_probe_settings(args.weights), args)
+    probe = the_runs_probe(model.cfg, *saved_data_settings(args.weights), args)
     # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
     findings = analyze_offline(model, probe, plugins, step, saved_epochs(args.weights))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     drawn = draw_figures(findings)
     _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {
-        "analyze": settings, "step": step, "model": hparams, "data": probe.probe_settings()}))
+        "analyze": settings, "step": step, "model": hparams, "data": probe.data_settings()}))
     for tag, text in findings.texts.items():
         print(f"{tag}:\n{textwrap.indent(text.strip(), '  ')}")
     figures = f"{len(drawn)} figure{'' if len(drawn) == 1 else 's'}"
