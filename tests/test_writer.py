@@ -18,11 +18,13 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 
 from prevpos.analysis import render
 from prevpos.analysis.findings import Findings
+from prevpos.analysis.session import plugin_path
 from prevpos.analysis.writer import FindingsWriter
 from prevpos.fast.spawn import ScriptlessSpawnContext
 from prevpos.figures import heatmap
 from prevpos.module import PrevTokenModel
 from prevpos_plugins.attention import AttentionPatterns
+from prevpos_plugins.ov_circuit import OVCircuit
 from tests.conftest import build_data, quiet_trainer
 
 
@@ -258,3 +260,26 @@ def test_a_draw_that_returns_no_figure_is_one_warning_and_the_other_figures_are_
     [said] = [str(w.message) for w in warned if "could not be drawn" in str(w.message)]  # once, at either step
     assert said.endswith("could not be drawn: TypeError('int returned 0, not a matplotlib Figure')")
     assert sorted(events.written) == [("good", 1), ("good", 2)]
+
+
+def test_a_figure_that_cannot_be_drawn_names_its_plugin_and_where_to_see_why(in_tmp):
+    """The warning named only the tag, with no traceback anywhere: drawn in a worker, after analyze() returned."""
+    findings = Findings()
+    findings.figure("mine/bad", int)  # int() returns 0, not a Figure
+    writer = FindingsWriter([TensorBoardLogger(str(in_tmp), name="run")], render="inline")
+    with pytest.warns(UserWarning) as warned:
+        writer.write(findings, step=5, plugin="MyPlugin")
+        writer.finish()
+    [said] = [str(w.message) for w in warned if "could not be drawn" in str(w.message)]
+    assert said == ("figure mine/bad at step 5 could not be drawn (plugin MyPlugin; `python -m prevpos analyze "
+                    "--weights CHECKPOINT --plugins MyPlugin` prints its traceback): TypeError('int returned 0, not "
+                    "a matplotlib Figure')")
+
+
+class _MyOVCircuit(OVCircuit):
+    pass
+
+
+def test_the_plugin_is_named_as_analyze_takes_it():
+    assert plugin_path(OVCircuit()) == "OVCircuit"  # a built-in: its short name
+    assert plugin_path(_MyOVCircuit()) == f"{__name__}._MyOVCircuit"  # else its class path

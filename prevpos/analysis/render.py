@@ -42,6 +42,7 @@ class BackgroundRenderer:
         self._queue: deque[tuple] = deque()  # (tag, render, data, step) not yet handed to a worker
         self._in_flight = 0  # handed to a worker, not yet done
         self._failed: set[str] = set()
+        self.drawn_for: dict[str, str] = {}  # tag -> the plugin whose figure it is, for the warning if it fails
 
     def submit(self, tag: str, render: Callable, data: dict, step: int) -> None:
         """Draw render(**data) and write it at `step`; `data` is plain already (a FigureSpec's)."""
@@ -139,7 +140,11 @@ class BackgroundRenderer:
     def _report(self, tag: str, step: int, error: BaseException) -> None:
         if tag not in self._failed:
             self._failed.add(tag)
-            warn(f"figure {tag} at step {step} could not be drawn: {error!r}")
+            plugin = self.drawn_for.get(tag)
+            # Drawn in a worker, after analyze() returned: no traceback here, and `strict` does not cover it.
+            whose = (f" (plugin {plugin}; `python -m prevpos analyze --weights CHECKPOINT --plugins {plugin}` prints "
+                     "its traceback)") if plugin else ""
+            warn(f"figure {tag} at step {step} could not be drawn{whose}: {error!r}")
 
     def _write(self, tag: str, step: int, png: bytes) -> None:
         for sink in self.sinks:

@@ -125,7 +125,7 @@ class AnalysisSession:
                 continue
             if plugin_state:
                 plugin.load_state_dict(plugin_state)
-            self.writer.write(findings, step)
+            self.writer.write(findings, step, plugin_path(plugin))
         self.writer.deliver()
 
     def settle_states(self, before_step: int) -> None:
@@ -140,6 +140,12 @@ class AnalysisSession:
         """Every queued analysis written and every figure with the loggers. Safe to call more than once."""
         self.collect(wait=True, raise_strict=raise_strict)
         self.writer.finish()
+
+
+def plugin_path(plugin: "AnalysisPlugin") -> str:
+    """What `analyze --plugins` takes for this plugin: a built-in's short name, else its class path."""
+    cls = type(plugin)
+    return cls.__name__ if cls.__module__.startswith("prevpos_plugins.") else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def keeps_state(plugin: "AnalysisPlugin") -> bool:

@@ -47,7 +47,8 @@ class FindingsWriter:
         if self.renderer is not None:
             weakref.finalize(self, self.renderer.finish)  # a run that raised never reaches on_train_end
 
-    def write(self, findings: Findings, step: int) -> None:
+    def write(self, findings: Findings, step: int, plugin: str | None = None) -> None:
+        """Log `findings` at `step`; `plugin`: whose they are (named if a figure of theirs cannot be drawn)."""
         if findings.scalars:
             for logger in self.loggers:
                 logger.log_metrics(findings.scalars, step)
@@ -56,6 +57,8 @@ class FindingsWriter:
         for tag, text in findings.texts.items():
             self.text(tag, text, step)
         for tag, spec in findings.figures.items():
+            if plugin is not None:
+                self.renderer.drawn_for[tag] = plugin
             self.renderer.submit(tag, spec.render, spec.data, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
