@@ -16,7 +16,12 @@ _BUFFERS = ("mask", "IGNORE")  # causal-mask buffers: rebuilt by TransformerLens
 
 
 def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
-    """(model, its PrevTokenModel settings, training step) from FILE, or ConfigError saying why not.
+    """(model, its PrevTokenModel settings, training step) from FILE, or ConfigError saying why not."""
+    return model_of(read_weights_file(path), Path(path))
+
+
+def read_weights_file(path: str | Path):
+    """What FILE holds (a checkpoint's dict, a state_dict), or ConfigError saying why it cannot be read.
 
     weights_only=True: a file from elsewhere cannot run code while loading.
     """
@@ -32,6 +37,11 @@ def load_weights(path: str | Path) -> tuple[HookedTransformer, dict, int]:
                               "loads only tensors (unpickling could run code): save them with "
                               f"torch.save(model.state_dict(), \"{path}\")") from None
         raise ConfigError(f"--weights {path}: not a torch file of weights ({load_failure(error, path)})") from None
+    return saved
+
+
+def model_of(saved, path: Path) -> tuple[HookedTransformer, dict, int]:
+    """load_weights of `saved`, read from `path` by read_weights_file."""
     if isinstance(saved, dict) and "state_dict" in saved and "hyper_parameters" in saved:
         return _from_checkpoint(saved, path)
     if isinstance(saved, dict) and "embed.W_E" in saved:
@@ -54,10 +64,9 @@ def refuse_non_finite(model: torch.nn.Module, path) -> None:
                           "would be NaN; analyse an earlier checkpoint of the run")
 
 
-def saved_epochs(path: str | Path) -> int:
+def epochs_of(saved) -> int:
     """The epochs a fit checkpoint had trained every batch of (run.epoch of its step in the fit); 0 for a raw
     state_dict. Lightning's own `epoch` is the index of the epoch saved in, one short at an epoch's end."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
     try:
         return int(saved["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
     except (KeyError, TypeError):
@@ -67,8 +76,8 @@ def saved_epochs(path: str | Path) -> int:
 def saved_data_settings(path: str | Path) -> tuple[dict, str | None]:
     """The run's data settings (PrevTokenData's arguments: seed, n_tokens, bos, probe_size, ...), and where they
     were found: in the checkpoint, or, in one saved before checkpoints held them, in its run's config.yaml. ({},
-    None) for neither, e.g. a raw state_dict: the defaults then. Call after load_weights(path)."""
-    return data_settings_of(torch.load(path, map_location="cpu", weights_only=True), Path(path))
+    None) for neither, e.g. a raw state_dict: the defaults then."""
+    return data_settings_of(read_weights_file(path), Path(path))
 
 
 def data_settings_of(saved, path: Path) -> tuple[dict, str | None]:

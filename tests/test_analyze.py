@@ -15,7 +15,7 @@ from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
 from prevpos.notices import PrevposWarning
 from prevpos.transformer import HookedTransformer, HookedTransformerConfig, build_transformer
-from prevpos.weights import load_weights, saved_epochs
+from prevpos.weights import epochs_of, load_weights
 from prevpos_plugins.adversarial import adversarial_batch
 from tests.conftest import build_data, quiet_trainer
 
@@ -82,7 +82,7 @@ def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
     logged = {tag: events.Scalars(tag)[-1] for tag in RUN_TAGS}
     assert {event.step for event in logged.values()} == {10}  # the last step, as last.ckpt
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    assert saved_epochs(checkpoint) == 2  # analyze's run.epoch, as the fit's at step 10 (Lightning's `epoch`: 1)
+    assert epochs_of(torch.load(checkpoint, weights_only=True)) == 2  # analyze's run.epoch, as the fit's at step 10 (Lightning's `epoch`: 1)
     saved = torch.load(checkpoint, weights_only=True)
     del saved["PrevTokenData"]["data_settings"]  # as saved before checkpoints held them: read off config.yaml
     torch.save(saved, run_dir / "checkpoints" / "older.ckpt")

@@ -65,14 +65,15 @@ def main(argv: list[str]) -> None:
         check_seed("--probe_seed", args.probe_seed)
     out = _fresh_dir(Path(args.out))
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
-    from prevpos.weights import load_weights, refuse_non_finite, saved_epochs, saved_data_settings
+    from prevpos.weights import data_settings_of, epochs_of, model_of, read_weights_file, refuse_non_finite
 
-    model, hparams, step = load_weights(Path(args.weights))
+    saved = read_weights_file(args.weights)  # once: the model, the run's data and its epochs all come from it
+    model, hparams, step = model_of(saved, Path(args.weights))
     refuse_non_finite(model, args.weights)
-    probe = the_runs_probe(model.cfg, *saved_data_settings(args.weights), args)
+    probe = the_runs_probe(model.cfg, *data_settings_of(saved, Path(args.weights)), args)
     # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
-    findings = analyze_offline(model, probe, plugins, step, saved_epochs(args.weights))
+    findings = analyze_offline(model, probe, plugins, step, epochs_of(saved))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     drawn = draw_figures(findings)
     _write_whole(out, lambda folder: write_findings(findings, drawn, folder, step, {
