@@ -10,13 +10,10 @@ from prevpos.report.snapshots import KEY_FIGURES, acc_at, snapshot_steps
 from prevpos.report.story import claims
 from prevpos.report.timeline import png_bytes, timeline_figure
 
-# Long per-position lists: folded away.
-DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos")  # per-position values, folded away
-BOOKKEEPING_TAGS = ("epoch", "hp_metric")  # Lightning's own, whole tags (a plugin's counter/epoch is a result)
-
-
-def is_detail(tag: str) -> bool:
-    return tag in BOOKKEEPING_TAGS or any(part in tag for part in DETAIL_TAGS)
+# Folded away: long per-position lists (tags that hold these), and Lightning's own bookkeeping (whole tags: a
+# plugin's counter/epoch is a result).
+DETAIL_TAGS = ("/bos_by_pos/", "val/acc_pos", "test/acc_pos")
+BOOKKEEPING_TAGS = ("epoch", "hp_metric")
 # Where the head that learns to look back looks, at each step of the transition.
 TRANSITION_FRAMES = "attention/mean_pattern/L{last}H*"
 
@@ -28,11 +25,13 @@ def build_report(run: RunRecord) -> str:
     return page(f"prevpos report: {run.path}", sections)
 
 
+def is_detail(tag: str) -> bool:
+    return tag in BOOKKEEPING_TAGS or any(part in tag for part in DETAIL_TAGS)
+
+
 def _overview(run: RunRecord) -> str:
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in run.notes)
-    logged_in = "metrics.csv" if (run.path / "metrics.csv").is_file() and not any(run.path.glob("events.out.*")) \
-        else "TensorBoard events"
-    source = (f"a training run ({logged_in})" if run.kind == "run"
+    source = (f"a training run ({run.logged_in})" if run.kind == "run"
               else "a `prevpos analyze` output (metrics.json: one snapshot, no timeline)")
     final = run.final
     main = [[tag, f"{final[tag]:.6g}"] for tag in sorted(final) if not is_detail(tag)]

@@ -24,6 +24,7 @@ class RunRecord:
     config: dict | None = None
     notes: list[str] = field(default_factory=list)
     training_now: str | None = None  # what to say of it if a fit is training it right now (also among the notes)
+    logged_in: str = "TensorBoard events"  # what its reader read a training run from
 
     @property
     def final(self) -> dict[str, float]:
@@ -122,7 +123,7 @@ def _read_events(path: Path) -> RunRecord:
 
 def _read_csv_run(path: Path) -> RunRecord:
     """A run logged with --trainer.logger CSVLogger: metrics.csv, and its figures in FIGURES/<tag>/step_N.png."""
-    run = RunRecord(path, "run", scalars=_csv_scalars(path / "metrics.csv"))
+    run = RunRecord(path, "run", scalars=_csv_scalars(path / "metrics.csv"), logged_in="metrics.csv")
     for png in sorted((path / FIGURES).rglob("step_*.png")):
         step = file_step(png)
         if step is not None:
