@@ -9,7 +9,8 @@ from prevpos.sequences import probe_tokens, random_sequences, seeded_sequences
 # What the run's data is (its tokens, its seeds, its probe): saved in each checkpoint, under this key of the
 # datamodule's part, so that `analyze`, `validate` and `test` of it see the run's data.
 DATA_SETTINGS = "data_settings"
-DATA_KEYS = ("seed", "n_tokens", "notebook_generator", "bos", "probe_size", "probe_seed", "notebook_probe")
+SEQUENCE_KEYS = ("seed", "n_tokens", "notebook_generator", "bos")  # which sequences it trained and held out on
+DATA_KEYS = (*SEQUENCE_KEYS, "probe_size", "probe_seed", "notebook_probe")
 
 
 def validation_batch_size(batch_size: int) -> int:

@@ -22,7 +22,7 @@ from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, 
                                  stop_a_finished_fit)
 from prevpos.cli import LIGHTNING_COMMANDS
 from prevpos.dashboard import MechanismDashboard
-from prevpos.data import PrevTokenData
+from prevpos.data import SEQUENCE_KEYS, PrevTokenData
 from prevpos.errors import ConfigError
 from prevpos.evaluation import log_beside_the_run, require_checkpoint_file, run_dir_of
 from prevpos.fast import training as fast_path
@@ -135,7 +135,7 @@ class PrevposCLI(LightningCLI):
         validation set (test draws seed + 2, validation seed + 1), and one of seed 2 on its first training batches."""
         data, defaults = self.config[command].data, self._subcommand_parsers[command].get_defaults().data
         replaced = []
-        for key in ("seed", "n_tokens", "notebook_generator", "bos"):
+        for key in SEQUENCE_KEYS:
             if key in saved and getattr(data, key, None) != saved[key]:
                 if getattr(data, key, None) != getattr(defaults, key, None):  # given on purpose: say so
                     replaced.append(f"data.{key}={saved[key]} (given {getattr(data, key)})")
