@@ -210,8 +210,12 @@ def refuse_a_folder(option: str, path, then: str = "") -> None:
                           f"{Path(path, 'checkpoints', 'last.ckpt')} for a run's last one{then}")
 
 
-def read_checkpoint(path) -> dict:
-    """The checkpoint at `path` (tensors memory-mapped, so this is cheap), or ConfigError saying why not."""
+SAVED_BY_FIT = "pass a .ckpt file saved by `python -m prevpos fit`"
+
+
+def read_checkpoint(path, named_by: str = "--ckpt_path", fix: str = SAVED_BY_FIT) -> dict:
+    """The checkpoint at `path` (tensors memory-mapped, so this is cheap), or ConfigError saying why not: the option
+    that named it first, `fix` last (`fit --resume` names the run and its other checkpoints)."""
     refuse_a_folder("--ckpt_path", path, then=" (to continue the run: --resume RUN_DIR)")
     if not Path(path).is_file():
         raise ConfigError(f"--ckpt_path {path}: no such file (a run keeps its checkpoints in RUN_DIR/checkpoints/; "
@@ -220,11 +224,9 @@ def read_checkpoint(path) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # as Lightning reads it
     except Exception as error:  # torch raises several types for truncated or foreign files
         reason = load_failure(error, path)
-        raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint ({reason}); pass a .ckpt file saved by "
-                          "`python -m prevpos fit`") from None
+        raise ConfigError(f"{named_by} {path}: not a readable checkpoint ({reason}); {fix}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"--ckpt_path {path}: a torch file but not a Lightning checkpoint (no state_dict); pass a "
-                          ".ckpt file saved by `python -m prevpos fit`")
+        raise ConfigError(f"{named_by} {path}: a torch file but not a Lightning checkpoint (no state_dict); {fix}")
     return checkpoint
 
 

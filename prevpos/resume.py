@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -67,7 +68,12 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError(f"--resume {run_dir}: a resumed run writes its checkpoints where it did, in {last.parent}: "
                           "drop --checkpoint.dirpath (elsewhere, the next --resume would go back to the last one "
                           "there)")
-    step = read_checkpoint(last).get("global_step", 0)
+    others = [path for path in kept if path != last]
+    instead = (f"to go on from its newest other checkpoint, in a new run: `python -m prevpos fit --config "
+               f"{shlex.quote(str(config))} --ckpt_path {shlex.quote(str(others[-1]))}`" if others else
+               f"the run kept no other checkpoint; start it again: `python -m prevpos fit --config "
+               f"{shlex.quote(str(config))}`")
+    step = read_checkpoint(last, named_by=f"--resume {run_dir}:", fix=instead).get("global_step", 0)
     logger = (_run_config(config).get("trainer") or {}).get("logger")
     if not isinstance(logger, dict) or "class_path" not in logger:
         raise ConfigError(f"--resume {run_dir}: its config.yaml has no single logger to continue; use "

@@ -169,6 +169,13 @@ CASES = [
      "--resume lightning_logs/no_last/version_0: the run kept no last.ckpt (checkpoint.save_last false?), which "
      "--resume continues; to go on from its newest checkpoint, in a new run: `python -m prevpos fit --config "
      "lightning_logs/no_last/version_0/config.yaml --ckpt_path lightning_logs/no_last/version_0/checkpoints/best.ckpt`"),
+    # named --ckpt_path, which the user did not type, and pointed at no way on
+    ("resume_a_last_ckpt_cut_short", ["fit", "--resume", "lightning_logs/cut_short/version_0"],
+     "--resume lightning_logs/cut_short/version_0: lightning_logs/cut_short/version_0/checkpoints/last.ckpt: not a "
+     "readable checkpoint (not a complete zip archive written by torch.save: another kind of file, or one cut short); "
+     "to go on from its newest other checkpoint, in a new run: `python -m prevpos fit --config "
+     "lightning_logs/cut_short/version_0/config.yaml --ckpt_path lightning_logs/cut_short/version_0/checkpoints/"
+     "best.ckpt`"),
     ("resume_a_config_made_a_list", ["fit", "--resume", "lightning_logs/listed/version_0"],
      "--resume: lightning_logs/listed/version_0/config.yaml is not a fit config"),
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],
@@ -271,6 +278,9 @@ def workspace(tmp_path_factory) -> Path:
     shutil.copy(last, no_last / "checkpoints" / "best.ckpt")
     shutil.copy(root / RUN / "config.yaml", no_last)
     (root / "truncated.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    cut_short = root / "lightning_logs" / "cut_short" / "version_0"  # the machine died while last.ckpt was written
+    shutil.copytree(no_last, cut_short)
+    (cut_short / "checkpoints" / "last.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (root / "notes.txt").write_text("not a checkpoint\n")
     other = PrevTokenModel(d_model=64, d_head=64)
     torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
