@@ -267,28 +267,33 @@ def check_fits(checkpoint: dict, model: torch.nn.Module, path) -> None:
                       "same model settings (e.g. --config RUN_DIR/config.yaml)")
 
 
+def epochs_trained(checkpoint: dict) -> int:
+    """The epochs a fit checkpoint had trained every batch of: the fit loop's `processed` count, which Lightning's own
+    stop test reads. Its `epoch` is the index of the epoch saved in, one short at an epoch's end."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", 0)))
+
+
 def refuse_fewer_epochs(checkpoint: dict, max_epochs, path, fast_dev_run=False) -> None:
-    """ConfigError if fit would continue `checkpoint` to a trainer.max_epochs it is already past: Lightning raises
-    that from inside fit, as a traceback."""
-    epoch = checkpoint.get("epoch", 0)
-    if max_epochs in (None, -1) or epoch <= max_epochs:
+    """ConfigError if fit would continue `checkpoint` to a trainer.max_epochs below the epochs it trained (Lightning
+    raises that from inside fit, as a traceback, or, one epoch short, trains nothing)."""
+    done = epochs_trained(checkpoint)
+    if max_epochs in (None, -1) or done <= max_epochs:
         return
-    at = f"the checkpoint {path} is already at epoch {epoch} (step {checkpoint.get('global_step')})"
+    at = f"the checkpoint {path} has trained {done} epochs (step {checkpoint.get('global_step')})"
     if fast_dev_run:  # it set max_epochs=1 itself: raising that cannot help
         raise ConfigError(f"trainer.fast_dev_run runs one batch of epoch 0 and {at}: to smoke-test these settings, "
                           "leave out --resume and --ckpt_path")
     raise ConfigError(f"trainer.max_epochs={max_epochs}: {at}; to train on, pass more, e.g. --trainer.max_epochs "
-                      f"{2 * (epoch + 1)}")
+                      f"{2 * done}")
 
 
 def fit_finished(checkpoint: dict, max_epochs, max_steps: int) -> tuple[str, str] | None:
-    """(the setting reached, the option to train on) if `checkpoint` already reached trainer.max_steps or max_epochs.
-    Epochs done are the fit loop's `processed` count, the one Lightning's own stop test reads."""
+    """(the setting reached, the option to train on) if `checkpoint` already reached trainer.max_steps or max_epochs."""
     step = checkpoint.get("global_step", 0)
     if max_steps > 0 and step >= max_steps:
         return f"trainer.max_steps={max_steps}", f"--trainer.max_steps {2 * step}"
-    epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-    done = epochs.get("processed", 0)
+    done = epochs_trained(checkpoint)
     if max_epochs in (None, -1) or done < max_epochs:
         return None
     return f"trainer.max_epochs={max_epochs}", f"--trainer.max_epochs {2 * done}"

@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformer_lens import HookedTransformer
 
-from prevpos.checkpoints import load_failure, pickled_object, refuse_a_folder, shape_mismatches
+from prevpos.checkpoints import epochs_trained, load_failure, pickled_object, refuse_a_folder, shape_mismatches
 from prevpos.data import DATA_KEYS, DATA_SETTINGS, PrevTokenData
 from prevpos.errors import ConfigError
 
@@ -66,11 +66,8 @@ def refuse_non_finite(model: torch.nn.Module, path) -> None:
 
 def epochs_of(saved) -> int:
     """The epochs a fit checkpoint had trained every batch of (run.epoch of its step in the fit); 0 for a raw
-    state_dict. Lightning's own `epoch` is the index of the epoch saved in, one short at an epoch's end."""
-    try:
-        return int(saved["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
-    except (KeyError, TypeError):
-        return int(saved.get("epoch", 0)) if isinstance(saved, dict) else 0
+    state_dict."""
+    return epochs_trained(saved) if isinstance(saved, dict) and "state_dict" in saved else 0
 
 
 def saved_data_settings(path: str | Path) -> tuple[dict, str | None]:

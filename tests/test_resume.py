@@ -501,19 +501,20 @@ def test_resuming_to_fewer_epochs_than_done_is_one_line_and_writes_nothing(tmp_p
     monkeypatch.chdir(tmp_path)
     main(["fit", *SMALL, "--trainer.callbacks=[]"])
     before = {p: p.stat().st_mtime_ns for p in RUN.rglob("*")}
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--resume", str(RUN), "--trainer.max_epochs=1"])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "\n" not in err
-    assert err == (f"prevpos: error: trainer.max_epochs=1: the checkpoint {RUN / 'checkpoints' / 'last.ckpt'} is "
-                   "already at epoch 2 (step 12); to train on, pass more, e.g. --trainer.max_epochs 6")
-    assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
+    for fewer in (1, 2):  # 2: Lightning trained nothing, and the run was said to have "finished this fit"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--resume", str(RUN), f"--trainer.max_epochs={fewer}"])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and "\n" not in err
+        assert err == (f"prevpos: error: trainer.max_epochs={fewer}: the checkpoint {RUN / 'checkpoints' / 'last.ckpt'} "
+                       "has trained 3 epochs (step 12); to train on, pass more, e.g. --trainer.max_epochs 6")
+        assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
     # fast_dev_run sets max_epochs=1 itself: the line must not tell the user to raise it
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--resume", str(RUN), "--trainer.fast_dev_run=true"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err == (
         f"prevpos: error: trainer.fast_dev_run runs one batch of epoch 0 and the checkpoint "
-        f"{RUN / 'checkpoints' / 'last.ckpt'} is already at epoch 2 (step 12): to smoke-test these settings, leave "
+        f"{RUN / 'checkpoints' / 'last.ckpt'} has trained 3 epochs (step 12): to smoke-test these settings, leave "
         "out --resume and --ckpt_path")
     assert {p: p.stat().st_mtime_ns for p in RUN.rglob("*")} == before
