@@ -1,4 +1,5 @@
-"""The LightningModule: the HookedTransformer, its loss, optimizer and metrics. Nothing else."""
+"""The LightningModule: the HookedTransformer, its loss, optimizer, schedule and metrics, and where the fast path's
+captured step plugs in."""
 
 import math
 

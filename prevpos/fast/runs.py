@@ -49,7 +49,8 @@ def default_plugins() -> list:
 
 
 def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: SpeedMeter) -> dict:
-    """`python -m prevpos fit`'s trainer (defaults, checkpoints, TensorBoard), minus the progress bar."""
+    """A fit with `python -m prevpos fit`'s trainer defaults, divergence guard, checkpoints and TensorBoard, built
+    without the CLI: no progress bar, dashboard or run lock."""
     fast = kind in FAST_RUNS
     k = args.steps_per_call if fast else 1
     module = PrevTokenModel(lr=args.lr, warmup_steps=args.warmup_steps, fast=FastStep() if fast else None)

@@ -17,7 +17,8 @@ class Mechanism:
 
 
 # Top to bottom in the order the explanation expects them to form (docs/science.md): layer 0, then layer 1, then
-# the whole circuit. Thresholds are the ones issue 4 asks the note to report.
+# the whole circuit. A threshold is a crossing the timeline reports: the first step a score reached it, and whether
+# it held.
 SCORES = [
     Mechanism("val/acc", "val accuracy", 0.9),
     Mechanism("val/acc", "val accuracy", 0.99),

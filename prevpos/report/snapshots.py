@@ -16,6 +16,7 @@ def snapshot_steps(run: RunRecord, image_steps: list[int]) -> dict[str, int]:
     """{"before": s, "during": s, "after": s, "end": s}, measured on val acc rescaled to 0 (worst) .. 1 (final).
 
     before: the last step still < 10% of the way; during: the step nearest 50%; after: the first step at >= 90%.
+    A run whose val acc moved by 0.05 or less has no transition: {"start": s, "middle": s, "end": s}.
     Steps that coincide are shown once, under the first name.
     """
     steps = sorted(set(image_steps))
