@@ -101,6 +101,12 @@ def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
     analyze("--weights", checkpoint, "--out", in_tmp / "given", "--probe_size", 16, "--plugins", "AttentionPatterns")
     assert "probe: 16 sequences, seed 7, tokens 0..19, no BOS (the run's settings, from its checkpoint, but " \
            "--probe_size 16)" in capsys.readouterr().out
+    from prevpos.commands.analyze import main as analyze_main  # a no-BOS run on sequences that all begin with BOS
+
+    with pytest.raises(ConfigError, match=r"^--notebook_probe true: the tutorial's sample begins every sequence with "
+                                          r"BOS, and the run trained without it \(data.bos false\); leave it out$"):
+        analyze_main(["--weights", str(checkpoint), "--out", str(in_tmp / "notebook"), "--notebook_probe", "true"])
+    assert not (in_tmp / "notebook").exists()
 
 
 def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_path):
