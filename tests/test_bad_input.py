@@ -256,6 +256,8 @@ CASES = [
      "NaN; analyse an earlier checkpoint of the run"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
+    ("report_unknown_option", ["report", str(RUN), "--bogus"],
+     "report: unrecognized arguments: --bogus (`python -m prevpos report --help` lists the options)"),
     ("report_a_file", ["report", "notes.txt"], "notes.txt: a file, not a directory (report reads a run directory"),
     ("report_empty_dir", ["report", "empty"], "has no TensorBoard events"),
 ]

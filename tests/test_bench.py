@@ -51,7 +51,8 @@ def test_plugins_run_is_timed_and_reaches_the_same_accuracy(tmp_path):
     (["--runs", "xyz"], "--runs='xyz': use letters from abcde"),
     (["--runs", ""], "--runs='': use letters from abcde"),  # said "--runs=:  need a CUDA GPU"
     (["--device", "cuda"], "no CUDA GPU"),
-    (["--device", "tpu"], "invalid choice"),
+    (["--device", "tpu"], "bench: argument --device: invalid choice"),  # named no command, as fit's and report's do
+    (["--bogus"], "bench: unrecognized arguments: --bogus (`python -m prevpos bench --help` lists the options)"),
     (["--out", "results.json"], "--out results.json: exists, and bench never overwrites a file; pass a new name"),
     (["--out", "missing/b.json"], "--out missing/b.json: the directory missing does not exist"),  # was a traceback after the runs
     (["--out", "missing/"], "--out missing/: the directory does not exist; create it first"),

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import torch
 
+from prevpos.commands.one_line import OneLineParser
 from prevpos.errors import ConfigError
 from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS, RUNS
 
 METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "end_s", "peak_mib", "val_acc")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"prevpos: error: {message} (`python -m prevpos bench --help` lists the options)", file=sys.stderr)
-        sys.exit(2)
 
 
 # Lightning's precisions that time a different recipe here (16-true is refused with its reason, as fit refuses it).

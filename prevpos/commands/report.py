@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from prevpos.commands.one_line import OneLineParser
 from prevpos.errors import ConfigError
 from prevpos.step_files import in_number_order
 
@@ -16,16 +17,10 @@ existing report.html is overwritten only if `prevpos report` wrote it."""
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m prevpos report", description=DESCRIPTION)
+    parser = OneLineParser(prog="python -m prevpos report", description=DESCRIPTION)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=Path)
     parser.add_argument("--out", help="the HTML file to write, or a directory to write report.html in (default: "
                                       "RUN_DIR/report.html, or report.html in the common parent of several RUN_DIRs)")
-
-    def one_line_error(message: str):
-        print(f"prevpos: error: report: {message} (`python -m prevpos report --help` lists the options)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = one_line_error
     return parser.parse_args(argv)
 
 
