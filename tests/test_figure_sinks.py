@@ -2,12 +2,14 @@
 files beside metrics.csv (and `report` reads such a run as it reads a TensorBoard one), W&B as media at their
 training steps. Before, a CSVLogger or WandbLogger run silently dropped every figure."""
 
+import errno
 import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from lightning.pytorch.loggers import Logger
 from PIL import Image
 
@@ -97,6 +99,19 @@ def test_a_figure_file_stays_inside_its_run_whatever_the_tag(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
         "run/figures/escaped/step_000003.png", "run/figures/etc/evil/step_000003.png",
         "run/figures/plain/tag/step_000003.png"]
+
+
+def test_a_figure_the_disk_had_no_room_for_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The half-written hidden file stayed in the run's figures folder."""
+    def disk_full(path, content):
+        with open(path, "wb") as file:
+            file.write(content[:2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        FolderSink(tmp_path / "run").image("attention/pattern", 3, b"png bytes")
+    assert [p.name for p in (tmp_path / "run").rglob("*") if p.is_file()] == []
 
 
 class ScalarsOnly(Logger):

@@ -66,8 +66,11 @@ class FolderSink(Sink):
     def _write(path: Path, content: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_bytes(content)
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(content)
+            os.replace(partial, path)
+        finally:  # a full disk left the half-written file in the run's folder
+            partial.unlink(missing_ok=True)
 
 
 class WandbSink(Sink):

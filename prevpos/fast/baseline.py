@@ -6,6 +6,7 @@ import torch
 
 from prevpos.data import PrevTokenData
 from prevpos.fast.timing import SpeedMeter
+from prevpos.lightning_cli import TRAINER_DEFAULTS
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.module import PrevTokenModel, warmup_cosine
 from prevpos.optimizer import adamw
@@ -14,7 +15,7 @@ from prevpos.transformer import build_transformer
 
 
 class PlainTraining:
-    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, clip 1.0, AdamW, warm-up + cosine over
+    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, fit's gradient clipping, AdamW, warm-up + cosine over
     `total_steps`. `step()` trains on one fresh batch; `model` is the HookedTransformer."""
 
     def __init__(self, device: torch.device, lr: float, total_steps: int, warmup_steps: int | None = None,
@@ -37,7 +38,7 @@ class PlainTraining:
         loss = previous_token_loss(self.model(tokens), tokens)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, TRAINER_DEFAULTS["gradient_clip_val"])
         self.optimizer.step()
         self.schedule.step()
         return loss.detach()
