@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from prevpos.cli import main
 from prevpos.errors import out_of_memory
@@ -258,6 +259,12 @@ CASES = [
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
     ("report_unknown_option", ["report", str(RUN), "--bogus"],
      "report: unrecognized arguments: --bogus (`python -m prevpos report --help` lists the options)"),
+    # AttributeError and UnicodeDecodeError tracebacks
+    ("report_a_config_section_made_a_number", ["report", "edited/model_a_number"],
+     "edited/model_a_number/config.yaml: model: 5 is not a group of settings (fit writes a mapping there): mend it, "
+     "or remove the line"),
+    ("report_a_binary_config", ["report", "edited/binary"],
+     "edited/binary/config.yaml is not text (a damaged file?): mend it, or move it aside"),
     ("report_a_file", ["report", "notes.txt"], "notes.txt: a file, not a directory (report reads a run directory"),
     ("report_empty_dir", ["report", "empty"], "has no TensorBoard events"),
 ]
@@ -288,6 +295,11 @@ def workspace(tmp_path_factory) -> Path:
     shutil.copytree(no_last, cut_short)
     (cut_short / "checkpoints" / "last.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (root / "notes.txt").write_text("not a checkpoint\n")
+    for name in ("model_a_number", "binary"):  # a run's config.yaml, damaged
+        shutil.copytree(root / RUN, root / "edited" / name)
+    config = yaml.safe_load((root / RUN / "config.yaml").read_text())
+    (root / "edited" / "model_a_number" / "config.yaml").write_text(yaml.safe_dump({**config, "model": 5}))
+    (root / "edited" / "binary" / "config.yaml").write_bytes(b"\xff\xfe\x00\x01binary")
     other = PrevTokenModel(d_model=64, d_head=64)
     torch.save({"state_dict": other.state_dict()}, root / "other_model.ckpt")
     torch.save(other, root / "whole_model.pt")  # torch.save(model): a pickle of the whole module

@@ -223,12 +223,28 @@ def _read_analyze(path: Path) -> RunRecord:
     return run
 
 
+REPORTED_SECTIONS = ("model", "data", "trainer", "analyze")  # the parts of config.yaml the page reads
+
+
 def _read_config(file: Path, run: RunRecord) -> dict | None:
     if not file.is_file():
         run.notes.append("no config.yaml: the settings of this run are unknown (not started by `python -m prevpos fit`?)")
         return None
     try:
-        config = yaml.safe_load(file.read_text())
+        config = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file} is not text (a damaged file?): mend it, or move it aside to report the run without "
+                          "its settings") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{file} is not valid YAML: {' '.join(str(error).split())}")
-    return config if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    for section in REPORTED_SECTIONS:  # as fit wrote them; an edit by hand may have made one a number or a list
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            raise ConfigError(f"{file}: {section}: {' '.join(repr(config[section]).split())[:40]} is not a group of "
+                              "settings (fit writes a mapping there): mend it, or remove the line")
+    callbacks = (config.get("trainer") or {}).get("callbacks")
+    if callbacks is not None and not isinstance(callbacks, list):
+        raise ConfigError(f"{file}: trainer: callbacks: not a list (fit writes one entry per callback): mend it, or "
+                          "remove the line")
+    return config
