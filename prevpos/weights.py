@@ -119,21 +119,29 @@ def _from_checkpoint(saved: dict, path: Path) -> tuple[HookedTransformer, dict, 
     from prevpos.module import PrevTokenModel
 
     accepted = inspect.signature(PrevTokenModel).parameters
-    hparams = {k: v for k, v in saved["hyper_parameters"].items() if k in accepted}
-    module = PrevTokenModel(**hparams)
-    _load_checked(module, saved["state_dict"], path)
-    return module.model, hparams, int(saved.get("global_step", 0))
+    hparams = {k: v for k, v in (saved["hyper_parameters"] or {}).items() if k in accepted}
+    try:  # settings of another version of prevpos are left out; those it takes must still make a model
+        module = PrevTokenModel(**hparams)
+        step = int(saved.get("global_step", 0))
+    except (ConfigError, TypeError, ValueError) as error:
+        raise ConfigError(f"--weights {path}: its saved settings do not make a prevpos model ({error}); is it a "
+                          "checkpoint of `python -m prevpos fit`?") from None
+    _load_checked(module, saved["state_dict"], path, OF_A_CHECKPOINT)
+    return module.model, hparams, step
 
 
-def _load_checked(model: torch.nn.Module, saved: dict, path: Path) -> None:
+OF_A_RAW_STATE_DICT = ("a raw state_dict must be of a HookedTransformer without LayerNorm, attention-only or with ReLU "
+                       "MLPs of 4 x d_model")
+OF_A_CHECKPOINT = "a Lightning checkpoint of another model (is it of `python -m prevpos fit`?)"
+
+
+def _load_checked(model: torch.nn.Module, saved: dict, path: Path, what: str = OF_A_RAW_STATE_DICT) -> None:
     expected = model.state_dict()
     wrong = [f"{k} is {got}, expected {want}" for k, got, want in shape_mismatches(saved, expected)]
     wrong += [f"{k} is missing" for k in expected if k not in saved and k.rsplit(".", 1)[-1] not in _BUFFERS]
     wrong += [f"unexpected {k}" for k in saved if k not in expected]
     if wrong:
-        raise ConfigError(f"--weights {path}: does not fit the model ({wrong[0]}; {len(wrong)} difference(s)); "
-                          "a raw state_dict must be of a HookedTransformer without LayerNorm, attention-only or with "
-                          "ReLU MLPs of 4 x d_model")
+        raise ConfigError(f"--weights {path}: does not fit the model ({wrong[0]}; {len(wrong)} difference(s)); {what}")
     model.load_state_dict({k: saved[k] for k in expected if k in saved}, strict=False)
 
 

@@ -255,6 +255,14 @@ CASES = [
     ("analyze_nan_weights", ["analyze", "--weights", "nan_state_dict.pt", "--out", "analysis"],
      "--weights nan_state_dict.pt: embed.W_E holds NaN or inf (a model that diverged), so every analysis of it would be "
      "NaN; analyse an earlier checkpoint of the run"),
+    # a TypeError traceback from the model's own checks
+    ("analyze_mistyped_settings", ["analyze", "--weights", "mistyped_settings.ckpt", "--out", "analysis"],
+     "--weights mistyped_settings.ckpt: its saved settings do not make a prevpos model ('<' not supported between "
+     "instances of 'str' and 'int'); is it a checkpoint of `python -m prevpos fit`?"),
+    # said it was a raw state_dict
+    ("analyze_another_projects_checkpoint", ["analyze", "--weights", "another_project.ckpt", "--out", "analysis"],
+     "--weights another_project.ckpt: does not fit the model (model.embed.W_E is missing; 21 difference(s)); a "
+     "Lightning checkpoint of another model (is it of `python -m prevpos fit`?)"),
     ("analyze_unknown_plugin", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "analysis",
                                 "--plugins", "OVCircuit", "OVCircuits"], "--plugins: no plugin named OVCircuits"),
     ("report_unknown_option", ["report", str(RUN), "--bogus"],
@@ -312,6 +320,9 @@ def workspace(tmp_path_factory) -> Path:
     diverged = PrevTokenModel().model.state_dict()
     diverged["embed.W_E"][3, 5] = float("nan")
     torch.save(diverged, root / "nan_state_dict.pt")
+    torch.save({"state_dict": {}, "hyper_parameters": {"n_layers": "two"}}, root / "mistyped_settings.ckpt")
+    torch.save({"state_dict": {"layer.weight": torch.zeros(3, 3)}, "hyper_parameters": {"hidden": 3, "lr": 0.1}},
+               root / "another_project.ckpt")
     (root / "malformed.yaml").write_text("model: [1, 2\n  lr: : :\n")
     (root / "a_list.yaml").write_text("- model\n- data\n")
     (root / "unknown_key.yaml").write_text("model:\n  nlayers: 3\n")
