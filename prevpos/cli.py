@@ -162,7 +162,9 @@ def main(argv: list | str | None = None):
     except OSError as error:
         if error.errno not in FILESYSTEM_REFUSALS:
             raise
-        print(f"prevpos: error: the file system refused {error.filename}: {error.strerror}", file=sys.stderr)
+        # TensorBoard's writer names its event file in bytes; a failed write() names no file
+        where = "a write" if error.filename is None else os.fsdecode(error.filename)
+        print(f"prevpos: error: the file system refused {where}: {error.strerror}", file=sys.stderr)
         sys.exit(1)
     except Exception as error:
         line = not_logged_in(error)

@@ -64,6 +64,11 @@ def expand_resume(argv: list[str]) -> list[str]:
         hint = f" It holds the runs {', '.join(p.name for p in runs)}: pass one." if runs else ""
         raise ConfigError(f"--resume {run_dir}: {missing} does not exist; RUN_DIR is a directory like "
                           f"lightning_logs/default/version_0 from an earlier `fit`.{hint}")
+    locked = next((folder for folder in (run_dir, last.parent) if not os.access(folder, os.W_OK)), None)
+    if locked is not None:  # TensorBoard's writer thread failed on it with a traceback of its own
+        raise ConfigError(f"--resume {run_dir}: cannot write into {locked} (read-only, or another user's), where the "
+                          "resumed run goes on writing its logs and checkpoints; copy the run somewhere you can write "
+                          "to and resume the copy")
     if any(arg.split("=", 1)[0] == "--checkpoint.dirpath" for arg in rest):
         raise ConfigError(f"--resume {run_dir}: a resumed run writes its checkpoints where it did, in {last.parent}: "
                           "drop --checkpoint.dirpath (elsewhere, the next --resume would go back to the last one "

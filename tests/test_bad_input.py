@@ -1,5 +1,6 @@
 """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback, no run touched."""
 
+import errno
 import os
 import shutil
 import signal
@@ -452,6 +453,31 @@ def test_a_file_where_the_runs_folder_goes_is_one_line(in_tmp, capsys):
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "prevpos: error: the file system refused lightning_logs/default: Not a directory"
     assert (in_tmp / "lightning_logs").read_text() == "my notes"
+
+
+def test_resuming_a_run_one_cannot_write_into_is_one_line(workspace, monkeypatch, capsys):
+    """On a read-only mount, TensorBoard's writer thread printed a traceback amid the error line, whose file name was
+    Python bytes (b'...'). Simulated: tests run as root, for whom chmod does not make a folder read-only."""
+    monkeypatch.chdir(workspace)
+    checkpoints = RUN / "checkpoints"
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != checkpoints)
+    code, err = refused(["fit", "--resume", str(RUN), "--trainer.max_epochs=4"], workspace, capsys)
+    assert code == 2 and err.strip() == (
+        f"prevpos: error: --resume {RUN}: cannot write into {checkpoints} (read-only, or another user's), where the "
+        "resumed run goes on writing its logs and checkpoints; copy the run somewhere you can write to and resume the "
+        "copy")
+
+
+@pytest.mark.parametrize("filename, named", [(b"run/events.out.tfevents.1", "run/events.out.tfevents.1"),
+                                             (None, "a write")])
+def test_a_refused_write_names_the_file_as_text(filename, named, monkeypatch, capsys):
+    def read_only(argv):
+        raise OSError(errno.EROFS, "Read-only file system", filename)
+
+    monkeypatch.setattr("prevpos.lightning_cli.build_cli", read_only)
+    with pytest.raises(SystemExit):
+        main(["fit"])
+    assert capsys.readouterr().err.strip() == f"prevpos: error: the file system refused {named}: Read-only file system"
 
 
 def test_a_plugin_saved_in_the_working_directory_is_named_by_its_class_path(in_tmp, capsys):
