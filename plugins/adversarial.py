@@ -9,12 +9,13 @@ from prevpos.figures import heatmap_grid
 from prevpos.loss import correct_predictions, previous_token_loss
 
 CASES = ("clean", "repeated_pairs", "no_bos", "all_same", "bos_mid")
+WITH_BOS_ONLY = ("no_bos", "bos_mid")  # the cases that take BOS away or add one: no test of a model trained without
 
 
 def adversarial_batch(case: str, size: int, n_ctx: int, d_vocab: int, seed: int,
-                      n_tokens: int | None = None) -> Int[Tensor, "batch pos"]:
+                      n_tokens: int | None = None, with_bos: bool = True) -> Int[Tensor, "batch pos"]:
     """`size` sequences of one case; ordinary tokens from [0, n_tokens) as in training (default: every token but
-    BOS), BOS = d_vocab - 1. Seeded per case."""
+    BOS), BOS = d_vocab - 1 first (with_bos; the data's data.bos). Seeded per case."""
     bos = d_vocab - 1
     generator = torch.Generator().manual_seed(seed + 7919 * CASES.index(case))
     # Tokens the model never saw would make every case, "clean" first, a test of something else.
@@ -25,7 +26,7 @@ def adversarial_batch(case: str, size: int, n_ctx: int, d_vocab: int, seed: int,
         tokens = tokens[:, :1].expand(size, n_ctx).clone()
     elif case == "bos_mid":
         tokens[:, n_ctx // 2] = bos
-    if case != "no_bos":
+    if with_bos and case != "no_bos":
         tokens[:, 0] = bos
     return tokens
 
@@ -56,13 +57,14 @@ class AdversarialExamples(AnalysisPlugin):
         cfg = run.model.cfg
         last = cfg.n_layers - 1
         size = self.size or run.tokens.shape[0]
-        tokens = torch.cat([adversarial_batch(case, size, cfg.n_ctx, cfg.d_vocab, self.seed, run.n_tokens)
-                            for case in CASES])
+        cases = CASES if run.bos else tuple(case for case in CASES if case not in WITH_BOS_ONLY)
+        tokens = torch.cat([adversarial_batch(case, size, cfg.n_ctx, cfg.d_vocab, self.seed, run.n_tokens, run.bos)
+                            for case in cases])
         tokens = tokens.to(cfg.device)
         # One forward pass for the five cases: an analysis costs TransformerLens's Python per pass, not arithmetic.
         logits, cache = run.model.run_with_cache(tokens, names_filter=f"blocks.{last}.attn.hook_pattern")
         patterns, labels = {}, {}
-        for case, case_logits, case_tokens, pattern in zip(CASES, logits.split(size), tokens.split(size),
+        for case, case_logits, case_tokens, pattern in zip(cases, logits.split(size), tokens.split(size),
                                                            cache["pattern", last].split(size)):
             findings.scalar(f"adversarial/{case}/loss", previous_token_loss(case_logits, case_tokens))
             findings.scalar(f"adversarial/{case}/acc", correct_predictions(case_logits, case_tokens).float().mean())
@@ -73,4 +75,8 @@ class AdversarialExamples(AnalysisPlugin):
                             matrices={case: p[h] for case, p in patterns.items()}, labels=labels,
                             title=f"L{last}H{h} attention on one example of each case", xlabel="source",
                             ylabel="destination", colorbar_label="attention")
+        if not run.bos:  # its "clean" begins with BOS no more than the run's data did
+            return self.skip("adversarial/skipped", "the run's sequences have no BOS, so its clean case has none, and "
+                             f"the cases {' and '.join(WITH_BOS_ONLY)}, which take BOS away or add one, do not apply",
+                             findings)
         return findings

@@ -29,8 +29,11 @@ def not_applicable(model: HookedTransformer) -> str | None:
     return reason
 
 
-def algorithm_unfit(model: HookedTransformer) -> str | None:
-    """None if the hand-written algorithm (prevpos.algorithm) is about this model, else why not (one line)."""
+def algorithm_unfit(model: HookedTransformer, bos: bool = True) -> str | None:
+    """None if the hand-written algorithm (prevpos.algorithm) is about this model, trained on data with BOS or
+    without (`bos`), else why not (one line)."""
+    if not bos:  # its scores are of BOS at position 0: here an untrained token
+        return "its hand-written algorithm, which counts from BOS, and the run's sequences have none"
     if model.cfg.n_heads != 1:
         return f"its hand-written algorithm, which has the numbers of one head per layer, not {model.cfg.n_heads}"
     if model.W_pos.any():  # the algorithm reads W_E alone: exact only where W_pos is zero
@@ -52,18 +55,19 @@ def in_every_head(edits: list[Callable[[Tensor], Tensor]]) -> Callable[[Tensor],
 
 
 def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int, dict[str, Tensor]],
-                       resid_pre: Tensor | None = None, n_tokens: int | None = None) -> dict[str, float]:
+                       resid_pre: Tensor | None = None, n_tokens: int | None = None,
+                       bos: bool = True) -> dict[str, float]:
     """Losses with every layer-1 head's scores kept to the explained terms (the others zero-ablated), kept to the
     other terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the
     algorithm's, for a model it is about (algorithm_unfit).
     `terms`: {head: qk_terms(model, cache of tokens, 1, head)} for every layer-1 head; `resid_pre`: that cache's
-    layer-1 input, to skip layer 0; `n_tokens`: the data's (the algorithm reads its numbers over those tokens)."""
+    layer-1 input, to skip layer 0; `n_tokens`, `bos`: the data's (the algorithm reads its numbers over those tokens)."""
     def kept_to(names: tuple[str, ...]) -> Callable[[Tensor], Tensor]:
         return in_every_head([term_ablation(head, head_terms, names) for head, head_terms in terms.items()])
 
     edits = {"restricted": kept_to(UNEXPLAINED), "excluded": kept_to(EXPLAINED), "base": torch.zeros_like}
     losses = losses_with_score_edits(model, tokens, 1, edits, resid_pre)  # one forward pass for the three, at most
-    if algorithm_unfit(model) is None:
+    if algorithm_unfit(model, bos) is None:
         params = read_params(model, n_tokens)
         losses["algorithm"] = previous_token_loss(algorithm_logits(params, tokens, model.cfg.d_vocab), tokens).item()
     return losses
@@ -75,8 +79,8 @@ class Explanation(AnalysisPlugin):
     `restricted`: every layer-1 head keeps only the direct and qk_comp score terms (sufficiency: ~1 if they suffice;
     the default run, 0.95); `excluded`: only k_comp and q_comp (necessity: ~0 if nothing else carries the signal;
     the default run keeps 0.73, so they are redundant, not useless); `algorithm`: prevpos.algorithm's 16 numbers
-    read off the weights, nothing else (one head per layer, no learned positions or biases). Skips, with a one-line note,
-    models that are not 2-layer attention-only.
+    read off the weights, nothing else (one head per layer, BOS in the data, no learned positions or biases).
+    Skips, with a one-line note, models that are not 2-layer attention-only.
     The losses are logged from step 0; the fractions only once the gap is at least `min_gap` (at random init
     both losses are ~ln(vocab) and their ratio is noise over noise, e.g. 1638).
 
@@ -94,7 +98,7 @@ class Explanation(AnalysisPlugin):
             return self.skip("explanation/skipped", reason)
         findings = Findings()
         terms = {h: cached_qk_terms(run, 1, h) for h in range(run.model.cfg.n_heads)}
-        losses = explanation_losses(run.model, run.tokens, terms, run.cache["resid_pre", 1], run.n_tokens)
+        losses = explanation_losses(run.model, run.tokens, terms, run.cache["resid_pre", 1], run.n_tokens, run.bos)
         losses["model"] = run.loss
         for name, value in losses.items():
             findings.scalar(f"explanation/{name}_loss", value)
@@ -102,7 +106,7 @@ class Explanation(AnalysisPlugin):
             if name in losses and losses["base"] - losses["model"] >= self.min_gap:
                 fraction = recovered(losses["base"], losses[name], losses["model"])
                 findings.scalar(f"explanation/{name}_recovered", fraction)
-        reason = algorithm_unfit(run.model)
+        reason = algorithm_unfit(run.model, run.bos)
         if reason is None:
             self._algorithm_findings(findings, run)
             return findings

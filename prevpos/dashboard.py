@@ -47,6 +47,7 @@ LAYOUT = {
         "loss by length": ["Multiline", [r"length/loss_len\d+$"]],
     },
 }
+PREV_TOKEN_PANEL = "3 layer 1 attends to the previous token"  # of the model's last layer, in layout_for
 
 
 # The HPARAMS tab's columns: TensorBoard shows each run's last logged value of these tags (none is written here).
@@ -69,16 +70,29 @@ def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
 
 
-def layout_for(callbacks) -> dict:
-    """LAYOUT, then the panels of the plugins in this fit that bring their own (`AnalysisPlugin.dashboard`), numbered
-    on from it: an opt-in plugin's charts appear only in the runs that log its tags."""
-    layout = dict(LAYOUT)
+def layout_for(callbacks, last_layer: int = 1) -> dict:
+    """LAYOUT, its panel 3 of the model's last layer (the mechanism's layer 1 is the last of 2; with 3 layers layer 1
+    is not where the previous token is attended to), then the panels of the plugins in this fit that bring their own
+    (`AnalysisPlugin.dashboard`), numbered on from it: an opt-in plugin's charts appear only in the runs that log its
+    tags."""
+    layout = {}
+    for panel, charts in LAYOUT.items():
+        if panel == PREV_TOKEN_PANEL:
+            panel = _in_layer(panel, last_layer)
+            charts = {_in_layer(chart, last_layer): [kind, [_in_layer(tag, last_layer) for tag in tags]]
+                      for chart, (kind, tags) in charts.items()}
+        layout[panel] = charts
     for callback in callbacks:
         for panel, charts in (getattr(callback, "dashboard", None) or {}).items():
             layout[f"{len(layout) + 1} {panel}"] = {
                 chart: ["Multiline", [tag for tag in tags if _compiles(tag, type(callback).__name__, chart)]]
                 for chart, tags in charts.items()}
     return layout
+
+
+def _in_layer(text: str, layer: int) -> str:
+    """A PREV_TOKEN_PANEL name or tag pattern, of `layer` instead of layer 1."""
+    return text.replace("layer 1", f"layer {layer}").replace("/L1H", f"/L{layer}H")
 
 
 def _compiles(pattern: str, plugin: str, chart: str) -> bool:
@@ -106,7 +120,7 @@ class MechanismDashboard(Callback):
         for logger in trainer.loggers:
             writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
             if writer is not None and id(writer) not in self._written:  # one layout per writer, or TB merges twins
-                writer.add_custom_scalars(layout_for(trainer.callbacks))
+                writer.add_custom_scalars(layout_for(trainer.callbacks, pl_module.model.cfg.n_layers - 1))
                 if not logger._default_hp_metric:
                     for summary in hparams(run_settings(trainer, pl_module), dict.fromkeys(TABLE_SCORES, 0)):
                         writer._get_file_writer().add_summary(summary)

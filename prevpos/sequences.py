@@ -16,11 +16,13 @@ def random_sequences(
     return tokens
 
 
-def used_tokens(d_vocab: int, n_tokens: int | None = None) -> Int[Tensor, "tokens"]:
-    """The token ids the data shows the model: the ordinary 0 .. n_tokens - 1 (default: all but BOS), then BOS. The
-    others keep their random initial embeddings, and a circuit's score over them would measure that noise."""
-    bos = d_vocab - 1
-    return torch.cat([torch.arange(min(n_tokens or bos, bos)), torch.tensor([bos])])
+def used_tokens(d_vocab: int, n_tokens: int | None = None, bos: bool = True) -> Int[Tensor, "tokens"]:
+    """The token ids the data shows the model: the ordinary 0 .. n_tokens - 1 (default: all but BOS), then BOS (not
+    in data without BOS, unless its tokens are drawn from the whole vocabulary). The others keep their random initial
+    embeddings, and a circuit's score over them would measure that noise."""
+    bos_id = d_vocab - 1
+    ordinary = torch.arange(min(n_tokens or bos_id, bos_id))
+    return torch.cat([ordinary, torch.tensor([bos_id])]) if bos or (n_tokens or 0) >= d_vocab else ordinary
 
 
 def seeded_sequences(batch: int, n_ctx: int, d_vocab: int, n_tokens: int, seed: int, bos: bool = True) -> Tensor:

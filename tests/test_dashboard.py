@@ -18,8 +18,9 @@ TINY_DEFAULT_FIT = ["fit", "--trainer.max_epochs=1", "--data.steps_per_epoch=3",
 NOT_YET = {"fraction of loss recovered"}
 
 
-def fit_and_read_layout(run_dir, *args) -> tuple[EventAccumulator, layout_pb2.Layout, dict]:
-    """Fit, then its events, its dashboard layout and its scalars; every chart of the layout must have curves."""
+def fit_and_read_layout(run_dir, *args, empty=NOT_YET) -> tuple[EventAccumulator, layout_pb2.Layout, dict]:
+    """Fit, then its events, its dashboard layout and its scalars; every chart of the layout but `empty` must have
+    curves."""
     main([*TINY_DEFAULT_FIT, *args])
     events = EventAccumulator(str(run_dir), size_guidance={TENSORS: 0, "scalars": 0})
     events.Reload()
@@ -29,7 +30,7 @@ def fit_and_read_layout(run_dir, *args) -> tuple[EventAccumulator, layout_pb2.La
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
     for category in layout.category:
         for chart in category.chart:
-            if chart.title in NOT_YET:
+            if chart.title in empty:
                 continue
             drawn = [t for t in scalars if any(re.match(regex, t) for regex in chart.multiline.tag)]
             assert drawn, f"{category.title} / {chart.title}: no logged tag matches {list(chart.multiline.tag)}"
@@ -45,6 +46,16 @@ def test_opt_in_plugins_add_their_own_panels_and_a_default_fit_has_none_of_them(
     charted = layout.category[-1].chart[0].multiline.tag
     assert {t for t in scalars if t.startswith("dla/") and any(re.match(r, t) for r in charted)} == {
         "dla/embed", "dla/L0H0", "dla/L1H0"}  # not the sum check
+
+
+def test_with_three_layers_panel_3_follows_the_last_layer(in_tmp):
+    """Panel 3 charted layer 1 in any model: with 3 layers, a head attending to itself, not the previous token."""
+    _, layout, _ = fit_and_read_layout(in_tmp / "lightning_logs" / "default" / "version_0", "--model.n_layers=3",
+                                       empty={"fraction of loss recovered", "losses"})  # Explanation: 2 layers only
+    panel = layout.category[2]
+    assert panel.title == "3 layer 2 attends to the previous token"
+    assert [(chart.title, list(chart.multiline.tag)) for chart in panel.chart][0] == (
+        "where layer 2 attends: previous, itself, BOS", [r"attention/(prev_token|self|bos)_score/L2H\d+$"])
 
 
 def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0(in_tmp):

@@ -105,6 +105,17 @@ def test_with_learned_positions_the_terms_are_kept_but_the_algorithm_is_skipped(
         assert ("reads no positional embedding" in findings.texts.get("explanation/skipped", "")) != has_algorithm
 
 
+def test_without_bos_the_terms_are_kept_but_the_algorithm_is_skipped():
+    """The algorithm's numbers are of BOS at position 0: in a run without BOS, of a token the model never saw."""
+    model = build_transformer()
+    no_bos = probe_tokens(512, 10, 101, 100, seed=7, bos=False)
+    with analysis_mode(model):
+        findings = Explanation(strict=True).analyze(ProbeRun(model, no_bos))
+    assert "explanation/restricted_loss" in findings.scalars and "explanation/algorithm_loss" not in findings.scalars
+    assert findings.texts["explanation/skipped"] == ("Explanation skipped part of its analysis: its hand-written "
+                                                     "algorithm, which counts from BOS, and the run's sequences have none")
+
+
 def test_with_biases_the_terms_are_kept_but_the_algorithm_is_skipped():
     """A loaded state_dict may hold the biases prevpos keeps at zero; the algorithm has no numbers for them."""
     model = build_transformer()
@@ -146,7 +157,9 @@ def test_with_two_heads_the_plugin_logs_the_terms_and_notes_the_algorithm_once(t
     assert set(first.scalars) == {f"explanation/{n}_{kind}" for n in ("restricted", "excluded")
                                   for kind in ("loss", "recovered")} | {"explanation/base_loss", "explanation/model_loss"}
     assert first.scalars["explanation/restricted_recovered"] > 0.8
-    assert "one head per layer, not 2" in first.texts["explanation/skipped"] and not first.figures
+    assert first.texts["explanation/skipped"].startswith("Explanation skipped part of its analysis: its hand-written "
+                                                         "algorithm") and not first.figures  # read: nothing logged
+    assert "one head per layer, not 2" in first.texts["explanation/skipped"]
     assert not second.texts
 
 

@@ -10,7 +10,7 @@ from prevpos.circuits import (QK_TERMS, ablate_terms, decomposable, losses_with_
                               run_with_edited_scores, run_with_score_edits, term_ablation)
 from prevpos.loss import previous_token_loss
 from prevpos.transformer import build_transformer
-from prevpos_plugins.adversarial import CASES, adversarial_batch
+from prevpos_plugins.adversarial import CASES, AdversarialExamples, adversarial_batch
 from prevpos_plugins.attention import AttentionPatterns
 from prevpos_plugins.head_ablation import HeadAblation, ablated_logits
 from prevpos_plugins.logit_attribution import LogitAttribution, attributions, logit_above_mean
@@ -48,6 +48,30 @@ def test_identity_ov_copies_perfectly():
     assert findings.scalars == pytest.approx({"ov/copy_top1/L0H0": 1.0, "ov/copy_eigen/L0H0": 1.0,
                                               "ov/copy_top1/prev_token_head": 1.0}, abs=1e-5)
     assert "ov/full_circuit/L0H0" in findings.figures
+
+
+def test_a_run_without_bos_is_analysed_without_it():
+    """Trained without BOS: OVCircuit counted BOS's never-trained row (copy_top1 at most 100/101 in a real run),
+    AdversarialExamples' clean case began with BOS, a token the model never saw, and position 0 was labelled BOS."""
+    model = copier()  # d_vocab 8: BOS is 7
+    with torch.no_grad():
+        model.W_E[7] = -model.W_E[7]  # BOS's row does not copy, as an untrained row would not
+    with_bos, without = tokens_for(model), tokens_for(model)
+    without[:, 0] = torch.randint(0, 7, (without.shape[0],), generator=torch.Generator().manual_seed(1))
+    run = ProbeRun(model, without)
+    assert run.bos is False and run.used_tokens.tolist() == list(range(7)) and run.pos_labels[:2] == ["a_0", "a_1"]
+    assert ProbeRun(model, with_bos).bos is True and ProbeRun(model, with_bos).pos_labels[0] == "BOS"
+    with torch.no_grad():
+        assert OVCircuit().analyze(run).scalars["ov/copy_top1/L0H0"] == 1.0
+        assert OVCircuit().analyze(ProbeRun(model, with_bos)).scalars["ov/copy_top1/L0H0"] == pytest.approx(7 / 8)
+        adversarial = AdversarialExamples(size=16).analyze(run)
+    assert set(adversarial.scalars) == {f"adversarial/{case}/{what}" for case in ("clean", "repeated_pairs", "all_same")
+                                        for what in ("loss", "acc")}
+    assert adversarial.texts["adversarial/skipped"].startswith("AdversarialExamples skipped part of its analysis: "
+                                                               "the run's sequences have no BOS")
+    clean = adversarial_batch("clean", 16, 4, 8, seed=0, with_bos=False)
+    assert clean.max() < 7  # no BOS anywhere, at position 0 neither
+    assert torch.equal(adversarial_batch("clean", 16, 4, 8, seed=0)[:, 1:], clean[:, 1:])
 
 
 def test_negated_identity_anti_copies():

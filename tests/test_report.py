@@ -367,6 +367,17 @@ def test_the_story_follows_the_head_that_attends_to_the_previous_token():
     assert claims(one_head)[5].text.startswith("Keeping only the direct and qk_comp terms recovers 95.0%")
 
 
+def test_a_run_without_bos_is_held_to_the_adversarial_cases_it_has():
+    """With no BOS in its data, AdversarialExamples logs no no_bos case, and the claim failed for the want of one."""
+    for repeated, holds in [(3.0, True), (0.5, False)]:
+        run = RunRecord(Path("."), "run", scalars={"adversarial/clean/loss": [(600, 1.0)],
+                                                   "adversarial/repeated_pairs/loss": [(600, repeated)],
+                                                   "adversarial/all_same/loss": [(600, 1.5)]})
+        adversarial = claims(run)[6]
+        assert adversarial.title.startswith("6. ") and adversarial.check == (holds, "repeated pairs > clean")
+        assert "no BOS" not in adversarial.text
+
+
 def test_runs_of_several_experiments_get_columns_that_tell_them_apart():
     """`report lightning_logs/two_heads/version_0 lightning_logs/default/version_0` headed both columns version_0."""
     def runs(*paths):

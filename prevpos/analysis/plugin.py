@@ -82,10 +82,11 @@ class AnalysisPlugin(Callback):
     def skip(self, tag: str, reason: str, findings: Findings | None = None) -> Findings:
         """Empty findings for a model this plugin does not apply to (or `findings`, for a part of it that does not
         apply), with the reason as text the first time only."""
+        skipped = "skipped" if findings is None else "skipped part of its analysis"  # its other numbers were logged
         findings = Findings() if findings is None else findings
         if not self._skip_noted:
             self._skip_noted = True
-            findings.text(tag, f"{type(self).__name__} skipped: {reason}")
+            findings.text(tag, f"{type(self).__name__} {skipped}: {reason}")
         return findings
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

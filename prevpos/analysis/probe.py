@@ -19,6 +19,8 @@ class ProbeRun:
     Plugins read from it and never change the model. `step` is the global training step (0 before training).
     `n_tokens` is the data's: ordinary tokens are 0 .. n_tokens - 1 (data.n_tokens; by default every token but
     BOS, d_vocab - 1), for a plugin that builds inputs of its own from the distribution the model was trained on.
+    `bos`: whether the data begins each sequence with BOS (data.bos); by default read off the probe, which the data
+    drew.
     """
 
     model: HookedTransformer
@@ -27,10 +29,13 @@ class ProbeRun:
     epoch: int = 0  # epochs trained at `step`: 0 at step 0, 1 after the first
     extras: dict = field(default_factory=dict)  # for plugins to share derived results within one step
     n_tokens: int | None = None
+    bos: bool | None = None
 
     def __post_init__(self):
         if self.n_tokens is None:
             self.n_tokens = self.model.cfg.d_vocab - 1
+        if self.bos is None:
+            self.bos = bool(self.tokens[:, 0].eq(self.model.cfg.d_vocab - 1).all())
 
     @cached_property
     def _forward(self) -> tuple[Tensor, ActivationCache]:
@@ -65,8 +70,9 @@ class ProbeRun:
 
     @property
     def used_tokens(self) -> Tensor:
-        """Token ids the data uses (0 .. n_tokens - 1, then BOS): index circuits over the vocabulary with them."""
-        return used_tokens(self.model.cfg.d_vocab, self.n_tokens).to(self.tokens.device)
+        """Token ids the data uses (0 .. n_tokens - 1, then BOS if it has one): index circuits over the vocabulary
+        with them."""
+        return used_tokens(self.model.cfg.d_vocab, self.n_tokens, self.bos).to(self.tokens.device)
 
     @property
     def n_layers(self) -> int:
@@ -77,11 +83,12 @@ class ProbeRun:
 
     @property
     def pos_labels(self) -> list[str]:
-        return position_labels(self.tokens.shape[1])
+        return position_labels(self.tokens.shape[1], self.bos)
 
 
-def position_labels(n_ctx: int) -> list[str]:
-    return ["BOS"] + [f"a_{i}" for i in range(1, n_ctx)]
+def position_labels(n_ctx: int, bos: bool = True) -> list[str]:
+    """BOS, a_1, a_2, ...; without BOS, position 0 holds an ordinary token, a_0."""
+    return ["BOS" if bos else "a_0"] + [f"a_{i}" for i in range(1, n_ctx)]
 
 
 @contextmanager

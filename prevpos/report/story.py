@@ -224,9 +224,14 @@ def _adversarial(run: RunRecord, final: dict) -> Claim:
              "bos_mid": "BOS mid-sequence"}
     parts = [f"{words} {loss(final[f'adversarial/{case}/loss'])} ({final[f'adversarial/{case}/loss'] / max(clean, 1e-12):.1f}× clean)"
              for case, words in cases.items() if f"adversarial/{case}/loss" in final]
-    hurt = [final.get(f"adversarial/{c}/loss", 0) > threshold * clean for c, threshold in [("no_bos", 2), ("repeated_pairs", 1)]]
+    # A run without BOS has no no_bos case (its clean data has none): the check is then of repeated pairs alone.
+    tests = [(case, times, said) for case, times, said in [("no_bos", 2, "no BOS > 2× clean"),
+                                                           ("repeated_pairs", 1, "repeated pairs > clean")]
+             if f"adversarial/{case}/loss" in final]
+    hurt = [final[f"adversarial/{case}/loss"] > times * clean for case, times, _ in tests]
     return Claim(title, f"Against a clean loss of {loss(clean)}, the inputs the mechanism should fail on give: "
-                        + "; ".join(parts) + ".", figures, check=(all(hurt), "no BOS > 2× clean and repeated pairs > clean"))
+                        + "; ".join(parts) + ".", figures,
+                 check=(bool(tests) and all(hurt), " and ".join(said for *_, said in tests) or "no case measured"))
 
 
 def _length(run: RunRecord, final: dict) -> Claim:
