@@ -17,6 +17,7 @@ LAYOUT = {
         "held-out accuracy": ["Multiline", [r"val/acc$", r"train/acc$"]],
         "accuracy by position": ["Multiline", [r"val/acc_pos\d+$"]],
         "loss": ["Multiline", [r"val/loss$", r"train/loss$"]],
+        "learning rate (warm-up, then a cosine over the run's length)": ["Multiline", [r"train/lr$"]],
     },
     "2 layer 0 counts (BOS weight falls with position)": {
         "BOS attention by position": ["Multiline", [r"attention/bos_by_pos/L0H\d+/pos\d+$"]],

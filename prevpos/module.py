@@ -13,6 +13,7 @@ from prevpos.errors import ConfigError, check_seed
 from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
 from prevpos.loss import previous_token_loss
+from prevpos.lr_log import LR_TAG
 from prevpos.metrics import HeldOutMetrics, held_out_names
 from prevpos.optimizer import refuse_float16_weights
 from prevpos.transformer import Positional, build_transformer
@@ -152,7 +153,7 @@ class PrevTokenModel(L.LightningModule):
             rank_zero_info(f"prevpos: the run has no last step (trainer.max_epochs -1), so the cosine has no length: "
                            f"the lr stays at {hp.lr:g} after warm-up; set trainer.max_steps to decay it over them")
         schedule = warmup_cosine(optimizer, hp.lr, hp.warmup_steps, total, hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": LR_TAG}}
 
     def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return fast_path.optimizer(self, params)

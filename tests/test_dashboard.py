@@ -65,6 +65,9 @@ def test_default_fit_writes_the_dashboard_and_every_chart_has_curves_from_step_0
     assert [t for t in TABLE_SCORES if t not in scalars] == ["explanation/restricted_recovered",
                                                               "explanation/algorithm_recovered"]
 
+    # The lr each step trained at (warm-up from 0.05 x lr: steps 0, 1, 2 of 20), which no curve showed.
+    assert [(e.step, round(e.value / 3e-3, 6)) for e in scalars["train/lr"]] == [(0, 0.05), (1, 0.0975), (2, 0.145)]
+
     # Every analysis scalar starts at step 0 (before training), so each curve shows where it began.
     analysis = [t for t in scalars if not t.startswith(("train/", "val/", "epoch"))]
     assert len(analysis) > 50 and any(t.startswith("length/") for t in analysis)
