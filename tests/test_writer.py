@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,6 +245,28 @@ def test_figure_workers_that_die_hand_drawing_to_a_thread():
         kill_figure_workers(renderer)
         renderer.finish()
     assert renderer.mode == "thread" and events.written == [("drawing", 4)]
+
+
+def test_figures_a_busy_worker_cannot_keep_up_with_are_drawn_by_whoever_submits(monkeypatch):
+    """With the worker starved (a machine busy with other work), the queue grew without end: figures thousands of
+    steps behind training, and more memory every step. Past MOST_QUEUED the submitting thread draws the oldest."""
+    monkeypatch.setattr(render, "MOST_QUEUED", 3)
+    monkeypatch.setattr(render, "worker_count", lambda: 1)  # in flight: "stuck" and step 1, waiting for the thread
+    events, blocked = RecordedImages(), threading.Event()
+    renderer = render.BackgroundRenderer([events], mode="thread")
+
+    def stuck(**data):  # the worker's first figure never ends until the test lets it
+        blocked.wait(60)
+        return heatmap(matrix=np.eye(2))
+
+    renderer.submit("stuck", stuck, {}, 0)
+    for step in range(1, 11):
+        renderer.submit("queued", heatmap, {"matrix": np.eye(2)}, step)
+        assert len(renderer._queue) <= 3
+    assert [step for _, step in events.written] == list(range(2, 8))  # the oldest queued, drawn here, in order
+    blocked.set()
+    renderer.finish()
+    assert sorted(step for _, step in events.written) == list(range(11))
 
 
 @pytest.mark.parametrize("mode", render.RENDER_MODES)
