@@ -2,13 +2,13 @@
     python scripts/run_summary.py lightning_logs/NAME/version_0
 Used by scripts/gpu_check.sh for the 10x-length stability run (a collapse shows as val/acc falling back after 0.99)."""
 
-import glob
 import sys
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 run_dir = sys.argv[1]
-events = EventAccumulator(glob.glob(f"{run_dir}/events*")[0], size_guidance={"scalars": 0, "images": 0}).Reload()
+# The run's folder, not one event file: a resumed run has one per session, which TensorBoard's reader merges.
+events = EventAccumulator(run_dir, size_guidance={"scalars": 0, "images": 0}).Reload()
 val = [(e.step, e.value) for e in events.Scalars("val/acc")]
 late = val[-1][0] // 10
 losses = [e.value for e in events.Scalars("train/loss") if e.step > late] if "train/loss" in events.Tags()["scalars"] else []

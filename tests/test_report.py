@@ -524,10 +524,10 @@ def test_the_seeds_script_trains_each_seed_and_reports_across_them(tmp_path):
     script = Path(__file__).resolve().parents[1] / "experiments" / "seeds.sh"
     tiny = ["--trainer.max_epochs=1", "--data.steps_per_epoch=2", "--data.batch_size=16", "--data.val_size=32",
             "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",  # its `python`, this one
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     result = subprocess.run(["bash", str(script), "2", *tiny], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "",  # its `python`, this one
-                                              "PATH": os.pathsep.join([os.path.dirname(sys.executable),
-                                                                       os.environ.get("PATH", "")])})
+                            timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     seeds = tmp_path / "lightning_logs" / "seeds"
     assert [line for line in result.stderr.splitlines() if line.startswith("Seed set to")] == ["Seed set to 0",
@@ -538,6 +538,13 @@ def test_the_seeds_script_trains_each_seed_and_reports_across_them(tmp_path):
     html = (seeds / "report.html").read_text()
     assert re.search(r"<tr><td>val/acc</td>" + r'<td class="num">[\d.]+</td>' * 6, html)
     assert result.stdout.strip().endswith(f"wrote {Path('lightning_logs/seeds/report.html')}")
+    # Another experiment's seeds in a folder of their own: they went to lightning_logs/seeds, and stopped at seed_0
+    (tmp_path / "mine.yaml").write_text("model:\n  lr: 0.002\n")
+    result = subprocess.run(["bash", str(script), "1", "--config", "mine.yaml", *tiny], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lr: 0.002" in (tmp_path / "lightning_logs" / "seeds_mine" / "seed_0" / "config.yaml").read_text()
+    assert sorted(p.name for p in seeds.iterdir()) == ["report.html", "seed_0", "seed_1"]
 
 
 def test_the_seeds_table_ranks_the_terms_of_the_head_the_story_follows():
