@@ -246,6 +246,10 @@ CASES = [
     ("new_run_in_existing_dir", ["fit", "--trainer.logger.init_args.version=version_0"], "already holds a run"),
     ("analyze_out_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out", "notes.txt"],
      "--out notes.txt: exists, a file; pick a new directory (analyze never overwrites files)"),
+    # ran every analysis, then "the file system refused notes.txt: File exists"
+    ("analyze_out_under_a_file", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out",
+                                  "notes.txt/analysis"],
+     "--out notes.txt/analysis: notes.txt is a file, not a folder; pick a directory whose parents are folders"),
     ("analyze_nothing_given", ["analyze"], "analyze: needs --weights FILE (a checkpoint of a fit, e.g. "
      "lightning_logs/default/version_0/checkpoints/last.ckpt) and --out DIR (a new directory for the results)"),
     ("analyze_not_a_checkpoint", ["analyze", "--weights", "notes.txt", "--out", "analysis"],

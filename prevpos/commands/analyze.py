@@ -120,4 +120,8 @@ def _fresh_dir(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a directory that is not empty" if out.is_dir() else "a file"
         raise ConfigError(f"--out {out}: exists, {what}; pick a new directory (analyze never overwrites files)")
+    # Before the analyses, not after them: the write refused "File exists" once they were done.
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder; pick a directory whose parents are folders")
     return out
