@@ -25,15 +25,15 @@ def explain_parser_error(message: str, parser) -> str:
     logger = re.search(r'key "trainer.logger".* dot import path string: ([\w.]+)', message)
     if logger:
         return f"trainer.logger: {_unknown_logger(logger.group(1))}"
+    if 'key "trainer.logger"' in message and (value := _init_arg_problem(message)):  # was cut at "Errors:"
+        return f"trainer.logger: {value}"
     import_failed = re.search(r"key \"trainer.logger\".* Problem with given class_path '([\w.]+)': (.*?) - ", message)
     if import_failed:
         return f"trainer.logger: cannot use {import_failed.group(1)}: {import_failed.group(2)}"
     union = re.match(r'Parser key "([\w.]+)": Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] '
                      r"Errors: .* Given value type: .* Given value: (.*)$", message)
     if union:
-        types = " or ".join(re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", t).replace("NoneType", "null")
-                            for t in union.group(2).split(", "))
-        return f"{union.group(1)}: expected {types}, got {union.group(3)}"
+        return f"{union.group(1)}: expected {_type_names(union.group(2))}, got {union.group(3)}"
     unknown = (re.search(r"unrecognized arguments: --?([\w.\-]+)", message)
                or re.search(r"does not accept (?:option|nested key) '([\w.\-]+)'", message))
     if unknown:
@@ -194,15 +194,9 @@ def _callback_error(message: str) -> str:
 
     plugins = discover_plugins()
     # Checked first: jsonargparse then also tries the value on the base class, which "has no option" of that name.
-    value = re.search(r"class_path '([\w.]+)': Parser key \"([\w.]+)\": (.*?)(?= - Problem with| - Expected a "
-                      r"<class 'NoneType'>|$)", message)
+    value = _init_arg_problem(message)
     if value:
-        short, key, problem = value.group(1).rsplit(".", 1)[-1], value.group(2), value.group(3)
-        typed = re.fullmatch(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", problem)
-        if typed:
-            return f"trainer.callbacks: {short} option {key}={typed.group(2)}: expected {typed.group(1)}"
-        problem = re.sub(r"<class '([\w.]+)'>", r"\1", problem)
-        return f"trainer.callbacks: {short} option {key}: {problem}"
+        return f"trainer.callbacks: {value}"
     option = re.search(r"class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not accepted", message)
     if option:
         short = option.group(1).rsplit(".", 1)[-1]
@@ -213,6 +207,31 @@ def _callback_error(message: str) -> str:
         return f"trainer.callbacks: {_unknown_callback(name.group(1))}"
     first = re.search(r"Errors: - (.*?)(?: - |$)", message)
     return f"trainer.callbacks: {first.group(1) if first else message}"
+
+
+def _init_arg_problem(message: str) -> str | None:
+    """"CLASS option KEY=VALUE: expected TYPE" (or the problem, tidied) for a class_path's init_args value that
+    jsonargparse refused, from its message, which goes on to list the other forms it tried; None if none was."""
+    found = re.search(r"class_path '([\w.]+)': Parser key \"([\w.]+)\": (.*?)(?= - Problem with| - Not a valid "
+                      r"subclass| - Expected a <class '(?:NoneType|bool|collections\.abc\.Iterable)'>|$)", message)
+    if found is None:
+        return None
+    short, key, problem = found.group(1).rsplit(".", 1)[-1], found.group(2), found.group(3)
+    typed = re.fullmatch(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", problem)
+    if typed:
+        return f"{short} option {key}={typed.group(2)}: expected {typed.group(1)}"
+    union = re.fullmatch(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] Errors: .* "
+                         r"Given value: (.*)", problem)
+    if union:
+        return f"{short} option {key}={union.group(2)}: expected {_type_names(union.group(1))}"
+    tidied = re.sub(r"<class '([\w.]+)'>", r"\1", problem)
+    return f"{short} option {key}: {tidied}"
+
+
+def _type_names(listed: str) -> str:
+    """"str or Path" from jsonargparse's "<class 'str'>, <class 'pathlib.Path'>"."""
+    return " or ".join(re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", name).replace("NoneType", "null")
+                       for name in listed.split(", "))
 
 
 def _unknown_callback(name: str) -> str:

@@ -144,6 +144,11 @@ CASES = [
      "trainer.callbacks: LengthGeneralization option sequences=x: expected int"),  # was "Callback has no option"
     # kept the run's worst checkpoint as its best, with nothing said
     # Lightning's lines, without the section's name
+    # jsonargparse's list of the forms it tried followed the value; the logger's line ended at "Errors:"
+    ("plugin_option_mistyped_in_a_config", ["fit", "--config", "plugin_option_mistyped.yaml"],
+     "trainer.callbacks: OVCircuit option every_n_epochs=abc: expected int (`python -m prevpos fit --help`"),
+    ("logger_option_mistyped_in_a_config", ["fit", "--config", "logger_option_mistyped.yaml"],
+     "trainer.logger: TensorBoardLogger option save_dir=3: expected str or Path (`python -m prevpos fit --help`"),
     ("checkpoint_mode_misspelt", ["fit", "--checkpoint.mode=maxi"], "checkpoint.mode=maxi: must be one of min, max"),
     ("checkpoint_two_triggers", ["fit", "--checkpoint.every_n_train_steps=3", "--checkpoint.every_n_epochs=1"],
      "checkpoint.every_n_train_steps=3, checkpoint.every_n_epochs=1, checkpoint.train_time_interval=None: give one of "
@@ -336,6 +341,10 @@ def workspace(tmp_path_factory) -> Path:
     (root / "a_number.yaml").write_text("model:\n  lr: 0.01\ndata: 3\n")
     (root / "empty_section.yaml").write_text("model:\ntrainer:\n  max_epochs: 2\n")
     (root / "trainer_a_list.yaml").write_text("trainer:\n  - max_epochs\n  - 5\n")
+    (root / "plugin_option_mistyped.yaml").write_text(
+        "trainer:\n  callbacks:\n    - class_path: OVCircuit\n      init_args:\n        every_n_epochs: abc\n")
+    (root / "logger_option_mistyped.yaml").write_text(
+        "trainer:\n  logger:\n    class_path: TensorBoardLogger\n    init_args:\n      save_dir: 3\n")
     (root / "empty").mkdir()
     for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
         (root / tested).mkdir(parents=True)
