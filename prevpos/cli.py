@@ -46,7 +46,7 @@ def prestart_analysis_process() -> None:
     the processes Lightning launches for the other ranks of a multi-GPU fit: only global rank 0 analyses."""
     import torch
 
-    from prevpos.fast import analysis_process
+    from prevpos.workers import analysis_process
 
     rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     if analysis_process.analysis_place("cuda") == "process" and rank_zero and torch.cuda.is_available():

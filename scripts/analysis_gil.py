@@ -12,8 +12,8 @@ import time
 import torch
 
 from prevpos.analysis.probe import ProbeRun, analysis_mode
-from prevpos.fast.baseline import PlainTraining
-from prevpos.fast.runs import default_plugins
+from prevpos.bench.baseline import PlainTraining
+from prevpos.bench.runs import default_plugins
 from prevpos.sequences import probe_tokens
 from prevpos.transformer import build_transformer
 

@@ -14,11 +14,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from prevpos.bench.timing import SpeedCallback, SpeedMeter
 from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from prevpos.lightning_cli import CHECKPOINT_DEFAULTS
 from prevpos.data import PrevTokenData
 from prevpos.fast.threads import CpuThreads
-from prevpos.fast.timing import SpeedCallback, SpeedMeter
+from prevpos.lightning_cli import CHECKPOINT_DEFAULTS
 from prevpos.module import PrevTokenModel
 
 EPOCHS = 30

@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from prevpos.fast.baseline import PlainTraining, held_out_accuracy
+from prevpos.bench.baseline import PlainTraining, held_out_accuracy
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from argparse import Namespace
 import torch
 from transformer_lens.components import Embed
 
+from prevpos.bench.runs import run_one
 import prevpos.transformer
-from prevpos.fast.runs import run_one
 
 LOOKUPS = {"W_E[tokens]": Embed, "F.embedding": prevpos.transformer.LookupEmbed}
 device = torch.device("cuda")

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from prevpos.fast.baseline import PlainTraining, held_out_accuracy
+from prevpos.bench.baseline import PlainTraining, held_out_accuracy
 
 
 def steps_to_target(batch: int, lr: float, warmup: int, seed: int, total: int, every: int, most: int, target: float,

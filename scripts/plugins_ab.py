@@ -24,9 +24,11 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
 from prevpos.analysis import session
-from prevpos.fast import analysis_process, runs, tensorboard_crc
+from prevpos.bench import runs
+from prevpos.fast import tensorboard_crc
 from prevpos.fast import training as fast_path
 from prevpos.module import PrevTokenModel
+from prevpos.workers import analysis_process
 
 DEFAULT_PLUGINS, DATA, INSTALL_CRC = runs.default_plugins, runs.PrevTokenData, tensorboard_crc.install
 ANALYSIS_COPY = session.analysis_copy

@@ -6,8 +6,8 @@ It found the embedding's backward at 48% of an H100 step's GPU time at batch 409
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from prevpos.fast.baseline import plain_loop
-from prevpos.fast.timing import SpeedMeter
+from prevpos.bench.baseline import plain_loop
+from prevpos.bench.timing import SpeedMeter
 
 device = torch.device("cuda")
 for batch_size in (256, 4096):

@@ -19,8 +19,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from prevpos.data import PrevTokenData  # noqa: E402
-from prevpos.fast import analysis_process  # noqa: E402
 from prevpos.module import PrevTokenModel  # noqa: E402
+from prevpos.workers import analysis_process  # noqa: E402
 
 
 def quiet_trainer(**overrides) -> L.Trainer:

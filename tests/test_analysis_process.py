@@ -18,10 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prevpos.analysis import AnalysisPlugin, Findings, ProbeRun
 from prevpos.analysis.probe import analysis_mode
 from prevpos.data import PrevTokenData
-from prevpos.fast import analysis_process
 from prevpos.fast.threads import CpuThreads
 from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
+from prevpos.workers import analysis_process
 from tests.conftest import build_data, needs_cuda, quiet_trainer
 
 TRAINER_PID = os.getpid()
@@ -207,7 +207,7 @@ def test_stop_ends_the_process_and_the_next_fit_starts_another():
 def test_a_python_process_that_started_it_exits():
     """It ignores the SIGTERM that multiprocessing's exit handler ends a daemonic child with, and that handler then
     waits for it: a process that had started it (a fit on a GPU, a whole test session) never exited."""
-    started = "from prevpos.fast import analysis_process; print(analysis_process.prestart().process.pid, flush=True)"
+    started = "from prevpos.workers import analysis_process; print(analysis_process.prestart().process.pid, flush=True)"
     result = subprocess.run([sys.executable, "-c", started], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     child = Path(f"/proc/{int(result.stdout)}")

@@ -96,7 +96,7 @@ def test_fast_path_runs_train_alike_with_and_without_plugins(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from prevpos.fast.runs import run_one
+    from prevpos.bench.runs import run_one
 
     args = Namespace(steps=40, steps_per_epoch=20, batch_size=64, lr=1e-2, warmup_steps=5, target=0.99,
                      steps_per_call=10, precision="32-true")

@@ -82,7 +82,7 @@ def test_cuda_graph_step_matches_eager_and_hooks_still_work():
 def test_fast_path_through_fit_on_gpu_learns():
     """With the default plugins on: they analyse in the analysis process, all six (on an H100 three had stayed in
     a thread: the module they pickled with held the CUDA graph), while the graph records and replays."""
-    from prevpos.fast.runs import default_plugins
+    from prevpos.bench.runs import default_plugins
 
     module = PrevTokenModel(lr=1e-2, fast=FastStep())
     data = build_data(batch_size=256, steps_per_epoch=10, batches_per_step=10, val_size=2048)

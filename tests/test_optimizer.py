@@ -6,8 +6,8 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+from prevpos.bench.baseline import PlainTraining
 from prevpos.errors import ConfigError
-from prevpos.fast.baseline import PlainTraining
 from prevpos.loss import previous_token_loss
 from prevpos.module import PrevTokenModel
 from prevpos.optimizer import adamw

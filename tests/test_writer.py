@@ -21,9 +21,9 @@ from prevpos.analysis import render
 from prevpos.analysis.findings import Findings
 from prevpos.analysis.session import plugin_path
 from prevpos.analysis.writer import FindingsWriter
-from prevpos.fast.spawn import ScriptlessSpawnContext
 from prevpos.figures import heatmap
 from prevpos.module import PrevTokenModel
+from prevpos.workers.spawn import ScriptlessSpawnContext
 from prevpos_plugins.attention import AttentionPatterns
 from prevpos_plugins.ov_circuit import OVCircuit
 from tests.conftest import build_data, quiet_trainer
@@ -126,8 +126,8 @@ def test_signals_to_the_process_group_leave_a_worker_alone(capfd, sent):
 ORPHANING_SCRIPT = """
 import os, signal
 from concurrent.futures import ProcessPoolExecutor
-from prevpos.fast.png import init_worker
-from prevpos.fast.spawn import ScriptlessSpawnContext
+from prevpos.workers.png import init_worker
+from prevpos.workers.spawn import ScriptlessSpawnContext
 
 pool = ProcessPoolExecutor(1, mp_context=ScriptlessSpawnContext(), initializer=init_worker)
 print(pool.submit(os.getpid).result(), flush=True)

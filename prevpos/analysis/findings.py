@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from matplotlib.figure import Figure
 
-from prevpos.fast.png import drawn
+from prevpos.workers.png import drawn
 
 
 def plain(value):

@@ -11,8 +11,8 @@ from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, left_as_found
 from prevpos.analysis.session import AnalysisSession, session_for
 from prevpos.errors import ConfigError
-from prevpos.fast import analysis_process
 from prevpos.notices import warn
+from prevpos.workers import analysis_process
 
 
 class AnalysisPlugin(Callback):

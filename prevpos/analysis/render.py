@@ -10,9 +10,9 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Callable
 
-from prevpos.fast.png import init_worker, render_png
-from prevpos.fast.spawn import ScriptlessSpawnContext, from_running_script
 from prevpos.notices import warn
+from prevpos.workers.png import init_worker, render_png
+from prevpos.workers.spawn import ScriptlessSpawnContext, from_running_script
 
 RENDER_MODES = ("process", "thread", "inline")
 # Figures waiting for a worker, at most: past it, whoever submits draws the oldest. A default run queues at most 98

@@ -15,9 +15,9 @@ from prevpos.analysis.findings import Findings
 from prevpos.analysis.probe import ProbeRun, analyze_on
 from prevpos.analysis.worker import PluginNotShippable, WorkerClient
 from prevpos.analysis.writer import FindingsWriter
-from prevpos.fast.analysis_process import AnalysisProcessDied, analysis_place
 from prevpos.fast.step import CUDA_CAPTURE_LOCK
 from prevpos.notices import warn
+from prevpos.workers.analysis_process import AnalysisProcessDied, analysis_place
 
 if TYPE_CHECKING:
     from prevpos.analysis.plugin import AnalysisPlugin
@@ -41,7 +41,7 @@ class AnalysisSession:
     At each analysed step the training thread only copies the weights (once, however many plugins run). A
     background thread runs the plugins on a float32 copy of the model with those weights, one run_with_cache on
     the probe for all plugins of that step. When training on a GPU that thread hands each job to the analysis
-    process instead (prevpos/fast/analysis_process.py says why, and how to choose), except for a plugin the process
+    process instead (prevpos/workers/analysis_process.py says why, and how to choose), except for a plugin the process
     cannot take (defined in a notebook or the running script, or not picklable). Findings are written,
     and failures reported, back on the training thread, in step order, as soon as they are ready (`collect`);
     `finish` waits for all of them.

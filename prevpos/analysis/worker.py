@@ -1,4 +1,4 @@
-"""What runs in the analysis process (prevpos/fast/analysis_process.py says why it exists), and the link a fit's
+"""What runs in the analysis process (prevpos/workers/analysis_process.py says why it exists), and the link a fit's
 analysis thread has to it."""
 
 import pickle
@@ -8,8 +8,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from prevpos.analysis.probe import ProbeRun, analyze_on
-from prevpos.fast.analysis_process import prestart
-from prevpos.fast.spawn import from_running_script
+from prevpos.workers.analysis_process import prestart
+from prevpos.workers.spawn import from_running_script
 
 
 class PluginNotShippable(Exception):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from prevpos.bench.run_kinds import FAST_RUNS, PLUGIN_RUNS, RUNS
 from prevpos.commands.one_line import OneLineParser
 from prevpos.errors import ConfigError
-from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS, RUNS
 
 METRICS = ("steps_per_s", "time_to_target_s", "steps_to_target", "train_s", "end_s", "peak_mib", "val_acc")
 
@@ -117,12 +117,12 @@ def main(argv: list[str]) -> None:
                           f"there is none here: nothing to time (the runs {on_cpu} time on a CPU)")
     out = output_file(args.out)
     args.out = str(out)
-    from prevpos.fast import analysis_process
+    from prevpos.workers import analysis_process
 
     analysis_place = analysis_process.analysis_place(device.type)
     if set(PLUGIN_RUNS) & set(args.runs) and analysis_place == "process":
         analysis_process.prestart()  # as `fit` does: its imports overlap the next ones instead of delaying (c)
-    from prevpos.fast.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
+    from prevpos.bench.runs import run_one  # heavy imports (TransformerLens, Lightning) only once the args are fine
 
     runs = {key: [] for key in args.runs if key in RUNS and key not in skipped}
     with tempfile.TemporaryDirectory(prefix="prevpos-bench-") as scratch:

@@ -1,1 +1,1 @@
-"""Speed: the CPU thread setting, a captured training step for GPUs, and the pieces of `python -m prevpos bench`."""
+"""Speed: the fast GPU path (a captured training step), the CPU thread setting, and TensorBoard's checksums in C."""

@@ -9,15 +9,15 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from prevpos.bench.baseline import plain_loop
+from prevpos.bench.run_kinds import FAST_RUNS, PLUGIN_RUNS
+from prevpos.bench.timing import SpeedCallback, SpeedMeter, now, peak_memory_mib, reset_peak_memory
 from prevpos.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from prevpos.lightning_cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.data import PrevTokenData
-from prevpos.fast.baseline import plain_loop
-from prevpos.fast.run_kinds import FAST_RUNS, PLUGIN_RUNS
 from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
-from prevpos.fast.timing import SpeedCallback, SpeedMeter, now, peak_memory_mib, reset_peak_memory
 from prevpos.fast.training import FastStep
 from prevpos.guards import StopOnDivergence
+from prevpos.lightning_cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
 from prevpos.lr_log import LearningRateLog
 from prevpos.module import PrevTokenModel
 from prevpos.quiet import lightning_info_off

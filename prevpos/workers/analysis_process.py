@@ -20,7 +20,7 @@ import threading
 import traceback
 
 from prevpos.errors import ConfigError
-from prevpos.fast.spawn import ScriptlessSpawnContext
+from prevpos.workers.spawn import ScriptlessSpawnContext
 
 ANALYSIS_PLACES = ("process", "thread")
 
@@ -83,7 +83,7 @@ def prestart() -> AnalysisProcess:
         if _process is None or not _process.process.is_alive():
             _process = AnalysisProcess()
             # Before multiprocessing's own exit handler (registered earlier, run later), which SIGTERMs a daemonic
-            # child and waits for it: this one has SIGTERM blocked for life (prevpos/fast/spawn.py), so the
+            # child and waits for it: this one has SIGTERM blocked for life (prevpos/workers/spawn.py), so the
             # interpreter waited forever at exit (a whole test session did).
             atexit.unregister(stop)
             atexit.register(stop)

@@ -45,7 +45,7 @@ def drawn(render: Callable, data: dict) -> Figure:
 def init_worker() -> None:
     """Lower priority, so a busy machine slows the figures before training; not 19, which starved them outright
     under other load here. One thread in case a render function pulls in torch. Ctrl-C is for the training process
-    (it reaches the whole process group: each worker printed a KeyboardInterrupt traceback; prevpos/fast/spawn.py
+    (it reaches the whole process group: each worker printed a KeyboardInterrupt traceback; prevpos/workers/spawn.py
     blocks it from the worker's start, where spawn allows)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(10)

@@ -4,8 +4,8 @@ import inspect
 
 import torch
 
+from prevpos.bench.timing import SpeedMeter
 from prevpos.data import PrevTokenData
-from prevpos.fast.timing import SpeedMeter
 from prevpos.lightning_cli import TRAINER_DEFAULTS
 from prevpos.loss import correct_predictions, previous_token_loss
 from prevpos.module import PrevTokenModel, warmup_cosine

@@ -1,4 +1,4 @@
-"""`python -m prevpos.fast.plugin_costs [cpu|cuda] [PROBE_SIZE]`: what one analysis step costs, plugin by plugin.
+"""`python -m prevpos.bench.plugin_costs [cpu|cuda] [PROBE_SIZE]`: what one analysis step costs, plugin by plugin.
 
 Prints each default plugin's analyze() time (device-synced, on the untrained model) and the CPU time of its thread,
 and the CPU time to draw its figures: the costs that decide how often the plugins can run without slowing fit.
@@ -12,11 +12,11 @@ import time
 import torch
 
 from prevpos.analysis.probe import ProbeRun, analysis_mode
+from prevpos.bench.runs import default_plugins
+from prevpos.bench.timing import now
 from prevpos.data import PrevTokenData
-from prevpos.fast.png import render_png
-from prevpos.fast.runs import default_plugins
-from prevpos.fast.timing import now
 from prevpos.module import PrevTokenModel
+from prevpos.workers.png import render_png
 
 
 def main(device_name: str = "cpu", probe_size: str = "256") -> None:

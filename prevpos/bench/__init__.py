@@ -1,0 +1,1 @@
+"""The pieces of `python -m prevpos bench`: the plain-PyTorch baseline, the timed runs and what they measure."""
