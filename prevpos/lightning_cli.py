@@ -29,7 +29,7 @@ from prevpos.fast import training as fast_path
 from prevpos.fast.threads import CpuThreads
 from prevpos.fit_settings import (refuse_monitors_the_wrong_way, refuse_no_devices, refuse_unknown_monitors,
                                   refuse_unrunnable_loop)
-from prevpos.guards import StopOnDivergence
+from prevpos.guards import StopOnDivergence, WarnOnCollapse
 from prevpos.input_errors import as_config_error, explain_parser_error
 from prevpos.live_fit import refuse_a_live_run
 from prevpos.lr_log import LearningRateLog
@@ -273,7 +273,8 @@ def build_cli(args: list[str] | None, run: bool = True) -> PrevposCLI:
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
     # not removable from YAML
-    always_on = [StopOnDivergence(**GUARD), MechanismDashboard(), CpuThreads(), RunLock(), LearningRateLog()]
+    always_on = [StopOnDivergence(**GUARD), WarnOnCollapse(), MechanismDashboard(), CpuThreads(), RunLock(),
+                 LearningRateLog()]
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,

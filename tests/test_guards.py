@@ -1,13 +1,17 @@
-"""StopOnDivergence: a diverging run stops with one line and its last checkpoint stays finite and loadable."""
+"""StopOnDivergence: a diverging run stops with one line and its last checkpoint stays finite and loadable.
+WarnOnCollapse: a run whose val/acc falls back to chance, finite all along, is said to have collapsed."""
 
 import re
+from types import SimpleNamespace
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from prevpos.cli import main
 from prevpos.errors import DivergenceError
-from prevpos.guards import StopOnDivergence
+from prevpos.guards import StopOnDivergence, WarnOnCollapse
+from prevpos.notices import PrevposWarning
 from prevpos.module import PrevTokenModel
 from tests.conftest import build_data, quiet_trainer
 
@@ -58,3 +62,34 @@ def test_non_finite_weights_never_become_last_ckpt(tmp_path):
     with pytest.raises(DivergenceError, match="weight model.embed.W_E became non-finite at step 6"):
         trainer.fit(PrevTokenModel(), build_data(steps_per_epoch=3))
     assert_finite_checkpoint(tmp_path / "last.ckpt", step=3)
+
+
+def validated(guard: WarnOnCollapse, history: list[tuple[int, float]]) -> None:
+    for step, acc in history:
+        trainer = SimpleNamespace(callback_metrics={"val/acc": torch.tensor(acc)}, global_step=step,
+                                  sanity_checking=False)
+        guard.on_validation_end(trainer, None)
+
+
+def test_a_collapse_is_said_once_and_a_dip_that_recovers_is_not(recwarn):
+    """lr 1e-2 held without decay: val/acc 0.99, then 0.10 from step ~2,400, finite all along (docs/science.md);
+    nothing said it. gpu.yaml's recipe dips to 0.64 after 0.99 and recovers: not a collapse."""
+    validated(WarnOnCollapse(), [(100, 0.5), (300, 0.995), (1000, 0.64), (1100, 0.99)])  # gpu.yaml's deepest dip
+    validated(WarnOnCollapse(), [(100, 0.3), (200, 0.45), (300, 0.2)])  # never learned: no_bos-like, early noise
+    assert not [w for w in recwarn if issubclass(w.category, PrevposWarning)]
+    guard = WarnOnCollapse()
+    with pytest.warns(PrevposWarning) as warned:
+        validated(guard, [(100, 0.5), (2300, 0.995), (2410, 0.102), (2500, 0.101)])
+    assert [str(w.message) for w in warned] == [
+        "val/acc fell from 0.995 (step 2300) to 0.102 at step 2410: the run may have collapsed, as a constant lr of "
+        "1e-2 does (docs/science.md). The best checkpoint is kept (checkpoint.monitor val/acc); lower model.lr, or "
+        "let the lr decay (a trainer.max_epochs, not -1)"]
+    resumed = WarnOnCollapse()  # a resume keeps the best so far (and that it has been said)
+    resumed.load_state_dict(guard.state_dict())
+    with pytest.warns(PrevposWarning, match="fell from 0.995 .step 2300. to 0.100"):
+        fresh = WarnOnCollapse()
+        fresh.load_state_dict({"best": (0.995, 2300), "warned": False})
+        validated(fresh, [(2600, 0.1)])
+    recwarn.clear()
+    validated(resumed, [(2600, 0.1)])
+    assert not [w for w in recwarn if issubclass(w.category, PrevposWarning)]
