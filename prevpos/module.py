@@ -12,7 +12,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from prevpos.errors import ConfigError, check_seed
 from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
-from prevpos.loss import previous_token_loss
+from prevpos.loss import previous_token_loss, targets
 from prevpos.lr_log import LR_TAG
 from prevpos.metrics import HeldOutMetrics, held_out_names
 from prevpos.optimizer import refuse_float16_weights
@@ -105,7 +105,7 @@ class PrevTokenModel(L.LightningModule):
             return
         # The functional accuracy of this batch, not a Metric object: a Metric's forward and Lightning's handling
         # of a logged Metric cost ~5x more (216 vs 43 us, CPU), for the same number.
-        accuracy = multiclass_accuracy(logits[:, 1:].argmax(-1), tokens[:, :-1], self.hparams.d_vocab,
+        accuracy = multiclass_accuracy(logits[:, 1:].argmax(-1), targets(tokens), self.hparams.d_vocab,
                                        average="micro", validate_args=False)
         # sync_dist: under DDP both are means over the ranks' equal-sized batches (no-ops on one device).
         # Not on the progress bar: Lightning reads a prog_bar value on the host at every later step of the epoch, a
