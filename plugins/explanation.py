@@ -61,7 +61,8 @@ def explanation_losses(model: HookedTransformer, tokens: Tensor, terms: dict[int
     other terms, made uniform (base: zero scores, so the causal softmax spreads attention evenly); and the
     algorithm's, for a model it is about (algorithm_unfit).
     `terms`: {head: qk_terms(model, cache of tokens, 1, head)} for every layer-1 head; `resid_pre`: that cache's
-    layer-1 input, to skip layer 0; `n_tokens`, `bos`: the data's (the algorithm reads its numbers over those tokens)."""
+    layer-1 input, to skip layer 0; `n_tokens`, `bos`: the data's (the algorithm reads its numbers over those
+    tokens, and counts from BOS)."""
     def kept_to(names: tuple[str, ...]) -> Callable[[Tensor], Tensor]:
         return in_every_head([term_ablation(head, head_terms, names) for head, head_terms in terms.items()])
 

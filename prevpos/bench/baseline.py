@@ -15,8 +15,8 @@ from prevpos.transformer import build_transformer
 
 
 class PlainTraining:
-    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, fit's gradient clipping, AdamW, warm-up + cosine over
-    `total_steps`. `step()` trains on one fresh batch; `model` is the HookedTransformer."""
+    """PrevTokenModel's recipe by hand: same init, batches, float64 loss, fit's gradient clipping, AdamW, warm-up +
+    cosine over `total_steps`. `step()` trains on one fresh batch; `model` is the HookedTransformer."""
 
     def __init__(self, device: torch.device, lr: float, total_steps: int, warmup_steps: int | None = None,
                  init_seed: int | None = None, data_seed: int = 0):

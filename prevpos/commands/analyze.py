@@ -123,5 +123,6 @@ def _fresh_dir(out: Path) -> Path:
     # Before the analyses, not after them: the write refused "File exists" once they were done.
     blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
-        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder; pick a directory whose parents are folders")
+        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder; pick a directory whose parents are "
+                          "folders")
     return out
