@@ -32,7 +32,6 @@ from prevpos.fit_settings import (refuse_monitors_the_wrong_way, refuse_no_devic
 from prevpos.guards import StopOnDivergence, WarnOnCollapse
 from prevpos.input_errors import as_config_error, explain_parser_error
 from prevpos.live_fit import refuse_a_live_run
-from prevpos.lr_log import LearningRateLog
 from prevpos.module import PrevTokenModel, fit_metric_names
 from prevpos.optimizer import refuse_float16_weights
 from prevpos.progress import calm_default_progress_bar
@@ -273,8 +272,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> PrevposCLI:
     """The LightningCLI; with run=False it only parses and instantiates (args then have no subcommand)."""
     discover_plugins()  # so short names (`--trainer.callbacks+=OVCircuit`) resolve
     # not removable from YAML
-    always_on = [StopOnDivergence(**GUARD), WarnOnCollapse(), MechanismDashboard(), CpuThreads(), RunLock(),
-                 LearningRateLog()]
+    always_on = [StopOnDivergence(**GUARD), WarnOnCollapse(), MechanismDashboard(), CpuThreads(), RunLock()]
     return PrevposCLI(
         PrevTokenModel, PrevTokenData, args=args, run=run, parser_class=OneLineErrorParser,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": always_on}, auto_configure_optimizers=False,

@@ -13,16 +13,17 @@ from prevpos.errors import ConfigError, check_seed
 from prevpos.fast import training as fast_path
 from prevpos.fast.training import FastStep
 from prevpos.loss import previous_token_loss, targets
-from prevpos.lr_log import LR_TAG
 from prevpos.metrics import HeldOutMetrics, held_out_names
 from prevpos.optimizer import refuse_float16_weights
 from prevpos.transformer import Positional, build_transformer
+
+LR_TAG = "train/lr"
 
 
 def fit_metric_names(n_ctx: int) -> list[str]:
     """Every name a fit logs through Lightning (log_training_step, log_held_out), so its callback_metrics: what
     --checkpoint.monitor can watch (tests/test_fit_settings.py checks them against a fit's)."""
-    return ["train/loss", "train/acc", *(f"val/{name}" for name in held_out_names(n_ctx))]
+    return ["train/loss", "train/acc", LR_TAG, *(f"val/{name}" for name in held_out_names(n_ctx))]
 
 
 class PrevTokenModel(L.LightningModule):
@@ -98,9 +99,14 @@ class PrevTokenModel(L.LightningModule):
         self.log_training_step(loss, logits, tokens)
         return loss
 
-    def log_training_step(self, loss: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor) -> None:
-        """train/loss and train/acc of one batch, on the steps the logger writes (log_every_n_steps) only: each
-        self.log costs ~0.5 ms of Python, as much as the whole step's GPU work at batch 256 (an H100)."""
+    def log_training_step(self, loss: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor,
+                          lr: float | None = None) -> None:
+        """train/loss, train/acc and train/lr of one batch, on the steps the logger writes (log_every_n_steps) only:
+        each self.log costs ~0.5 ms of Python, as much as the whole step's GPU work at batch 256 (an H100).
+
+        train/lr is the lr the step trained at (`lr`; by default the schedule's now, before Lightning steps it): the
+        cosine decays over the run's own length, so a longer run's lr at a step is not the default run's. Logged here,
+        not by Lightning's LearningRateMonitor, which on the fast path (K steps per batch) missed the logging steps."""
         if not self.trainer._logger_connector.should_update_logs:
             return
         # The functional accuracy of this batch, not a Metric object: a Metric's forward and Lightning's handling
@@ -112,6 +118,7 @@ class PrevTokenModel(L.LightningModule):
         # GPU sync per step; the bar shows val/loss and val/acc instead, read once per validation.
         self.log("train/loss", loss, sync_dist=True)
         self.log("train/acc", accuracy, sync_dist=True)
+        self.log(LR_TAG, self.lr_schedulers().get_last_lr()[0] if lr is None else lr)  # a float: no sync
 
     def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
         self.held_out_metrics.update(self.model(tokens), tokens)
@@ -153,7 +160,7 @@ class PrevTokenModel(L.LightningModule):
             rank_zero_info(f"prevpos: the run has no last step (trainer.max_epochs -1), so the cosine has no length: "
                            f"the lr stays at {hp.lr:g} after warm-up; set trainer.max_steps to decay it over them")
         schedule = warmup_cosine(optimizer, hp.lr, hp.warmup_steps, total, hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": LR_TAG}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return fast_path.optimizer(self, params)

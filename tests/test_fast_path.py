@@ -104,11 +104,17 @@ def test_fast_path_logs_at_optimizer_steps(in_tmp):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    steps = {}
+    steps, lrs = {}, {}
     for fast, k in ((None, 1), (FastStep(), 3)):
         trainer = quiet_trainer(max_epochs=2, logger=TensorBoardLogger(str(in_tmp), name=f"k{k}"), log_every_n_steps=1,
                                 gradient_clip_val=None if fast else 1.0)
         trainer.fit(PrevTokenModel(fast=fast), build_data(steps_per_epoch=6 // k, batches_per_step=k))
         events = EventAccumulator(str(next((in_tmp / f"k{k}").rglob("events*")))).Reload()
         steps[k] = trainer.global_step, [e.step for e in events.Scalars("val/acc")]
+        lrs[k] = [(e.step, e.value) for e in events.Scalars("train/lr")]
+        assert [step for step, _ in lrs[k]] == [e.step for e in events.Scalars("train/loss")]
     assert steps[3] == steps[1] == (12, [5, 11])
+    # At the steps train/loss is logged, the lr each trained at (LearningRateMonitor's missed them with K = 10 and
+    # log_every_n_steps 5; K = 3 here logs at 2, 5, ...): the normal path's at those steps.
+    normal = dict(lrs[1])
+    assert lrs[3] and all(value == pytest.approx(normal[step]) for step, value in lrs[3])

@@ -18,7 +18,6 @@ from prevpos.fast.threads import CpuThreads, cpu_threads_for_training
 from prevpos.fast.training import FastStep
 from prevpos.guards import StopOnDivergence
 from prevpos.lightning_cli import BUILTIN_PLUGINS, CHECKPOINT_DEFAULTS, GUARD, TRAINER_DEFAULTS
-from prevpos.lr_log import LearningRateLog
 from prevpos.module import PrevTokenModel
 from prevpos.quiet import lightning_info_off
 
@@ -59,7 +58,7 @@ def fit(kind: str, args: Namespace, device: torch.device, scratch: str, meter: S
     timer = Timer()
     plugins = default_plugins() if kind in PLUGIN_RUNS else []
     # SpeedCallback and Timer after the plugins: their on_train_end runs once the plugins have drained their figures.
-    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), LearningRateLog(), *plugins, SpeedCallback(meter),
+    callbacks = [CpuThreads(), StopOnDivergence(**GUARD), *plugins, SpeedCallback(meter),
                  RunCheckpoint(dirpath=f"{scratch}/checkpoints", **CHECKPOINT_DEFAULTS), timer]
     with lightning_info_off():  # its four lines per fit ("GPU available", ...) would bury the table
         trainer = L.Trainer(

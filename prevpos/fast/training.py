@@ -92,6 +92,7 @@ def training_step(module: L.LightningModule, block: torch.Tensor) -> torch.Tenso
                                       uses_graph(module))
     step, scheduler = module._fast_step, module.lr_schedulers()
     for tokens in block:
+        lr = scheduler.get_last_lr()[0]  # the lr this step trains at, which train/lr reports for the last
         step(tokens)
         scheduler.step()
     # Lightning counts manual steps through its optimizer wrapper, which the graph bypasses; and it logs at
@@ -100,5 +101,5 @@ def training_step(module: L.LightningModule, block: torch.Tensor) -> torch.Tenso
     loop.manual_optimization.optim_step_progress.increment_by(len(block))
     loop._batches_that_stepped += len(block) - 1
     loss = step.loss.clone()
-    module.log_training_step(loss, step.logits, step.tokens)
+    module.log_training_step(loss, step.logits, step.tokens, lr)
     return loss
