@@ -40,7 +40,8 @@ class OVCircuit(AnalysisPlugin):
     def analyze(self, run: ProbeRun) -> Findings:
         findings = Findings()
         used = run.used_tokens
-        tokens = [str(t) for t in used[:-1].tolist()] + ["BOS"]
+        bos = run.model.cfg.d_vocab - 1  # an ordinary token in a run without BOS (notebook_generator draws it)
+        tokens = ["BOS" if t == bos and run.bos else str(t) for t in used.tolist()]
         copier = prev_token_head(head_scores(mean_patterns(run)))  # the head the mechanism copies with
         for l, h in run.heads():
             head = f"L{l}H{h}"

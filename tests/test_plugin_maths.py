@@ -63,6 +63,10 @@ def test_a_run_without_bos_is_analysed_without_it():
     assert ProbeRun(model, with_bos).bos is True and ProbeRun(model, with_bos).pos_labels[0] == "BOS"
     with torch.no_grad():
         assert OVCircuit().analyze(run).scalars["ov/copy_top1/L0H0"] == 1.0
+        labels = OVCircuit().analyze(run).figures["ov/full_circuit/L0H0"].data["y_labels"]
+        assert labels == ["0", "1", "2", "3", "4", "5", "6"]  # token 6 was labelled BOS
+        labels = OVCircuit().analyze(ProbeRun(model, with_bos)).figures["ov/full_circuit/L0H0"].data["y_labels"]
+        assert labels[-2:] == ["6", "BOS"]
         assert OVCircuit().analyze(ProbeRun(model, with_bos)).scalars["ov/copy_top1/L0H0"] == pytest.approx(7 / 8)
         adversarial = AdversarialExamples(size=16).analyze(run)
     assert set(adversarial.scalars) == {f"adversarial/{case}/{what}" for case in ("clean", "repeated_pairs", "all_same")
