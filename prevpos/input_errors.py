@@ -211,21 +211,27 @@ def _callback_error(message: str) -> str:
 
 def _init_arg_problem(message: str) -> str | None:
     """"CLASS option KEY=VALUE: expected TYPE" (or the problem, tidied) for a class_path's init_args value that
-    jsonargparse refused, from its message, which goes on to list the other forms it tried; None if none was."""
-    found = re.search(r"class_path '([\w.]+)': Parser key \"([\w.]+)\": (.*?)(?= - Problem with| - Not a valid "
-                      r"subclass| - Expected a <class '(?:NoneType|bool|collections\.abc\.Iterable)'>|$)", message)
-    if found is None:
-        return None
-    short, key, problem = found.group(1).rsplit(".", 1)[-1], found.group(2), found.group(3)
-    typed = re.fullmatch(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", problem)
-    if typed:
-        return f"{short} option {key}={typed.group(2)}: expected {typed.group(1)}"
-    union = re.fullmatch(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] Errors: .* "
-                         r"Given value: (.*)", problem)
+    jsonargparse refused, from its message, which goes on to list the other forms it tried for the whole setting (a
+    list of callbacks, a logger's iterable, bool or null); None if no init_args value was refused."""
+    head = r"class_path '([\w.]+)': Parser key \"([\w.]+)\": "
+    rest = (r"(?= - Not a valid subclass| - Problem with| - Expected a <class "
+            r"'(?:collections\.abc\.Iterable|bool|NoneType)'>|$)")
+    # Optional[int] and the like: the union's own errors, then the value, then the forms tried for the whole setting
+    union = re.search(head + r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] Errors: .*? "
+                      r"Given value: (.*?)" + rest, message)
     if union:
-        return f"{short} option {key}={union.group(2)}: expected {_type_names(union.group(1))}"
+        short, key, types, value = union.groups()
+        return f"{short.rsplit('.', 1)[-1]} option {key}={value}: expected {_type_names(types)}"
+    typed = re.search(head + r"Expected a <class '([\w.]+)'>\. Got value: (.*?)" + rest, message)
+    if typed:
+        short, key, expected, value = typed.groups()
+        return f"{short.rsplit('.', 1)[-1]} option {key}={value}: expected {expected}"
+    other = re.search(head + r"(.*?)" + rest, message)
+    if other is None:
+        return None
+    short, key, problem = other.groups()
     tidied = re.sub(r"<class '([\w.]+)'>", r"\1", problem)
-    return f"{short} option {key}: {tidied}"
+    return f"{short.rsplit('.', 1)[-1]} option {key}: {tidied}"
 
 
 def _type_names(listed: str) -> str:

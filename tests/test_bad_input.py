@@ -149,6 +149,8 @@ CASES = [
      "trainer.callbacks: OVCircuit option every_n_epochs=abc: expected int (`python -m prevpos fit --help`"),
     ("logger_option_mistyped_in_a_config", ["fit", "--config", "logger_option_mistyped.yaml"],
      "trainer.logger: TensorBoardLogger option save_dir=3: expected str or Path (`python -m prevpos fit --help`"),
+    ("plugin_option_of_an_optional_type_mistyped", ["fit", "--config", "plugin_optional_option_mistyped.yaml"],
+     "trainer.callbacks: AdversarialExamples option size=abc: expected int or null (`python -m prevpos fit --help`"),
     ("checkpoint_mode_misspelt", ["fit", "--checkpoint.mode=maxi"], "checkpoint.mode=maxi: must be one of min, max"),
     ("checkpoint_two_triggers", ["fit", "--checkpoint.every_n_train_steps=3", "--checkpoint.every_n_epochs=1"],
      "checkpoint.every_n_train_steps=3, checkpoint.every_n_epochs=1, checkpoint.train_time_interval=None: give one of "
@@ -345,6 +347,8 @@ def workspace(tmp_path_factory) -> Path:
         "trainer:\n  callbacks:\n    - class_path: OVCircuit\n      init_args:\n        every_n_epochs: abc\n")
     (root / "logger_option_mistyped.yaml").write_text(
         "trainer:\n  logger:\n    class_path: TensorBoardLogger\n    init_args:\n      save_dir: 3\n")
+    (root / "plugin_optional_option_mistyped.yaml").write_text(
+        "trainer:\n  callbacks:\n    - class_path: AdversarialExamples\n      init_args:\n        size: abc\n")
     (root / "empty").mkdir()
     for tested in (RUN / "test" / "version_0", Path("lightning_logs/default/test/version_0")):  # as `prevpos test` logs
         (root / tested).mkdir(parents=True)
