@@ -53,11 +53,11 @@ def expand_resume(argv: list[str]) -> list[str]:
     kept = sorted(last.parent.glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     if config.is_file() and not last.is_file() and kept:  # the advice below would have thrown its training away
         raise ConfigError(f"--resume {run_dir}: the run kept no {last.name} (checkpoint.save_last false?), which "
-                          f"--resume continues; to go on from its newest checkpoint, in a new run: `python -m prevpos "
-                          f"fit --config {config} --ckpt_path {kept[-1]}`")
+                          f"--resume continues; to go on from its newest checkpoint, in a new run: "
+                          f"{_new_run(config, rest, kept[-1])}")
     if config.is_file() and not last.is_file():
         raise ConfigError(f"--resume {run_dir}: the run stopped before its first checkpoint (it has no {last}), so "
-                          f"there is nothing to go on from; start it again: `python -m prevpos fit --config {config}`")
+                          f"there is nothing to go on from; start it again: {_new_run(config, rest)}")
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         runs = in_number_order([p for p in run_dir.glob("version_*") if (p / "config.yaml").is_file()])
@@ -74,10 +74,8 @@ def expand_resume(argv: list[str]) -> list[str]:
                           "drop --checkpoint.dirpath (elsewhere, the next --resume would go back to the last one "
                           "there)")
     others = [path for path in kept if path != last]
-    instead = (f"to go on from its newest other checkpoint, in a new run: `python -m prevpos fit --config "
-               f"{shlex.quote(str(config))} --ckpt_path {shlex.quote(str(others[-1]))}`" if others else
-               f"the run kept no other checkpoint; start it again: `python -m prevpos fit --config "
-               f"{shlex.quote(str(config))}`")
+    instead = (f"to go on from its newest other checkpoint, in a new run: {_new_run(config, rest, others[-1])}"
+               if others else f"the run kept no other checkpoint; start it again: {_new_run(config, rest)}")
     step = read_checkpoint(last, named_by=f"--resume {run_dir}:", fix=instead).get("global_step", 0)
     logger = (_run_config(config).get("trainer") or {}).get("logger")
     if not isinstance(logger, dict) or "class_path" not in logger:
@@ -92,6 +90,13 @@ def expand_resume(argv: list[str]) -> list[str]:
         # hp_metric's placeholder point at step 0 is already in the run.
         args += [f"--trainer.logger.init_args.purge_step={step}", "--trainer.logger.init_args.default_hp_metric=false"]
     return [*args, f"--ckpt_path={last}", *rest]
+
+
+def _new_run(config: Path, rest: list[str], checkpoint: Path | None = None) -> str:
+    """The `fit` command, quoted for the shell, that starts a new run from the run's config (and a checkpoint), with
+    the options the user gave --resume: the config holds the first session's (max_epochs, say)."""
+    from_checkpoint = ["--ckpt_path", str(checkpoint)] if checkpoint is not None else []
+    return f"`{shlex.join(['python', '-m', 'prevpos', 'fit', '--config', str(config), *from_checkpoint, *rest])}`"
 
 
 def _run_config(config: Path) -> dict:

@@ -179,12 +179,14 @@ CASES = [
      "--resume continues; to go on from its newest checkpoint, in a new run: `python -m prevpos fit --config "
      "lightning_logs/no_last/version_0/config.yaml --ckpt_path lightning_logs/no_last/version_0/checkpoints/best.ckpt`"),
     # named --ckpt_path, which the user did not type, and pointed at no way on
-    ("resume_a_last_ckpt_cut_short", ["fit", "--resume", "lightning_logs/cut_short/version_0"],
+    # (and its command left out the options given: the config's max_epochs was the first session's)
+    ("resume_a_last_ckpt_cut_short", ["fit", "--resume", "lightning_logs/cut_short/version_0",
+                                      "--trainer.max_epochs", "6", "--model.lr=1e-3"],
      "--resume lightning_logs/cut_short/version_0: lightning_logs/cut_short/version_0/checkpoints/last.ckpt: not a "
      "readable checkpoint (not a complete zip archive written by torch.save: another kind of file, or one cut short); "
      "to go on from its newest other checkpoint, in a new run: `python -m prevpos fit --config "
      "lightning_logs/cut_short/version_0/config.yaml --ckpt_path lightning_logs/cut_short/version_0/checkpoints/"
-     "best.ckpt`"),
+     "best.ckpt --trainer.max_epochs 6 --model.lr=1e-3`"),
     # a no-BOS run was analysed on the tutorial's sample, every sequence of which begins with BOS
     ("notebook_probe_without_bos", ["fit", "--data.bos=false", "--data.notebook_probe=true"],
      "data.notebook_probe=true: the tutorial's sample begins every sequence with BOS, and data.bos=false trains "
