@@ -83,7 +83,8 @@ class PrevTokenData(L.LightningDataModule):
         check_seed("data.probe_seed", probe_seed)
         if notebook_probe and not bos:  # a no-BOS run was analysed on sequences that all began with BOS
             raise ConfigError("data.notebook_probe=true: the tutorial's sample begins every sequence with BOS, and "
-                              "data.bos=false trains without it; drop one of the two")
+                              "data.bos=false trains without it; drop one of the two (a run saved with both: "
+                              "--data.notebook_probe false)")
         if notebook_generator:
             n_tokens = d_vocab
         elif n_tokens is None:

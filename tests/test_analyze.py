@@ -107,6 +107,15 @@ def test_analyze_draws_the_probe_the_run_drew(in_tmp, capsys):
                                           r"BOS, and the run trained without it \(data.bos false\); leave it out$"):
         analyze_main(["--weights", str(checkpoint), "--out", str(in_tmp / "notebook"), "--notebook_probe", "true"])
     assert not (in_tmp / "notebook").exists()
+    both = torch.load(checkpoint, weights_only=True)  # saved before fit refused the pair: named, with the way out
+    both["PrevTokenData"]["data_settings"]["notebook_probe"] = True
+    torch.save(both, run_dir / "checkpoints" / "both.ckpt")
+    with pytest.raises(ConfigError, match=r"^the run's data.notebook_probe true \(saved before prevpos refused it\): "
+                                          r"the tutorial's sample .* pass --notebook_probe false$"):
+        analyze_main(["--weights", str(run_dir / "checkpoints" / "both.ckpt"), "--out", str(in_tmp / "both")])
+    analyze("--weights", run_dir / "checkpoints" / "both.ckpt", "--out", in_tmp / "both", "--notebook_probe", "false",
+            "--plugins", "AttentionPatterns")
+    assert (in_tmp / "both" / "metrics.json").is_file()
 
 
 def test_analyze_never_writes_into_a_non_empty_directory(fit_checkpoint, tmp_path):

@@ -190,7 +190,7 @@ CASES = [
     # a no-BOS run was analysed on the tutorial's sample, every sequence of which begins with BOS
     ("notebook_probe_without_bos", ["fit", "--data.bos=false", "--data.notebook_probe=true"],
      "data.notebook_probe=true: the tutorial's sample begins every sequence with BOS, and data.bos=false trains "
-     "without it; drop one of the two"),
+     "without it; drop one of the two (a run saved with both: --data.notebook_probe false)"),
     ("resume_a_config_made_a_list", ["fit", "--resume", "lightning_logs/listed/version_0"],
      "--resume: lightning_logs/listed/version_0/config.yaml is not a fit config"),
     ("checkpoints_among_another_run_s", ["fit", "--checkpoint.dirpath", str(RUN / "checkpoints")],

@@ -91,9 +91,12 @@ def the_runs_probe(cfg, saved: dict, source: str | None, args) -> PrevTokenData:
     line, so the numbers can be matched with the run's."""
     given = {key: getattr(args, key) for key in ("probe_size", "probe_seed", "notebook_probe")
              if getattr(args, key) is not None}
-    if given.get("notebook_probe") and not saved.get("bos", True):
-        raise ConfigError("--notebook_probe true: the tutorial's sample begins every sequence with BOS, and the run "
-                          "trained without it (data.bos false); leave it out")
+    if not saved.get("bos", True) and given.get("notebook_probe", saved.get("notebook_probe")):
+        said = ("--notebook_probe true" if given.get("notebook_probe") else
+                "the run's data.notebook_probe true (saved before prevpos refused it)")
+        fix = "leave it out" if given.get("notebook_probe") else "pass --notebook_probe false"
+        raise ConfigError(f"{said}: the tutorial's sample begins every sequence with BOS, and the run trained without "
+                          f"it (data.bos false); {fix}")
     data = PrevTokenData(**{**saved, **given}, n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab)
     tokens = "the tutorial's sample" if data.notebook_probe else (
         f"tokens 0..{data.n_tokens - 1}{'' if data.bos else ', no BOS'}")
