@@ -5,8 +5,8 @@ import sys
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are `prevpos: error: COMMAND: ...`, then exit 2 (argparse prints its usage
-    block first)."""
+    """An ArgumentParser whose errors are one line, `prevpos: error: COMMAND: ...`, then exit 2, where argparse
+    prints its usage block and its own message."""
 
     def error(self, message: str):
         command = self.prog.rsplit(" ", 1)[-1]
