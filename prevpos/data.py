@@ -52,7 +52,8 @@ class PrevTokenData(L.LightningDataModule):
 
     Args:
         batch_size: Sequences per training step (per device).
-        steps_per_epoch: Training steps per epoch; analysis plugins run at epoch ends (most at every one of the first 12).
+        steps_per_epoch: Training steps per epoch; analysis plugins run at epoch ends (most at every one of the
+            first 12).
         val_size: Size of the fixed held-out validation set (and of the test set).
         seed: Seeds the training stream (offset per distributed rank), with +1 the validation set, with +2 the
             test set.

@@ -56,8 +56,8 @@ BUILTIN_PLUGINS = [
 
 TRAINER_DEFAULTS = {
     # 60 epochs x 10 steps = 600 steps: ~0.99 val acc by step ~300 at lr 3e-3, the rest polishes. Short epochs
-    # because most plugins run at each of the first 12 epoch ends: val acc first passes 0.9 at step ~95-100 (3 seeds), so 10
-    # snapshots (steps 0, 10, ..., 90) show the transition forming.
+    # because most plugins run at each of the first 12 epoch ends: val acc first passes 0.9 at step ~95-100 (3
+    # seeds), so 10 snapshots (steps 0, 10, ..., 90) show the transition forming.
     "max_epochs": 60,
     "log_every_n_steps": LOG_EVERY_N_STEPS,
     "gradient_clip_val": 1.0,  # with the cosine decay, keeps 10x-longer runs from the lr-1e-2 style collapse
