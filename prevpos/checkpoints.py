@@ -230,11 +230,11 @@ def read_checkpoint(path, named_by: str = "--ckpt_path", fix: str = SAVED_BY_FIT
     return checkpoint
 
 
-def replaced_settings(given, defaults, loaded) -> list[str]:
-    """`model.K=checkpoint's (given X)` for each model setting given (not left at its default) that the checkpoint's
-    replaced: LightningCLI loads a checkpoint's hyperparameters over the command line's, silently."""
-    return [f"model.{key}={loaded[key]} (given {value})" for key, value in vars(given).items()
-            if value != defaults[key] and value != loaded[key]]
+def replaced_settings(section: str, given: dict, defaults, loaded) -> list[str]:
+    """`SECTION.K=loaded (given X)` for each setting given (not left at its default) that the checkpoint's (or its
+    run's) replaced: LightningCLI loads a checkpoint's hyperparameters over the command line's, silently."""
+    return [f"{section}.{key}={loaded[key]} (given {value})" for key, value in given.items()
+            if key in loaded and value != defaults[key] and value != loaded[key]]
 
 
 def shape_mismatches(saved: dict, expected: dict) -> list[tuple[str, tuple, tuple]]:

@@ -122,7 +122,7 @@ class PrevposCLI(LightningCLI):
         given = self.config[command].model.clone()
         super()._parse_ckpt_path()  # the checkpoint's model settings replace the command line's
         defaults = self._subcommand_parsers[command].get_defaults().model
-        replaced = replaced_settings(given, defaults, self.config[command].model)
+        replaced = replaced_settings("model", vars(given), defaults, self.config[command].model)
         if replaced:
             rank_zero_info(f"prevpos: {command} uses the checkpoint's model settings, not those given: "
                            f"{', '.join(replaced)}")
@@ -134,12 +134,10 @@ class PrevposCLI(LightningCLI):
         without BOS scored val/acc 0.10 where its fit logged 0.33; a run of data.seed 1 was tested on its own
         validation set (test draws seed + 2, validation seed + 1), and one of seed 2 on its first training batches."""
         data, defaults = self.config[command].data, self._subcommand_parsers[command].get_defaults().data
-        replaced = []
-        for key in SEQUENCE_KEYS:
-            if key in saved and getattr(data, key, None) != saved[key]:
-                if getattr(data, key, None) != getattr(defaults, key, None):  # given on purpose: say so
-                    replaced.append(f"data.{key}={saved[key]} (given {getattr(data, key)})")
-                setattr(data, key, saved[key])
+        runs = {key: saved[key] for key in SEQUENCE_KEYS if key in saved}
+        replaced = replaced_settings("data", {key: getattr(data, key) for key in runs}, defaults, runs)
+        for key, value in runs.items():
+            setattr(data, key, value)
         if replaced:
             rank_zero_info(f"prevpos: {command} uses the run's data settings, not those given: {', '.join(replaced)}")
 
