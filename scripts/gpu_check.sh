@@ -45,6 +45,19 @@ B4=4096; [ "$QUICK" = 1 ] && B4=256
 bench() { local name=$1; shift; log "bench $name: $*"
   timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
+if [ "${LADDER:-0}" = 1 ]; then  # what each piece of fit costs a step on this GPU, where it reads the host, imports
+  LS=400; [ "$QUICK" = 1 ] && LS=40
+  log "step ladder (scripts/step_ladder.py)"
+  timeout 300 python3 scripts/step_ladder.py --steps $LS --repeats 2 --profile a b --syncs --top 40 2>>"$OUT/log.txt" \
+    | tee -a "$OUT/tables.txt"
+  log "imports"
+  for module in torch lightning transformer_lens prevpos.lightning_cli; do
+    ( TIMEFORMAT="import $module %R s" && time python3 -c "import $module" ) 2>&1 | grep -v Warn | tee -a "$OUT/tables.txt"
+  done
+  python3 -X importtime -c "import prevpos.lightning_cli" 2>"$OUT/importtime.txt" >/dev/null
+  sort -t'|' -k2 -n -r "$OUT/importtime.txt" | head -25 | tee -a "$OUT/tables.txt"
+  log "done"; exit 0
+fi
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the numbers the latest changes moved, most wanted first
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
