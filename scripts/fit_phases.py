@@ -1,5 +1,5 @@
 """Where a fit command's time goes: start-up (imports, parsing), set-up, the steps, the validations, the work between
-epochs (checkpoints, the plugins' hand-off), the end wait, and the exit.
+epochs (checkpoints, the plugins' hand-off), the end wait (and when the last analysis and figure were done), the exit.
     python scripts/fit_phases.py [--repeats 1] [fit options, e.g. --config experiments/gpu.yaml]
 Runs `python -m prevpos fit [options]` in a scratch folder with PhaseClock (below) added to its callbacks, and prints
 each phase's seconds (medians over the repeats). On a GPU the clock waits for the device at each boundary."""
@@ -27,6 +27,11 @@ PHASES = {
     "exit": "to the end of the process",
     "command": "launch to the end of the process",
 }
+# In the end wait (seconds after the last step, the last validation included): what the run waited for.
+END_MARKS = {
+    "last analysis": "the last plugin's analysis returned",
+    "last figure": "the last figure was written",
+}
 
 
 class PhaseClock(Callback):
@@ -34,6 +39,7 @@ class PhaseClock(Callback):
 
     def __init__(self):
         self.marks = [("init", time.time())]
+        watch_analyses_and_figures(self.marks)
 
     def _mark(self, name: str, trainer) -> None:
         if trainer.strategy.root_device.type == "cuda":
@@ -58,6 +64,26 @@ class PhaseClock(Callback):
         Path(os.environ["PREVPOS_PHASES"]).write_text(json.dumps(self.marks))
 
 
+def watch_analyses_and_figures(marks: list) -> None:
+    """Add a mark when each analysis returns and each figure is written (wrapping prevpos's own methods: this
+    script's business only)."""
+    from prevpos.analysis.render import BackgroundRenderer
+    from prevpos.analysis.session import AnalysisSession
+
+    analyze, write = AnalysisSession._analyze, BackgroundRenderer._write
+
+    def timed_analyze(self, *args, **kwargs):
+        result = analyze(self, *args, **kwargs)
+        marks.append(("analysis", time.time()))
+        return result
+
+    def timed_write(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        marks.append(("figure", time.time()))
+
+    AnalysisSession._analyze, BackgroundRenderer._write = timed_analyze, timed_write
+
+
 def phases(launch: float, marks: list, exit_time: float) -> dict:
     times = {}
     for name, at in marks:
@@ -75,7 +101,11 @@ def phases(launch: float, marks: list, exit_time: float) -> dict:
             "steps": in_epochs, "validations": validating(launch, exit_time),
             "between epochs": last_step - first_step - in_epochs - validating(first_step, last_step),
             "end wait": end - last_step - validating(last_step, end), "exit": exit_time - end,
-            "command": exit_time - launch}
+            "command": exit_time - launch,
+            "last analysis": max(times.get("analysis", [last_step])) - last_step,
+            "last figure": max(times.get("figure", [last_step])) - last_step,
+            "figures": len(times.get("figure", [])),
+            "figures after the last step": sum(at > last_step for at in times.get("figure", []))}
 
 
 def one_fit(fit_args: list[str]) -> dict:
@@ -103,6 +133,11 @@ def main() -> None:
           f"(commands: {commands})")
     for name, what in PHASES.items():
         print(f"  {name:<15}{statistics.median(r[name] for r in runs):8.2f}  {what}")
+    print("  in the end wait, seconds after the last step (the last validation included):")
+    for name, what in END_MARKS.items():
+        print(f"    {name:<13}{statistics.median(r[name] for r in runs):8.2f}  {what}")
+    print(f"  figures written: {statistics.median(r['figures'] for r in runs):.0f}, of which after the last step: "
+          f"{statistics.median(r['figures after the last step'] for r in runs):.0f}")
     print(json.dumps(runs))
 
 

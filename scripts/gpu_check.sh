@@ -4,12 +4,13 @@
 #   expect: four `bench` tables (batch 256 default recipe; the fast path at its own epoch length;
 #   experiments/gpu.yaml's batch 4096 / lr 1e-2 in 32-true and bf16-mixed), the fast-path and writer tests
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
-#   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; runs a-b with gpu.yaml's recipe; the
-#   fast path without and with the plugins (d, e); the tests marked cuda (pytest -m cuda); where a gpu.yaml fit
-#   command's time goes (scripts/fit_phases.py); variants of (c) (scripts/plugins_ab.py: analyses in a thread,
-#   analyses on the CPU). About 6.5 minutes on an H100, estimated (lease 4
-#   ran the same and the EXTRA part in 560 s, cut near the end; its log had no clock). EXTRA=1 adds what lease 4 measured (~3 minutes more): b in bf16-mixed, a fit of gpu.yaml
-#   10x as long (stability), and gpu.yaml on a terminal with the bar at 10 and 100 redraws a second.
+#   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; where a gpu.yaml fit command's time
+#   goes and what its end waits for (scripts/fit_phases.py); runs a-b with gpu.yaml's recipe; the fast path without
+#   and with the plugins (d, e); the tests marked cuda (pytest -m cuda); what each piece of fit costs a step
+#   (scripts/step_ladder.py); (c) with the analysis process on the GPU or the CPU (scripts/plugins_ab.py). Lease 5
+#   ran it, without the ladder, in 388 s. EXTRA=1 adds what lease 4 measured (~3 minutes more): b in bf16-mixed, a
+#   fit of gpu.yaml 10x as long (stability), and gpu.yaml on a terminal with the bar at 10 and 100 redraws a second.
+#   LADDER=1 bash scripts/gpu_check.sh: the ladder alone, with cProfile, host reads and import times (~200 s).
 # Packages the machine lacks (TransformerLens 3.9 and what it imports, jsonargparse, google-crc32c) are installed
 # from wheels in .whl/, downloaded beforehand for the machine's Python (3.12):
 #   pip download -d .whl --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -18,7 +19,10 @@
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export PYTHONUNBUFFERED=1
+# Bytecode as an installed package has it (pip compiles at install): without it every process (the analysis
+# process and figure workers too) compiled TransformerLens, datasets... from source at each import (lease 6).
+unset PYTHONDONTWRITEBYTECODE
 QUICK=${QUICK:-0}  # QUICK=1: tiny sizes, to try this script on a CPU
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/log.txt"; }  # the clock: how long each part took, for the next plan
 
@@ -31,12 +35,17 @@ if ! python3 -c "import transformer_lens, jsonargparse, google_crc32c" 2>/dev/nu
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/fallback/*.whl || exit 1
   fi
+  python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1
 fi
 if ! python3 -c "import prevpos_plugins" 2>/dev/null; then  # not pip-installed here: the source tree instead
   mkdir -p /tmp/src && ln -sfn "$PWD/plugins" /tmp/src/prevpos_plugins
   export PYTHONPATH="$PWD:/tmp/src:${PYTHONPATH:-}"
 fi
 log "machine"
+import_time() { ( TIMEFORMAT="import prevpos.lightning_cli (torch, Lightning, TransformerLens) %R s" && time python3 -c \
+  "import prevpos.lightning_cli" ) 2>&1 | grep -v Warn | tee -a "$OUT/tables.txt"; }
+echo -n "first time (writing the bytecode the image lacks): " | tee -a "$OUT/tables.txt"; import_time
+echo -n "again: " | tee -a "$OUT/tables.txt"; import_time
 { nvidia-smi -L; python3 -c "import torch, lightning, transformer_lens; print('torch', torch.__version__, 'lightning',
   lightning.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee -a "$OUT/log.txt" | grep -v Warning
 
@@ -45,21 +54,21 @@ B4=4096; [ "$QUICK" = 1 ] && B4=256
 bench() { local name=$1; shift; log "bench $name: $*"
   timeout 300 python3 -m prevpos bench --out "$OUT/bench_$name.json" "$@" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"; }
 
+LS=400; [ "$QUICK" = 1 ] && LS=40
 if [ "${LADDER:-0}" = 1 ]; then  # what each piece of fit costs a step on this GPU, where it reads the host, imports
-  LS=400; [ "$QUICK" = 1 ] && LS=40
   log "step ladder (scripts/step_ladder.py)"
   timeout 300 python3 scripts/step_ladder.py --steps $LS --repeats 2 --profile a b --syncs --top 40 2>>"$OUT/log.txt" \
     | tee -a "$OUT/tables.txt"
-  log "imports"
-  for module in torch lightning transformer_lens prevpos.lightning_cli; do
-    ( TIMEFORMAT="import $module %R s" && time python3 -c "import $module" ) 2>&1 | grep -v Warn | tee -a "$OUT/tables.txt"
-  done
   python3 -X importtime -c "import prevpos.lightning_cli" 2>"$OUT/importtime.txt" >/dev/null
   sort -t'|' -k2 -n -r "$OUT/importtime.txt" | head -25 | tee -a "$OUT/tables.txt"
   log "done"; exit 0
 fi
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the numbers the latest changes moved, most wanted first
   bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
+  log "where a gpu.yaml command's time goes, and what its end waits for (scripts/fit_phases.py)"
+  PHASE_ARGS="--config experiments/gpu.yaml"
+  [ "$QUICK" = 1 ] && PHASE_ARGS="$PHASE_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
+  timeout 120 python3 scripts/fit_phases.py $PHASE_ARGS 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
@@ -69,12 +78,10 @@ print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per
   bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 3
   log "tests (CUDA)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
-  log "where a gpu.yaml command's ~25 s go (scripts/fit_phases.py)"
-  PHASE_ARGS="--config experiments/gpu.yaml"
-  [ "$QUICK" = 1 ] && PHASE_ARGS="$PHASE_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
-  timeout 120 python3 scripts/fit_phases.py $PHASE_ARGS 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
-  log "where (c)'s extra time goes (scripts/plugins_ab.py)"
-  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c "c, analyses in a thread" \
+  log "what each piece of fit costs a step (scripts/step_ladder.py)"
+  timeout 200 python3 scripts/step_ladder.py --steps $LS --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  log "where (c)'s extra time goes (scripts/plugins_ab.py: the analysis process on the GPU or the CPU)"
+  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c \
     "c, analyses on the CPU" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   if [ "${EXTRA:-0}" = 1 ]; then  # measured in lease 4; again when the recipe, the bar or the precision changes
     bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed

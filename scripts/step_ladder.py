@@ -30,11 +30,19 @@ from prevpos.module import PrevTokenModel
 from prevpos.quiet import lightning_info_off
 
 WARMUP = inspect.signature(PrevTokenModel.__init__).parameters["warmup_steps"].default
-RUNGS = ["a", "lightning", "+ schedule", "+ clipping", "+ logging", "b"]
+RUNGS = ["a", "lightning", "+ schedule", "+ clipping", "+ logging", "b", "b, train/loss only", "b, no guard"]
 RUNG_HELP = {"a": "bench's plain loop", "lightning": "Lightning's loop, the same model and AdamW; nothing else",
              "+ schedule": "... and the warm-up + cosine lr schedule, stepped every step",
              "+ clipping": "... and trainer.gradient_clip_val", "+ logging": "... and train/loss to TensorBoard every "
-             "log_every_n_steps", "b": "bench's (b): prevpos's module, guard, checkpoints, train/acc and train/lr"}
+             "log_every_n_steps", "b": "bench's (b): prevpos's module, guard, checkpoints, train/acc and train/lr",
+             "b, train/loss only": "(b) logging neither train/acc nor train/lr",
+             "b, no guard": "(b) without StopOnDivergence (its host read of the loss every 5 steps)"}
+LOG_TRAINING_STEP, GUARD = PrevTokenModel.log_training_step, runs.StopOnDivergence
+
+
+def log_loss_only(self, loss, logits, tokens, lr=None):
+    if self.trainer._logger_connector.should_update_logs:
+        self.log("train/loss", loss, sync_dist=True)
 
 
 class Bare(L.LightningModule):
@@ -64,11 +72,16 @@ def run_rung(rung: str, args, device: torch.device, scratch: str) -> float:
     meter = SpeedMeter(device, warmup_epochs=1)
     if rung == "a":
         plain_loop(device, args.steps, args.steps_per_epoch, args.batch_size, args.lr, meter)
-    elif rung == "b":
+    elif rung.startswith("b"):
+        PrevTokenModel.log_training_step = log_loss_only if "loss only" in rung else LOG_TRAINING_STEP
+        runs.StopOnDivergence = (lambda **_: L.Callback()) if "no guard" in rung else GUARD
         bench_args = argparse.Namespace(steps=args.steps, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
                                         batch_size=args.batch_size, warmup_steps=WARMUP, target=0.99, steps_per_call=1,
                                         precision="32-true")
-        runs.fit("b", bench_args, device, scratch, meter)
+        try:
+            runs.fit("b", bench_args, device, scratch, meter)
+        finally:
+            PrevTokenModel.log_training_step, runs.StopOnDivergence = LOG_TRAINING_STEP, GUARD
     else:
         index = RUNGS.index(rung)
         module = Bare(device, args.lr, args.steps, schedule=index >= 2, log=index >= 4)
