@@ -63,26 +63,28 @@ if [ "${LADDER:-0}" = 1 ]; then  # what each piece of fit costs a step on this G
   sort -t'|' -k2 -n -r "$OUT/importtime.txt" | head -25 | tee -a "$OUT/tables.txt"
   log "done"; exit 0
 fi
+# ONLY="b256 phases gpu_yaml fast tests ladder plugins": the RERUN parts to run (default: all), e.g. in two calls
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 if [ "${RERUN:-0}" = 1 ]; then  # a later lease: the numbers the latest changes moved, most wanted first
-  bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
-  log "where a gpu.yaml command's time goes, and what its end waits for (scripts/fit_phases.py)"
+  want b256 && bench b256 --runs abc --steps $S --steps_per_epoch $E --repeats $R
+  want phases && log "where a gpu.yaml command's time goes, and what its end waits for (scripts/fit_phases.py)"
   PHASE_ARGS="--config experiments/gpu.yaml"
   [ "$QUICK" = 1 ] && PHASE_ARGS="$PHASE_ARGS --trainer.max_epochs 2 --data.batch_size 64 --trainer.accelerator cpu"
-  timeout 120 python3 scripts/fit_phases.py $PHASE_ARGS 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  want phases && timeout 120 python3 scripts/fit_phases.py $PHASE_ARGS 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   # experiments/gpu.yaml's recipe, for its full 600 steps (the cosine decay runs over --steps; QUICK: 100)
   read -r LR WARMUP EVERY EPOCHS < <(python3 -c "import yaml; c = yaml.safe_load(open('experiments/gpu.yaml'))
 print(c['model']['lr'], c['model'].get('warmup_steps', 20), c['data']['steps_per_epoch'], c['trainer']['max_epochs'])")
   GS=$((EVERY * EPOCHS)); [ "$QUICK" = 1 ] && GS=100
   GPU_YAML="--batch_size $B4 --lr $LR --warmup_steps $WARMUP --steps $GS --steps_per_epoch $EVERY"
-  bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 3  # 3: the median is not the cold first run (the JSON has it)
-  bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 3
-  log "tests (CUDA)"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
-  log "what each piece of fit costs a step (scripts/step_ladder.py)"
-  timeout 200 python3 scripts/step_ladder.py --steps $LS --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
-  log "where (c)'s extra time goes (scripts/plugins_ab.py: the analysis process on the GPU or the CPU)"
-  timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c \
+  want gpu_yaml && bench b4096_gpu_yaml --runs ab $GPU_YAML --repeats 3  # 3: the median is not the cold first run (the JSON has it)
+  want fast && bench fast --runs de --lr 1e-2 --steps $FS --steps_per_epoch $FE --repeats 3
+  want tests && log "tests (CUDA)"
+  want tests && timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/ 2>&1 | tail -12 | tee -a "$OUT/log.txt"
+  want plugins && log "where (c)'s extra time goes (scripts/plugins_ab.py: the analysis process on the GPU or the CPU)"
+  want plugins && timeout 300 python3 scripts/plugins_ab.py --steps $S --repeats 2 --variants b c \
     "c, analyses on the CPU" 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
+  want ladder && log "what each piece of fit costs a step (scripts/step_ladder.py)"
+  want ladder && timeout 200 python3 scripts/step_ladder.py --steps $LS --repeats 2 2>>"$OUT/log.txt" | tee -a "$OUT/tables.txt"
   if [ "${EXTRA:-0}" = 1 ]; then  # measured in lease 4; again when the recipe, the bar or the precision changes
     bench b4096_gpu_yaml_bf16 --runs b $GPU_YAML --repeats 1 --precision bf16-mixed
     log "fit --config experiments/gpu.yaml, 10x as long, no plugins (stability)"
