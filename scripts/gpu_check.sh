@@ -6,8 +6,8 @@
 #   passing on the GPU, and a short `fit --config experiments/gpu_fast.yaml`. ~5 minutes on an H100.
 #   RERUN=1 bash scripts/gpu_check.sh, most wanted first: runs a-c at batch 256; where a gpu.yaml fit command's time
 #   goes and what its end waits for (scripts/fit_phases.py); runs a-b with gpu.yaml's recipe; the fast path without
-#   and with the plugins (d, e); the tests marked cuda (pytest -m cuda); what each piece of fit costs a step
-#   (scripts/step_ladder.py); (c) with the analysis process on the GPU or the CPU (scripts/plugins_ab.py). Lease 5
+#   and with the plugins (d, e); the tests marked cuda (pytest -m cuda); (c) with the analysis process on the GPU or
+#   the CPU (scripts/plugins_ab.py); what each piece of fit costs a step (scripts/step_ladder.py). Lease 5
 #   ran it, without the ladder, in 388 s. EXTRA=1 adds what lease 4 measured (~3 minutes more): b in bf16-mixed, a
 #   fit of gpu.yaml 10x as long (stability), and gpu.yaml on a terminal with the bar at 10 and 100 redraws a second.
 #   LADDER=1 bash scripts/gpu_check.sh: the ladder alone, with cProfile, host reads and import times (~200 s).
