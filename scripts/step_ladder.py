@@ -115,9 +115,11 @@ def count_syncs(args, device: torch.device, scratch: str) -> None:
     places = collections.Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
-        frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename and "warnings" not in
-                  f.filename]
-        places[" <- ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno} {f.name}" for f in frames[-3:][::-1])] += 1
+        # torch's own frames only: "/torch/" alone also matched an image's /opt/torch/.venv, hiding Lightning's
+        frames = [f for f in traceback.extract_stack()[:-1] if "site-packages/torch/" not in f.filename and
+                  "warnings" not in f.filename]
+        innermost = frames[-3:][::-1]
+        places[" <- ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno} {f.name}" for f in innermost)] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
