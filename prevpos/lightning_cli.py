@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from prevpos.analysis.plugin import plugins_of
+from prevpos.analysis.probe_memory import refuse_a_probe_too_big
 from prevpos.analysis.sinks import figures_kept_nowhere
 from prevpos.checkpoints import (AtomicCheckpointIO, RunCheckpoint, check_fits, names_a_file, read_checkpoint,
                                  refuse_a_file_as_the_folder, refuse_another_runs_checkpoints, refuse_fewer_epochs,
@@ -206,6 +207,9 @@ class PrevposCLI(LightningCLI):
     before_validate = before_test = _check_ckpt_path
 
     def before_fit(self):
+        if plugins_of(self.trainer):  # before _check_ckpt_path makes the run's folder
+            refuse_a_probe_too_big(self.model.model, self.datamodule.probe_size, self.trainer.strategy.root_device,
+                                   "data.probe_size")
         self._check_ckpt_path()
         logger = self.trainer.logger
         if isinstance(logger, TensorBoardLogger):  # the point of the tool: watch a run as it trains

@@ -64,13 +64,17 @@ def main(argv: list[str]) -> None:
     if args.probe_seed is not None:
         check_seed("--probe_seed", args.probe_seed)
     out = _fresh_dir(Path(args.out))
+    import torch
+
     from prevpos.analysis.offline import analyze_offline, draw_figures, write_findings
+    from prevpos.analysis.probe_memory import refuse_a_probe_too_big
     from prevpos.weights import data_settings_of, epochs_of, model_of, read_weights_file, refuse_non_finite
 
     saved = read_weights_file(args.weights)  # once: the model, the run's data and its epochs all come from it
     model, hparams, step = model_of(saved, Path(args.weights))
     refuse_non_finite(model, args.weights)
     probe = the_runs_probe(model.cfg, *data_settings_of(saved, Path(args.weights)), args)
+    refuse_a_probe_too_big(model, probe.probe_size, torch.device(model.cfg.device), "--probe_size")
     # `--plugins A,B` as well as `--plugins A B`: fit's lists are written with commas, `[A,B]`
     plugins = args.plugins and [name for given in args.plugins for name in given.split(",") if name]
     findings = analyze_offline(model, probe, plugins, step, epochs_of(saved))
