@@ -48,7 +48,9 @@ import_time() { ( TIMEFORMAT="import prevpos.lightning_cli (torch, Lightning, Tr
 echo -n "first time (writing the bytecode the image lacks): " | tee -a "$OUT/tables.txt"; import_time
 echo -n "again: " | tee -a "$OUT/tables.txt"; import_time
 { nvidia-smi -L; python3 -c "import torch, lightning, transformer_lens; print('torch', torch.__version__, 'lightning',
-  lightning.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee -a "$OUT/log.txt" | grep -v Warning
+  lightning.__version__, 'cuda', torch.cuda.is_available())"
+  python3 -c "import os; from prevpos.analysis.render import worker_count; print('cores', os.cpu_count(), 'usable',
+  len(os.sched_getaffinity(0)), 'figure processes', worker_count())"; } 2>&1 | tee -a "$OUT/log.txt" | grep -v Warning
 
 if [ "$QUICK" = 1 ]; then S=20; E=10; R=1; FS=40; FE=20; BS=100; else S=600; E=10; R=3; FS=1000; FE=100; BS=300; fi
 B4=4096; [ "$QUICK" = 1 ] && B4=256
