@@ -1,11 +1,13 @@
 """`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from prevpos.bench.timing import peak_memory_mib
 from prevpos.cli import main
 from tests.conftest import lightning_info_lines
 
@@ -108,3 +110,14 @@ def test_fast_path_runs_train_alike_with_and_without_plugins(tmp_path):
         (events_file,) = (tmp_path / kind).rglob("events.out.tfevents.*")
         images[kind] = EventAccumulator(str(events_file), size_guidance={"images": 0}).Reload().Tags()["images"]
     assert not images["d"] and any(tag.startswith("attention/") for tag in images["e"])
+
+
+def test_peak_memory_without_linux_proc_is_nan_not_a_traceback(monkeypatch):
+    """macOS has no /proc: bench's CPU runs ended in FileNotFoundError after every run had trained."""
+    assert peak_memory_mib(torch.device("cpu")) > 0  # Linux: this process's peak resident memory
+
+    def no_proc(self, *args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    assert math.isnan(peak_memory_mib(torch.device("cpu")))

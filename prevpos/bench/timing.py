@@ -29,7 +29,11 @@ def peak_memory_mib(device: torch.device) -> float:
     """Peak CUDA memory allocated, or on CPU the process's peak resident memory, since reset_peak_memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
+    try:  # Linux; elsewhere (macOS) no peak that reset_peak_memory can reset: nan, not the process's whole life's
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
