@@ -63,7 +63,8 @@ CASES = [
      "data.probe_size=100000000: analysing 100,000,000 sequences would hold ~13.0 TB of activations (129.8 kB a "
      "sequence for this model), more than this machine's"),
     ("analyze_probe_larger_than_memory", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out",
-                                          "x", "--probe_size=10000000000000"], "--probe_size=10000000000000: analysing"),
+                                          "x", "--probe_size=10000000000000"],
+     "--probe_size=10000000000000: analysing"),
     ("fast_with_mixed_precision", ["fit", "--model.fast={}", "--trainer.gradient_clip_val=null",
                                    "--trainer.precision=bf16-mixed"], "model.fast needs trainer.precision 32-true"),
     ("accelerator_unknown", ["fit", "--trainer.accelerator=tpuu"], "invalid accelerator name: `accelerator='tpuu'`"),

@@ -21,12 +21,13 @@ def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: to
     if total is None:
         return
     per_sequence = cache_bytes_per_sequence(model) * PEAK_PER_CACHED_BYTE
-    if probe_size * per_sequence > total:
+    need = probe_size * per_sequence
+    if need > total:
         where = "GPU" if device.type == "cuda" else "machine"
         raise ConfigError(
-            f"{setting}={probe_size}: analysing {probe_size:,} sequences would hold ~{_size(probe_size * per_sequence)} "
-            f"of activations ({_size(per_sequence)} a sequence for this model), more than this {where}'s "
-            f"{_size(total)} of memory; use at most ~{int(total // per_sequence):,} (the default is 256)")
+            f"{setting}={probe_size}: analysing {probe_size:,} sequences would hold ~{_size(need)} of activations "
+            f"({_size(per_sequence)} a sequence for this model), more than this {where}'s {_size(total)} of memory; "
+            f"use at most ~{int(total // per_sequence):,} (the default is 256)")
 
 
 def cache_bytes_per_sequence(model: HookedTransformer) -> int:
