@@ -45,7 +45,7 @@ fi
 log "machine"
 import_time() { ( TIMEFORMAT="import prevpos.lightning_cli (torch, Lightning, TransformerLens) %R s" && time python3 -c \
   "import prevpos.lightning_cli" ) 2>&1 | grep -v Warn | tee -a "$OUT/tables.txt"; }
-echo -n "first time (writing the bytecode the image lacks): " | tee -a "$OUT/tables.txt"; import_time
+echo -n "first time (writes whatever bytecode is missing): " | tee -a "$OUT/tables.txt"; import_time
 echo -n "again: " | tee -a "$OUT/tables.txt"; import_time
 { nvidia-smi -L; python3 -c "import torch, lightning, transformer_lens; print('torch', torch.__version__, 'lightning',
   lightning.__version__, 'cuda', torch.cuda.is_available())"
