@@ -28,6 +28,7 @@ from prevpos.live_fit import LOCK, process_start
 from prevpos.notices import PrevposWarning
 from prevpos.report.departures import departures
 from prevpos.report.html import MARKER
+from prevpos.report.mechanisms import crossings
 from prevpos.report.page import build_report
 from prevpos.report.run import RunRecord, read_run
 from prevpos.report import page, seeds
@@ -490,6 +491,27 @@ def test_with_two_layer_0_heads_the_counting_claim_follows_the_one_most_on_bos()
     claim = claims(RunRecord(Path("."), "run", scalars=scalars, config={"model": {"n_ctx": 10}}))[1]
     assert claim.text.startswith(f"Layer 0 (head 1, the one most on BOS) gives BOS attention {counts[0]:.3f} at a_1")
     assert claim.check[0]
+
+
+def test_a_run_without_bos_says_a_0_where_the_scores_are_attention_to_its_first_token():
+    """no_bos's report said "Layer 0 gives BOS attention 0.217 at a_1" of sequences that have no BOS; its "BOS"
+    scores are attention to position 0, the first token a_0 (as its figures are labelled)."""
+    uniform = [1 / (i + 1) for i in range(1, 10)]
+    scalars = {f"attention/bos_by_pos/L0H{h}/pos{i + 1}": [(600, w)] for h in (0, 1) for i, w in enumerate(uniform)}
+    scalars |= {f"attention/bos_score/L0H{h}": [(0, 0.2), (600, 0.214 + h / 100)] for h in (0, 1)}
+
+    def run_of(bos: bool) -> RunRecord:
+        return RunRecord(Path("."), "run", scalars=scalars, config={"model": {"n_ctx": 10}, "data": {"bos": bos}})
+
+    counting = claims(run_of(bos=False))[1]
+    assert counting.text.startswith("Layer 0 (head 1, the one most on a_0) gives a_0 (the first token: these "
+                                    "sequences have no BOS) attention 0.500 at a_1")
+    assert counting.check == (False, "a_0 weight falls at every position and is on average ≥ uniform + 0.1 = 0.314")
+    labels = [row["label"] for row in crossings(run_of(bos=False))]
+    assert labels == ["L0 attention to a_0 (L0H0)", "L0 attention to a_0 (L0H1)"]
+    assert [row["label"] for row in crossings(run_of(bos=True))] == ["L0 attention to BOS (L0H0)",
+                                                                       "L0 attention to BOS (L0H1)"]
+    assert claims(run_of(bos=True))[1].text.startswith("Layer 0 (head 1, the one most on BOS) gives BOS attention")
 
 
 def test_runs_of_different_experiments_get_no_mean_or_spread():

@@ -43,6 +43,11 @@ def last_layer(run: RunRecord) -> int:
     return max(layers, default=0)
 
 
+def first_position(run: RunRecord) -> str:
+    """What layer 0's "BOS" scores are attention to: BOS, or in a run without it (data.bos false) its first token."""
+    return "a_0" if ((run.config or {}).get("data") or {}).get("bos") is False else "BOS"
+
+
 def uniform_bos_weight(run: RunRecord) -> float:
     """Mean BOS weight of uniform causal attention over positions 1..n-1: what layer 0 gives BOS at random init."""
     n_ctx = (run.config or {}).get("model", {}).get("n_ctx") or 1 + len(matching(run, "attention/bos_by_pos/L0H0/pos*"))
@@ -65,7 +70,9 @@ def followed(run: RunRecord, mechanisms: list[Mechanism]) -> list[tuple[str, str
         for tag in matching(run, mech.pattern):
             if (tag, threshold) not in seen:
                 seen.add((tag, threshold))
-                rows.append((tag, _label(mech, tag), threshold))
+                label = _label(mech, tag)
+                rows.append((tag, label.replace("BOS", first_position(run)) if per_run_threshold(tag) else label,
+                             threshold))
     return rows
 
 

@@ -3,7 +3,7 @@
 import math
 from dataclasses import dataclass, field
 
-from prevpos.report.mechanisms import last_layer, matching, uniform_bos_weight
+from prevpos.report.mechanisms import first_position, last_layer, matching, uniform_bos_weight
 from prevpos.report.run import RunRecord
 
 TERMS = ["direct", "qk_comp", "k_comp", "q_comp"]
@@ -99,7 +99,10 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     if not by_pos:
         return _absent(run, title, "attention/bos_by_pos/L0H0", "AttentionPatterns", figures)
     n = len(by_pos)
-    text = (f"Layer 0{_which_head(run, head, 'bos_score', 'BOS')} gives BOS attention {by_pos[0]:.3f} at a_1, "
+    # Without BOS the same scores are attention to the first token, a_0: said so, not called BOS
+    first = first_position(run)
+    said = "BOS" if first == "BOS" else "a_0 (the first token: these sequences have no BOS)"
+    text = (f"Layer 0{_which_head(run, head, 'bos_score', first)} gives {said} attention {by_pos[0]:.3f} at a_1, "
             f"{by_pos[n // 2]:.3f} at a_{n // 2 + 1} and {by_pos[-1]:.3f} at a_{n} (uniform causal attention: "
             f"{1 / 2:.3f}, {1 / (n // 2 + 2):.3f}, {1 / (n + 1):.3f})")
     decay = final.get(f"attention/bos_decay_score/{head}")
@@ -113,7 +116,7 @@ def _counting(run: RunRecord, final: dict) -> Claim:
     text += f"; on average {mean:.3f} (uniform: {threshold - 0.1:.3f})"
     return Claim(title, text + ". So layer 0's output says how far into the sequence each token is.", figures,
                  check=(falling and mean >= threshold,
-                        f"BOS weight falls at every position and is on average ≥ uniform + 0.1 = {threshold:.3f}"))
+                        f"{first} weight falls at every position and is on average ≥ uniform + 0.1 = {threshold:.3f}"))
 
 
 def _prev_token(run: RunRecord, final: dict, head: str) -> Claim:
