@@ -71,17 +71,20 @@ def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
 
 
-def layout_for(callbacks, last_layer: int = 1) -> dict:
+def layout_for(callbacks, last_layer: int = 1, bos: bool = True) -> dict:
     """LAYOUT, its panel 3 of the model's last layer (the mechanism's layer 1 is the last of 2; with 3 layers layer 1
     is not where the previous token is attended to), then the panels of the plugins in this fit that bring their own
     (`AnalysisPlugin.dashboard`), numbered on from it: an opt-in plugin's charts appear only in the runs that log its
-    tags."""
+    tags. Without BOS (data.bos false) the titles say a_0: the bos_* tags are then attention to the first token."""
     layout = {}
     for panel, charts in LAYOUT.items():
         if panel == PREV_TOKEN_PANEL:
             panel = _in_layer(panel, last_layer)
             charts = {_in_layer(chart, last_layer): [kind, [_in_layer(tag, last_layer) for tag in tags]]
                       for chart, (kind, tags) in charts.items()}
+        if not bos:
+            panel = panel.replace("BOS", "a_0")
+            charts = {chart.replace("BOS", "a_0"): spec for chart, spec in charts.items()}
         layout[panel] = charts
     for callback in callbacks:
         for panel, charts in (getattr(callback, "dashboard", None) or {}).items():
@@ -121,7 +124,8 @@ class MechanismDashboard(Callback):
         for logger in trainer.loggers:
             writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
             if writer is not None and id(writer) not in self._written:  # one layout per writer, or TB merges twins
-                writer.add_custom_scalars(layout_for(trainer.callbacks, pl_module.model.cfg.n_layers - 1))
+                writer.add_custom_scalars(layout_for(trainer.callbacks, pl_module.model.cfg.n_layers - 1,
+                                                     getattr(trainer.datamodule, "bos", True)))
                 if not logger._default_hp_metric:
                     for summary in hparams(run_settings(trainer, pl_module), dict.fromkeys(TABLE_SCORES, 0)):
                         writer._get_file_writer().add_summary(summary)

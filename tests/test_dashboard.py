@@ -83,3 +83,17 @@ def test_a_plugins_chart_pattern_that_is_no_regex_is_left_out_with_a_warning():
                                             r"expression \(unterminated character set at position 5\); left out"):
         layout = layout_for([_Typo()])
     assert layout[f"{len(LAYOUT) + 1} mine"] == {"chart": ["Multiline", [r"mine/ok$"]]}
+
+
+def test_without_bos_the_counting_charts_say_a_0_and_read_the_same_tags(in_tmp):
+    """no_bos's dashboard titled its layer-0 charts "BOS attention", of sequences that have no BOS."""
+    def tags(layout: dict) -> list[str]:
+        return sorted(tag for charts in layout.values() for _, patterns in charts.values() for tag in patterns)
+
+    without = layout_for([], bos=False)
+    assert layout_for([]) == LAYOUT and tags(without) == tags(LAYOUT) and "BOS" not in str(without)
+    _, layout, _ = fit_and_read_layout(in_tmp / "lightning_logs" / "default" / "version_0", "--data.bos=false")
+    counting, looking_back = layout.category[1], layout.category[2]
+    assert counting.title == "2 layer 0 counts (a_0 weight falls with position)"
+    assert counting.chart[0].title == "a_0 attention by position"
+    assert looking_back.chart[0].title == "where layer 1 attends: previous, itself, a_0"

@@ -512,6 +512,9 @@ def test_a_run_without_bos_says_a_0_where_the_scores_are_attention_to_its_first_
     assert [row["label"] for row in crossings(run_of(bos=True))] == ["L0 attention to BOS (L0H0)",
                                                                        "L0 attention to BOS (L0H1)"]
     assert claims(run_of(bos=True))[1].text.startswith("Layer 0 (head 1, the one most on BOS) gives BOS attention")
+    looks_back = {"attention/prev_token_score/L1H0": [(600, 0.287)], "attention/bos_score/L1H0": [(600, 0.1)]}
+    prev_token = claims(RunRecord(Path("."), "run", scalars=looks_back, config={"data": {"bos": False}}))[2]
+    assert prev_token.text.endswith("on the previous token, 0.100 on a_0.")
 
 
 def test_runs_of_different_experiments_get_no_mean_or_spread():

@@ -128,7 +128,7 @@ def _prev_token(run: RunRecord, final: dict, head: str) -> Claim:
         return _absent(run, title, "attention/prev_token_score", "AttentionPatterns", figures)
     text = (f"On average layer {last}{_which_head(run, head)} puts {prev:.3f} of each position's attention on the "
             "previous token")
-    for name, where in [("self", "itself"), ("bos", "BOS")]:
+    for name, where in [("self", "itself"), ("bos", first_position(run))]:
         value = _first(run, f"attention/{name}_score/{head}", final)
         text += f", {value:.3f} on {where}" if value is not None else ""
     return Claim(title, text + ".", figures, check=(prev >= 0.5, "prev-token score ≥ 0.5"))
