@@ -512,6 +512,12 @@ def test_a_run_without_bos_says_a_0_where_the_scores_are_attention_to_its_first_
     assert [row["label"] for row in crossings(run_of(bos=True))] == ["L0 attention to BOS (L0H0)",
                                                                        "L0 attention to BOS (L0H1)"]
     assert claims(run_of(bos=True))[1].text.startswith("Layer 0 (head 1, the one most on BOS) gives BOS attention")
+    # Across runs one column holds both (each run's half of two columns stayed "-"), in the tutorial's words
+    two = [RunRecord(Path(f"logs/{name}/version_0"), "run", scalars=scalars,
+                     config={"model": {"n_ctx": 10}, "data": {"bos": name == "default"}}) for name in ("default", "no_bos")]
+    header = re.findall(r"<th>([^<]*)</th>", build_summary(two).split("term ranking")[1].split("</tr>")[0])
+    assert [h for h in header if "L0 attention" in h] == ["L0 attention to BOS (L0H0) ≥ 0.314",
+                                                          "L0 attention to BOS (L0H1) ≥ 0.314"]
     looks_back = {"attention/prev_token_score/L1H0": [(600, 0.287)], "attention/bos_score/L1H0": [(600, 0.1)]}
     prev_token = claims(RunRecord(Path("."), "run", scalars=looks_back, config={"data": {"bos": False}}))[2]
     assert prev_token.text.endswith("on the previous token, 0.100 on a_0.")

@@ -60,8 +60,11 @@ def matching(run: RunRecord, pattern: str, images: bool = False) -> list[str]:
     return sorted(tag for tag in (run.images if images else run.scalars) if fnmatch.fnmatchcase(tag, pattern))
 
 
-def followed(run: RunRecord, mechanisms: list[Mechanism]) -> list[tuple[str, str, float | None]]:
-    """(tag, label, threshold) for every tag of this run that a mechanism matches, deduplicated by (tag, threshold)."""
+def followed(run: RunRecord, mechanisms: list[Mechanism],
+             own_words: bool = True) -> list[tuple[str, str, float | None]]:
+    """(tag, label, threshold) for every tag of this run that a mechanism matches, deduplicated by (tag, threshold).
+    `own_words`: layer 0's BOS score is labelled as attention to a_0 in a run without BOS; not across runs, where one
+    column holds every run's (the tutorial's name, as the claims' titles)."""
     rows, seen = [], set()
     for mech in mechanisms:
         threshold = mech.threshold
@@ -71,8 +74,9 @@ def followed(run: RunRecord, mechanisms: list[Mechanism]) -> list[tuple[str, str
             if (tag, threshold) not in seen:
                 seen.add((tag, threshold))
                 label = _label(mech, tag)
-                rows.append((tag, label.replace("BOS", first_position(run)) if per_run_threshold(tag) else label,
-                             threshold))
+                if own_words and per_run_threshold(tag):
+                    label = label.replace("BOS", first_position(run))
+                rows.append((tag, label, threshold))
     return rows
 
 
@@ -92,9 +96,9 @@ def first_crossing(series: list[tuple[int, float]], threshold: float) -> int | N
     return next((step for step, value in series if value >= threshold), None)
 
 
-def crossings(run: RunRecord) -> list[dict]:
+def crossings(run: RunRecord, own_words: bool = True) -> list[dict]:
     """One row per thresholded score: tag, label, threshold, first step (None: never), ordered by that step."""
     rows = [{"tag": tag, "label": label, "threshold": threshold,
              "step": first_crossing(run.scalars[tag], threshold)}
-            for tag, label, threshold in followed(run, SCORES) if threshold is not None]
+            for tag, label, threshold in followed(run, SCORES, own_words) if threshold is not None]
     return sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))

@@ -90,7 +90,8 @@ def _crossing_steps(runs: list[RunRecord]) -> tuple[list[str], list[dict[str, in
     def heading(crossing: dict) -> str:
         return f"{crossing['label']} ≥ {crossing['threshold']:g}"
 
-    per_run = [crossings(run) if run.kind == "run" else [] for run in runs]  # a snapshot crossed nothing
+    # a snapshot crossed nothing; one column per score across runs with and without BOS (own_words=False)
+    per_run = [crossings(run, own_words=False) if run.kind == "run" else [] for run in runs]
     columns = {heading(c): (c["tag"], c["threshold"]) for rows in per_run for c in rows}
     steps = []
     for run, rows in zip(runs, per_run):
