@@ -60,7 +60,7 @@ CASES = [
     # Allocated and filled until the OS killed the process ("Killed", helper-17 stopped one at 5.9 GB); a probe
     # beyond torch's reach was a one-line out-of-memory error after the probe line
     ("probe_larger_than_memory", ["fit", "--data.probe_size=100000000"],
-     "data.probe_size=100000000: analysing 100,000,000 sequences would hold ~13.0 TB of activations (129.8 kB a "
+     "data.probe_size=100000000: analysing 100,000,000 sequences would hold ~13.5 TB of activations (135.4 kB a "
      "sequence for this model), more than this machine's"),
     ("analyze_probe_larger_than_memory", ["analyze", "--weights", str(RUN / "checkpoints" / "last.ckpt"), "--out",
                                           "x", "--probe_size=10000000000000"],

@@ -1,7 +1,6 @@
 """`python -m prevpos bench`: real timings in a table and a JSON file; the baseline trains exactly like fit."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -112,12 +111,18 @@ def test_fast_path_runs_train_alike_with_and_without_plugins(tmp_path):
     assert not images["d"] and any(tag.startswith("attention/") for tag in images["e"])
 
 
-def test_peak_memory_without_linux_proc_is_nan_not_a_traceback(monkeypatch):
-    """macOS has no /proc: bench's CPU runs ended in FileNotFoundError after every run had trained."""
+def test_peak_memory_without_linux_proc_is_unknown_not_a_traceback(monkeypatch, tmp_path):
+    """macOS has no /proc: bench's CPU runs ended in FileNotFoundError after every run had trained (then NaN in the
+    JSON, which strict parsers refuse: helper-20)."""
     assert peak_memory_mib(torch.device("cpu")) > 0  # Linux: this process's peak resident memory
+    read_text = Path.read_text
 
     def no_proc(self, *args, **kwargs):
-        raise FileNotFoundError(2, "No such file or directory", str(self))
+        if str(self).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", no_proc)
-    assert math.isnan(peak_memory_mib(torch.device("cpu")))
+    assert peak_memory_mib(torch.device("cpu")) is None
+    report = run_bench(tmp_path, "--runs", "a")
+    assert report["median"]["a"]["peak_mib"] is None and report["runs"]["a"][0]["peak_mib"] is None

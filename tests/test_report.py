@@ -514,7 +514,8 @@ def test_a_run_without_bos_says_a_0_where_the_scores_are_attention_to_its_first_
     assert claims(run_of(bos=True))[1].text.startswith("Layer 0 (head 1, the one most on BOS) gives BOS attention")
     # Across runs one column holds both (each run's half of two columns stayed "-"), in the tutorial's words
     two = [RunRecord(Path(f"logs/{name}/version_0"), "run", scalars=scalars,
-                     config={"model": {"n_ctx": 10}, "data": {"bos": name == "default"}}) for name in ("default", "no_bos")]
+                     config={"model": {"n_ctx": 10}, "data": {"bos": name == "default"}})
+           for name in ("default", "no_bos")]
     header = re.findall(r"<th>([^<]*)</th>", build_summary(two).split("term ranking")[1].split("</tr>")[0])
     assert [h for h in header if "L0 attention" in h] == ["L0 attention to BOS (L0H0) ≥ 0.314",
                                                           "L0 attention to BOS (L0H1) ≥ 0.314"]

@@ -8,10 +8,14 @@ from transformer_lens import HookedTransformer
 
 from prevpos.errors import ConfigError
 
-# The default analyses' peak memory grows by 1.4x the bytes run_with_cache holds per sequence: `analyze` of the
-# default model (92.7 kB cached per sequence) peaked at 1.17 GB with a probe of 4,096 sequences and 4.91 GB with
-# 32,768 (peak resident memory on our 2-core CPU): 130 kB a sequence.
-PEAK_PER_CACHED_BYTE = 1.4
+# Peak memory of the default analyses per probe sequence: 1.3x what run_with_cache holds per sequence plus 3.7x the
+# logits' bytes (vocabulary-sized arrays per position, which the plugins' edited runs make again), fitted to the
+# growth of `analyze`'s peak resident memory with the probe on our 2-core CPU. Measured against estimated, kB a
+# sequence: the default model 130 (probes of 4,096 and 32,768) against 135; and, measured by a reviewer from 1,024 to
+# 4,096 sequences: d_vocab 3,001 677-713 (to 8,192) against 715, n_ctx 40 508 against 567, MLPs 272 against 269,
+# 4 heads of 32 123 against 142. (The cache alone, x1.4, said 292 for d_vocab 3,001 and let through twice the memory.)
+PEAK_PER_CACHED_BYTE = 1.3
+PEAK_PER_LOGIT_BYTE = 3.7
 
 
 def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: torch.device, setting: str) -> None:
@@ -20,7 +24,8 @@ def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: to
     total = memory_of(device)
     if total is None:
         return
-    per_sequence = cache_bytes_per_sequence(model) * PEAK_PER_CACHED_BYTE
+    cached, logits = bytes_per_sequence(model)
+    per_sequence = cached * PEAK_PER_CACHED_BYTE + logits * PEAK_PER_LOGIT_BYTE
     need = probe_size * per_sequence
     if need > total:
         where = "GPU" if device.type == "cuda" else "machine"
@@ -30,12 +35,13 @@ def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: to
             f"use at most ~{int(total // per_sequence):,} (the default is 256)")
 
 
-def cache_bytes_per_sequence(model: HookedTransformer) -> int:
-    """Bytes run_with_cache holds for one sequence of this model (every hook's activation)."""
+def bytes_per_sequence(model: HookedTransformer) -> tuple[int, int]:
+    """(bytes run_with_cache holds for one sequence of this model, the bytes of its logits)."""
     tokens = torch.zeros(1, model.cfg.n_ctx, dtype=torch.long, device=model.cfg.device)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens)
-    return sum(activation.numel() * activation.element_size() for activation in cache.values())
+        logits, cache = model.run_with_cache(tokens)
+    return (sum(activation.numel() * activation.element_size() for activation in cache.values()),
+            logits.numel() * logits.element_size())
 
 
 def memory_of(device: torch.device) -> int | None:

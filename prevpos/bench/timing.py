@@ -25,18 +25,19 @@ def reset_peak_memory(device: torch.device) -> None:
             pass
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or on CPU the process's peak resident memory, since reset_peak_memory."""
+def peak_memory_mib(device: torch.device) -> float | None:
+    """Peak CUDA memory allocated, or on CPU the process's peak resident memory, since reset_peak_memory; None where
+    unknown ("-" in bench's table, null in its JSON)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:  # Linux; elsewhere (macOS) no peak that reset_peak_memory can reset: nan, not the process's whole life's
+    try:  # Linux; elsewhere (macOS) no peak that reset_peak_memory can reset: none, not the process's whole life's
         status = Path("/proc/self/status").read_text()
     except OSError:
-        return float("nan")
+        return None
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+    return None
 
 
 class SpeedMeter:

@@ -174,4 +174,4 @@ def table(report: dict) -> str:
 
 
 def _cell(value: float | None, width: int, decimals: int) -> str:
-    return f"{'-' if value is None else f'{value:.{decimals}f}':>{width}}"  # "-": never reached
+    return f"{'-' if value is None else f'{value:.{decimals}f}':>{width}}"  # "-": never reached, or unknown
