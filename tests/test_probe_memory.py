@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prevpos.analysis import probe_memory
-from prevpos.analysis.probe_memory import bytes_per_sequence, refuse_a_probe_too_big
+from prevpos.analysis.probe_memory import bytes_per_sequence, peak_bytes_per_sequence, refuse_a_probe_too_big
 from prevpos.errors import ConfigError
 from prevpos.transformer import build_transformer
 
@@ -19,8 +19,7 @@ def test_the_bytes_per_sequence_are_what_run_with_cache_holds_for_a_batch():
 def test_a_probe_beyond_the_memory_is_refused_naming_the_setting(monkeypatch):
     model = build_transformer()
     monkeypatch.setattr(probe_memory, "memory_of", lambda device: 10**9)  # a 1 GB machine
-    cached, logits = bytes_per_sequence(model)
-    per_sequence = cached * probe_memory.PEAK_PER_CACHED_BYTE + logits * probe_memory.PEAK_PER_LOGIT_BYTE
+    per_sequence = peak_bytes_per_sequence(model)
     fits = int(10**9 // per_sequence)
     refuse_a_probe_too_big(model, fits, torch.device("cpu"), "data.probe_size")  # the most it takes: no error
     with pytest.raises(ConfigError, match=rf"^data.probe_size={fits + 1}: .* more than this machine's 1.0 GB of "
@@ -31,9 +30,7 @@ def test_a_probe_beyond_the_memory_is_refused_naming_the_setting(monkeypatch):
 def test_a_large_vocabulary_counts_its_logits():
     """d_vocab 3,001 peaked at ~700 kB a sequence in `analyze` (helper-20); the cache alone x 1.4 said 292 kB, so a
     probe it let through needed twice the machine's memory."""
-    cached, logits = bytes_per_sequence(build_transformer(d_vocab=3001))
-    per_sequence = cached * probe_memory.PEAK_PER_CACHED_BYTE + logits * probe_memory.PEAK_PER_LOGIT_BYTE
-    assert 650e3 < per_sequence < 800e3
+    assert 650e3 < peak_bytes_per_sequence(build_transformer(d_vocab=3001)) < 800e3
 
 
 def test_the_default_probe_fits_and_a_device_of_unknown_memory_is_not_checked():

@@ -24,8 +24,7 @@ def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: to
     total = memory_of(device)
     if total is None:
         return
-    cached, logits = bytes_per_sequence(model)
-    per_sequence = cached * PEAK_PER_CACHED_BYTE + logits * PEAK_PER_LOGIT_BYTE
+    per_sequence = peak_bytes_per_sequence(model)
     need = probe_size * per_sequence
     if need > total:
         where = "GPU" if device.type == "cuda" else "machine"
@@ -33,6 +32,12 @@ def refuse_a_probe_too_big(model: HookedTransformer, probe_size: int, device: to
             f"{setting}={probe_size}: analysing {probe_size:,} sequences would hold ~{_size(need)} of activations "
             f"({_size(per_sequence)} a sequence for this model), more than this {where}'s {_size(total)} of memory; "
             f"use at most ~{int(total // per_sequence):,} (the default is 256)")
+
+
+def peak_bytes_per_sequence(model: HookedTransformer) -> float:
+    """What the default analyses' peak memory grows by per probe sequence of this model (the fit above)."""
+    cached, logits = bytes_per_sequence(model)
+    return cached * PEAK_PER_CACHED_BYTE + logits * PEAK_PER_LOGIT_BYTE
 
 
 def bytes_per_sequence(model: HookedTransformer) -> tuple[int, int]:
